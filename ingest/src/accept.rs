@@ -1,0 +1,161 @@
+//! The durable path of a message: id → (already stored?) → publish → PubAck → ack.
+//!
+//! Each caller awaits only its own PubAck: publishes from all sockets are pipelined on one
+//! connection, so a slow ack never holds up another socket. A PubAck that does not come in
+//! time answers `UNAVAILABLE` (the message may still be stored: the client's retry with the
+//! same `clientMessageId` is deduplicated by JetStream and, after its window, by Postgres).
+
+use coachwire_shared::db;
+use coachwire_shared::envelope::{MessageEnvelope, Origin};
+use coachwire_shared::error::{Detail, Failure};
+use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
+use coachwire_shared::message::{Message, MessagePayload, MessageType, Metadata, now_millis};
+use coachwire_shared::metrics::MESSAGES_TOTAL;
+use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
+use async_nats::jetstream::{self, message::PublishMessage};
+use serde::Serialize;
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// A retry lookup must not stall the send path when Postgres is slow or down (§7.5: ingest
+/// keeps accepting then); JetStream's duplicate window still catches recent retries.
+const STORED_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A validated `message` payload with its ids parsed.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub conversation: ConversationId,
+    pub content: String,
+    pub kind: MessageType,
+    pub metadata: Metadata,
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+impl TryFrom<MessagePayload> for Draft {
+    type Error = Failure;
+
+    fn try_from(p: MessagePayload) -> Result<Self, Failure> {
+        let invalid = |path: &str| Failure::validation(vec![Detail::new(path, "must be a UUID")]);
+        Ok(Draft {
+            conversation: ConversationId::parse(&p.conversation_id)
+                .ok_or_else(|| invalid("/conversationId"))?,
+            content: p.content,
+            kind: p.kind,
+            metadata: p.metadata,
+            client_message_id: match p.client_message_id {
+                Some(s) => Some(ClientMessageId::parse(&s).ok_or_else(|| invalid("/clientMessageId"))?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// The success ack of `message` (and the 202 body of HTTP POST).
+#[derive(Clone, Debug, Serialize)]
+pub struct Accepted {
+    pub success: bool,
+    pub message: Message,
+    pub duplicate: bool,
+}
+
+pub struct Acceptor {
+    js: jetstream::Context,
+    pool: PgPool,
+}
+
+impl Acceptor {
+    pub fn new(js: jetstream::Context, pool: PgPool) -> Self {
+        Self { js, pool }
+    }
+
+    /// Makes `draft` durable on behalf of `author`; `origin` is the sending socket, if any.
+    pub async fn accept(
+        &self,
+        author: UserId,
+        draft: Draft,
+        origin: Option<Origin>,
+    ) -> Result<Accepted, Failure> {
+        let id = match draft.client_message_id {
+            Some(cmid) => MessageId::derive(author, cmid),
+            None => MessageId::generate(),
+        };
+        if draft.client_message_id.is_some() {
+            if let Some(stored) = self.stored(id).await {
+                return Ok(outcome(stored, true));
+            }
+        }
+        let envelope = MessageEnvelope {
+            message: Message {
+                id,
+                conversation_id: draft.conversation,
+                user_id: author,
+                content: draft.content,
+                kind: draft.kind,
+                metadata: draft.metadata,
+                client_message_id: draft.client_message_id,
+                seq: None,
+                created_at: now_millis(),
+            },
+            origin,
+        };
+        let ack = self.publish(&envelope).await.inspect_err(|_| {
+            metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
+        })?;
+        if ack.duplicate {
+            let original = self.original(ack.sequence).await;
+            return Ok(outcome(original.unwrap_or(envelope.message), true));
+        }
+        Ok(outcome(envelope.message, false))
+    }
+
+    async fn publish(
+        &self,
+        envelope: &MessageEnvelope,
+    ) -> Result<jetstream::publish::PublishAck, Failure> {
+        let payload = serde_json::to_vec(envelope).map_err(|_| Failure::internal())?;
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(envelope.message.id.to_string());
+        let subject = message_subject(envelope.message.conversation_id);
+        let pending = self.js.send_publish(subject, message).await.map_err(|e| {
+            tracing::warn!(error = %e, "publish failed");
+            Failure::unavailable()
+        })?;
+        pending.await.map_err(|e| {
+            tracing::warn!(error = %e, "no PubAck");
+            Failure::unavailable()
+        })
+    }
+
+    /// The message as already persisted, if it is (a retry after the duplicate window).
+    async fn stored(&self, id: MessageId) -> Option<Message> {
+        match tokio::time::timeout(STORED_LOOKUP_TIMEOUT, db::message_by_id(&self.pool, id)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "retry lookup failed; relying on the stream's dedupe");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The first copy of a duplicate still in the stream, so every retry acks the same
+    /// `createdAt` as the first send.
+    async fn original(&self, sequence: u64) -> Option<Message> {
+        let stream = self.js.get_stream_no_info(MESSAGES_STREAM).await.ok()?;
+        let raw = stream.direct_get(sequence).await.ok()?;
+        serde_json::from_slice::<MessageEnvelope>(&raw.payload)
+            .ok()
+            .map(|e| e.message)
+    }
+}
+
+fn outcome(message: Message, duplicate: bool) -> Accepted {
+    let label = if duplicate { "duplicate" } else { "accepted" };
+    metrics::counter!(MESSAGES_TOTAL, "outcome" => label).increment(1);
+    Accepted {
+        success: true,
+        message,
+        duplicate,
+    }
+}

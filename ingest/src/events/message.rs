@@ -1,0 +1,59 @@
+//! `message`: validate → authorize → rate-limit → make durable → ack.
+
+use super::origin;
+use crate::accept::{Accepted, Draft};
+use crate::app::AppRef;
+use crate::auth::{Principal, Role};
+use crate::socket::extract::{JoinedRooms, Payload, Reply};
+use coachwire_shared::error::Failure;
+use coachwire_shared::message::MessageType;
+use coachwire_shared::metrics::{ACK_SECONDS, MESSAGES_TOTAL};
+use socketioxide::extract::{Extension, SocketRef, State};
+use std::time::Instant;
+
+pub async fn handle(
+    s: SocketRef,
+    State(app): State<AppRef>,
+    Extension(principal): Extension<Principal>,
+    Extension(joined): Extension<JoinedRooms>,
+    payload: Payload,
+    reply: Reply,
+) {
+    let received = Instant::now();
+    let outcome = send(&s, &app, principal, &joined, payload).await;
+    if let Err(failure) = &outcome {
+        if failure.code != coachwire_shared::error::ErrorCode::Unavailable {
+            metrics::counter!(MESSAGES_TOTAL, "outcome" => "rejected").increment(1);
+        }
+    }
+    reply.send(outcome);
+    metrics::histogram!(ACK_SECONDS).record(received.elapsed().as_secs_f64());
+}
+
+async fn send(
+    s: &SocketRef,
+    app: &AppRef,
+    principal: Principal,
+    joined: &JoinedRooms,
+    payload: Payload,
+) -> Result<Accepted, Failure> {
+    principal.ensure_live()?;
+    let request = app.validators.message.parse(&payload.json()?).map_err(Failure::validation)?;
+    let draft = Draft::try_from(request)?;
+    authorize(principal, &draft)?;
+    if !joined.contains(draft.conversation) {
+        return Err(Failure::forbidden());
+    }
+    app.acceptor.accept(principal.user, draft, Some(origin(app, s))).await
+}
+
+/// Only the AI coach writes `type: "ai"`, and only people are message-limited.
+pub fn authorize(principal: Principal, draft: &Draft) -> Result<(), Failure> {
+    if draft.kind == MessageType::Ai && principal.role != Role::Ai {
+        return Err(Failure::new(
+            coachwire_shared::error::ErrorCode::Forbidden,
+            "only the AI coach may send type \"ai\"",
+        ));
+    }
+    Ok(())
+}

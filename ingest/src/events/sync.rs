@@ -1,0 +1,63 @@
+//! `sync`: persisted messages after a seq, for reconnecting clients (§7.4).
+
+use super::{conversation_id, db_unavailable};
+use crate::app::AppRef;
+use crate::auth::Principal;
+use crate::socket::extract::{Payload, Reply};
+use coachwire_shared::db;
+use coachwire_shared::error::Failure;
+use coachwire_shared::ids::{ConversationId, Seq, UserId};
+use coachwire_shared::message::{DEFAULT_SYNC_LIMIT, Message};
+use serde::Serialize;
+use socketioxide::extract::{Extension, State};
+use sqlx::PgPool;
+
+/// A page of history: the `sync` ack and the HTTP GET body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+pub async fn handle(
+    State(app): State<AppRef>,
+    Extension(principal): Extension<Principal>,
+    payload: Payload,
+    reply: Reply,
+) {
+    let outcome = async {
+        principal.ensure_live()?;
+        let request = app.validators.sync.parse(&payload.json()?).map_err(Failure::validation)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        let limit = request.limit.unwrap_or(DEFAULT_SYNC_LIMIT);
+        let mut page = history(&app.pool, principal.user, conversation, Seq(request.after_seq), limit).await?;
+        page.success = Some(true);
+        Ok(page)
+    }
+    .await;
+    reply.send(outcome);
+}
+
+/// Participation check, then one page; shared with `GET …/messages`.
+pub async fn history(
+    pool: &PgPool,
+    user: UserId,
+    conversation: ConversationId,
+    after: Seq,
+    limit: i64,
+) -> Result<Page, Failure> {
+    if !db::is_participant(pool, conversation, user).await.map_err(db_unavailable)? {
+        return Err(Failure::forbidden());
+    }
+    let (messages, has_more) = db::messages_after(pool, conversation, after, limit)
+        .await
+        .map_err(db_unavailable)?;
+    Ok(Page {
+        success: None,
+        messages,
+        has_more,
+    })
+}

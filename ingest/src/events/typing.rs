@@ -1,0 +1,43 @@
+//! `typing`: relayed to the others in the room, never stored; the excess is dropped.
+
+use super::{conversation_id, origin};
+use crate::app::AppRef;
+use crate::auth::Principal;
+use crate::socket::extract::{JoinedRooms, Payload, Reply};
+use coachwire_shared::envelope::{Presence, RoomEvent};
+use coachwire_shared::error::Failure;
+use serde_json::json;
+use socketioxide::extract::{Extension, SocketRef, State};
+
+pub async fn handle(
+    s: SocketRef,
+    State(app): State<AppRef>,
+    Extension(principal): Extension<Principal>,
+    Extension(joined): Extension<JoinedRooms>,
+    payload: Payload,
+    reply: Reply,
+) {
+    let outcome = async {
+        principal.ensure_live()?;
+        let request = app.validators.typing.parse(&payload.json()?).map_err(Failure::validation)?;
+        let conversation = conversation_id(&request.conversation_id)?;
+        if !joined.contains(conversation) {
+            return Err(Failure::forbidden());
+        }
+        if app.limits.typing(s.id.as_str()) {
+            let presence = Presence {
+                conversation_id: conversation,
+                user_id: principal.user,
+                origin: origin(&app, &s),
+            };
+            let event = RoomEvent::Typing {
+                presence,
+                is_typing: request.is_typing,
+            };
+            app.rooms.publish(conversation, &event).await;
+        }
+        Ok(json!({"success": true}))
+    }
+    .await;
+    reply.send(outcome);
+}

@@ -1,0 +1,99 @@
+//! The HTTP API of §8, on the same port as Socket.IO. Same verifier, same validators,
+//! same accept path as the socket: only the transport differs.
+
+pub mod conversations;
+pub mod messages;
+
+use crate::app::AppRef;
+use crate::auth::Principal;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use coachwire_shared::error::{Detail, ErrorCode, Failure};
+
+/// Largest HTTP body accepted, as for Socket.IO packets (§5).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(app: AppRef) -> Router {
+    Router::new()
+        .route("/schema/message.json", get(message_schema))
+        .route(
+            "/api/conversations",
+            get(conversations::list).post(conversations::create),
+        )
+        .route(
+            "/api/conversations/{id}/messages",
+            get(messages::list).post(messages::post),
+        )
+        .with_state(app)
+}
+
+async fn message_schema(axum::extract::State(app): axum::extract::State<AppRef>) -> Response {
+    Json(app.validators.message.schema().clone()).into_response()
+}
+
+/// A [`Failure`] as an HTTP response: the §4 failure body with the §8 status.
+pub struct ApiError {
+    status: StatusCode,
+    failure: Failure,
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        let status = StatusCode::from_u16(failure.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self { status, failure }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.failure.body())).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal
+where
+    AppRef: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let app = AppRef::from_ref(state);
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| Failure::unauthorized("missing bearer token"))?;
+        let principal = app.verifier.verify(token.trim())?;
+        principal.ensure_live()?;
+        Ok(principal)
+    }
+}
+
+/// A JSON body read with a hard cap: past [`MAX_BODY_BYTES`] the request is answered 413
+/// without reading further; bad JSON (including nesting past 128 levels) is a 400.
+pub struct JsonBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, _: &S) -> Result<Self, ApiError> {
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                failure: Failure::new(
+                    ErrorCode::ValidationFailed,
+                    "the body is larger than 64 KiB",
+                ),
+            })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
+            Failure::validation(vec![Detail::new("", "is not valid JSON")]).into()
+        })
+    }
+}

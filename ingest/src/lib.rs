@@ -1,0 +1,24 @@
+//! coachwire-ingest: the Socket.IO + HTTP edge.
+//!
+//! - [`socket`]: the handshake (auth, connection limit) and the extractors every event
+//!   handler shares (`Payload`, `Reply`).
+//! - [`events`]: one module per client event (`join_conversation`, `message`, …).
+//! - [`http`]: the REST routes of §8 on the same port.
+//! - [`accept`]: the one path by which a message becomes durable: validate → publish to
+//!   JetStream → await the PubAck → ack. Socket and HTTP both use it.
+//! - [`rooms`]: per-conversation actors that subscribe to the conversation's room subject
+//!   while a local socket is joined, and emit what arrives to the local room in `seq` order.
+//! - [`auth`], [`limits`]: JWT verification and rate limits.
+//! - [`settings`], [`startup`]: configuration and wiring.
+
+pub mod accept;
+pub mod app;
+pub mod auth;
+pub mod db;
+pub mod events;
+pub mod http;
+pub mod limits;
+pub mod rooms;
+pub mod settings;
+pub mod socket;
+pub mod startup;

@@ -1,0 +1,133 @@
+//! The handshake: connection limit, token, and the socket's handlers.
+//!
+//! Everything happens in a connect *middleware*, which socketioxide runs before it confirms
+//! the connection: handlers registered here exist before the client can emit, so a client
+//! that emits `join_conversation` in the same tick as `io()` is always answered.
+
+use crate::app::AppRef;
+use crate::auth::Principal;
+use crate::events;
+use crate::socket::extract::JoinedRooms;
+use axum::extract::ConnectInfo;
+use coachwire_shared::envelope::{Origin, Presence, RoomEvent};
+use coachwire_shared::error::Failure;
+use coachwire_shared::metrics::CONNECTIONS;
+use socketioxide::SocketIo;
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+use socketioxide::socket::Sid;
+use std::net::{IpAddr, SocketAddr};
+
+/// Refuses or admits a handshake; the refusal reaches the client as `connect_error` with
+/// `err.message` = `"CODE: reason"`.
+pub async fn authenticate(
+    s: SocketRef,
+    io: SocketIo,
+    State(app): State<AppRef>,
+    TryData(auth): TryData<serde_json::Value>,
+) -> Result<(), Failure> {
+    if let Some(ip) = client_ip(&s, app.limits.trust_proxy) {
+        app.limits.connection(ip)?;
+    }
+    let token = token_of(&s, auth.ok().as_ref())?;
+    let principal = app.verifier.verify(&token)?;
+    s.extensions.insert(principal);
+    s.extensions.insert(JoinedRooms::default());
+    // A room named after the socket lets broadcasts exclude it (`except(sid)`).
+    s.join(s.id.to_string());
+    register_handlers(&s);
+    expire_at(io, s.id, principal);
+    metrics::gauge!(CONNECTIONS).increment(1.0);
+    Ok(())
+}
+
+/// The namespace's connect handler: all the work is done in [`authenticate`].
+pub async fn on_connect() {}
+
+fn register_handlers(s: &SocketRef) {
+    s.on("join_conversation", events::join::handle);
+    s.on("leave_conversation", events::leave::handle);
+    s.on("message", events::message::handle);
+    s.on("typing", events::typing::handle);
+    s.on("sync", events::sync::handle);
+    s.on_disconnect(on_disconnect);
+}
+
+/// The token from `auth.token`, else `Authorization: Bearer`. A token in the query string
+/// is refused outright: it would sit in every proxy's access log.
+fn token_of(s: &SocketRef, auth: Option<&serde_json::Value>) -> Result<String, Failure> {
+    let parts = s.req_parts();
+    let in_query = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("token=") || kv.starts_with("access_token=")));
+    if in_query {
+        return Err(Failure::unauthorized("tokens in the query string are refused"));
+    }
+    if let Some(token) = auth.and_then(|a| a.get("token")).and_then(|t| t.as_str()) {
+        return Ok(token.to_string());
+    }
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .ok_or_else(|| Failure::unauthorized("missing token"))
+}
+
+/// The peer address, or with `trust_proxy` the address our proxy appended last to
+/// `X-Forwarded-For` (earlier entries are whatever the client claimed).
+pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
+    let parts = s.req_parts();
+    if trust_proxy {
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(','))
+            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+            .last();
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// Disconnects the socket when its token expires, even if it never sends another event.
+fn expire_at(io: SocketIo, sid: Sid, principal: Principal) {
+    let now = chrono::Utc::now().timestamp();
+    let left = u64::try_from(principal.valid_until - now).unwrap_or(0);
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+        if let Some(socket) = io.get_socket(sid) {
+            let _ = socket.disconnect();
+        }
+    });
+}
+
+async fn on_disconnect(
+    s: SocketRef,
+    State(app): State<AppRef>,
+    Extension(principal): Extension<Principal>,
+    Extension(joined): Extension<JoinedRooms>,
+) {
+    metrics::gauge!(CONNECTIONS).decrement(1.0);
+    let origin = Origin {
+        node: app.node.clone(),
+        sid: s.id.to_string(),
+    };
+    for conversation in joined.take_all() {
+        app.rooms.leave(conversation, s.id);
+        let presence = Presence {
+            conversation_id: conversation,
+            user_id: principal.user,
+            origin: origin.clone(),
+        };
+        app.rooms.publish(conversation, &RoomEvent::UserLeft(presence)).await;
+    }
+}

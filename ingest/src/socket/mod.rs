@@ -1,0 +1,4 @@
+//! The Socket.IO side of ingest: the handshake and what every event handler shares.
+
+pub mod connect;
+pub mod extract;

@@ -1,0 +1,115 @@
+//! Wiring: clients → app state → Socket.IO layer + HTTP router → a served listener, and
+//! the orderly shutdown of all of it.
+
+use crate::accept::Acceptor;
+use crate::app::{App, AppRef, Validators};
+use crate::auth::{AuthConfigError, Verifier};
+use crate::http;
+use crate::limits::Limits;
+use crate::rooms::Rooms;
+use crate::settings::IngestSettings;
+use crate::socket::connect::{authenticate, on_connect};
+use axum::Router;
+use axum::serve::ListenerExt;
+use coachwire_shared::health::{self, Probe};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::{ParserConfig, SocketIo};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Socket.IO packets and HTTP bodies larger than this are refused (§5).
+pub const MAX_PACKET_BYTES: usize = 64 * 1024;
+/// Per-socket outgoing queue. A room burst beyond it drops deliveries to that socket only
+/// (the client sees a seq gap and syncs); 1024 covers a 3×50 burst with room to spare.
+const SOCKET_BUFFER_PACKETS: usize = 1024;
+/// How long a PubAck may take before the client hears `UNAVAILABLE`.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Publishes in flight on the connection before new ones wait (pipelining window, see
+/// notes/jetstream.md: 256–1024 reaches the server's throughput; past 5000 it errors).
+const MAX_ACKS_IN_FLIGHT: usize = 2048;
+/// How often limiter state for idle keys is dropped.
+const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Builds the app and its router from ready clients.
+pub fn build(
+    settings: &IngestSettings,
+    pool: PgPool,
+    nats: async_nats::Client,
+    metrics: coachwire_shared::metrics::PrometheusHandle,
+) -> Result<(Router, SocketIo, AppRef), AuthConfigError> {
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(PUBLISH_ACK_TIMEOUT)
+        .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
+        .build(nats.clone());
+    let node = uuid::Uuid::new_v4().to_string();
+    let app: AppRef = Arc::new(App {
+        acceptor: Acceptor::new(js, pool.clone()),
+        verifier: Verifier::new(&settings.jwt)?,
+        limits: Limits::new(&settings.limits),
+        rooms: Rooms::new(nats.clone(), pool.clone(), node.clone()),
+        validators: Validators::default(),
+        probe: Probe {
+            pool: pool.clone(),
+            nats: nats.clone(),
+            metrics,
+        },
+        node,
+        pool,
+        nats,
+    });
+    let (layer, io) = SocketIo::builder()
+        .with_state(app.clone())
+        .with_parser(ParserConfig::common().max_incoming_binary_buf_size(MAX_PACKET_BYTES))
+        .max_payload(MAX_PACKET_BYTES as u64)
+        .ws_max_message_size(MAX_PACKET_BYTES)
+        .ws_max_frame_size(MAX_PACKET_BYTES)
+        .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .build_layer();
+    io.ns("/", on_connect.with(authenticate));
+    let router = http::router(app.clone())
+        .merge(health::router(app.probe.clone()))
+        .layer(layer);
+    Ok((router, io, app))
+}
+
+/// Serves until `shutdown`; then disconnects every socket and lets HTTP requests finish.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    io: SocketIo,
+    app: AppRef,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tokio::spawn(prune_limiters(app.clone(), shutdown.clone()));
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    // Nagle off: acks are small writes, and with it on they wait for delayed ACKs (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY failed");
+        }
+    });
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            io.close().await;
+        })
+        .await?;
+    if let Err(e) = app.nats.flush().await {
+        tracing::warn!(error = %e, "NATS flush at shutdown failed");
+    }
+    Ok(())
+}
+
+async fn prune_limiters(app: AppRef, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(LIMITER_PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => { app.limits.prune(); }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# THE "run the whole stack" command, for local development and demos.
+#   scripts/run-stack.sh          start Postgres, NATS and the three services (release
+#                                 build); restarts the services if already running;
+#                                 prints URL, two demo tokens, a conversation and commands
+#   scripts/run-stack.sh stop     stop the services, and NATS if this script started it
+# Logs, pids, NATS data and the JWT secret live in .run/ (git-ignored).
+# Overrides: COACHWIRE_LISTEN (default 127.0.0.1:3000), COACHWIRE_JWT_SECRET, DATABASE_URL.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"   # nats/dev.conf's store_dir is relative to the cwd
+
+RUN=$ROOT/.run
+NATS_MONITOR=http://127.0.0.1:8222
+NATS_MIN_VERSION=2.12.0
+
+# True when the pid in .run/NAME.pid is alive and runs PROGRAM. Reading the
+# command line (empty for zombies) guards against a stale file naming a reused pid.
+running() {
+  local pid
+  pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
+  grep -qaF -- "$2" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+stop_one() { # NAME PROGRAM
+  if running "$1" "$2"; then
+    local pid; pid=$(cat "$RUN/$1.pid")
+    log "stopping $1 (pid $pid)"
+    kill -TERM "$pid"
+    # The services promise to exit within 10 s of SIGTERM (CONTRACT §1).
+    wait_for 12 eval "! running $1 $2" || { log "WARNING: $1 still up 12 s after SIGTERM; SIGKILL"; kill -KILL "$pid"; }
+  fi
+  rm -f "$RUN/$1.pid"
+}
+
+stop_services() {
+  # ingest first, so nothing new is accepted while the consumers drain.
+  local svc
+  for svc in ingest fanout persister; do stop_one "$svc" "coachwire-$svc"; done
+}
+
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+
+start_nats() {
+  if port_open 127.0.0.1 4222 && ! running nats nats-server; then
+    log "WARNING: a NATS server this script did not start answers on 127.0.0.1:4222; using it (the services check its version and JetStream themselves)"
+    return
+  fi
+  if ! running nats nats-server; then
+    log "nats: starting $COACHWIRE_NATS_SERVER -c nats/dev.conf (data in .run/nats)"
+    # setsid: a Ctrl-C in this terminal must not take the background stack down.
+    setsid "$COACHWIRE_NATS_SERVER" -c nats/dev.conf </dev/null >>"$RUN/nats.log" 2>&1 &
+    echo $! >"$RUN/nats.pid"
+    # /healthz turns 200 only once JetStream is up, not merely the client port.
+    wait_for 15 curl -fsS "$NATS_MONITOR/healthz" || die "nats: not healthy after 15 s; see .run/nats.log"
+  fi
+  local version
+  version=$(curl -fsS "$NATS_MONITOR/varz" | sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' | head -n1) || true
+  version_ge "$version" "$NATS_MIN_VERSION" || die "nats: server is '${version:-unknown}', need >= $NATS_MIN_VERSION"
+  log "nats: ok (v$version, ours)"
+}
+
+jwt_secret() {
+  if [ -z "${COACHWIRE_JWT_SECRET:-}" ]; then
+    # Generated once and kept, so tokens printed earlier stay valid across restarts.
+    [ -s "$RUN/jwt-secret" ] || (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$RUN/jwt-secret")
+    COACHWIRE_JWT_SECRET=$(cat "$RUN/jwt-secret")
+  fi
+  export COACHWIRE_JWT_SECRET
+}
+
+start_service() { # NAME [VAR=value...]
+  local name=$1; shift
+  env "$@" setsid "$BIN/coachwire-$name" </dev/null >"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+}
+
+wait_ready() {
+  local svc tries=240   # 60 s: first start runs migrations and creates streams
+  until curl -fsS "$URL/readyz" >/dev/null 2>&1; do
+    for svc in persister fanout ingest; do
+      if ! running "$svc" "coachwire-$svc"; then
+        tail -n 20 "$RUN/$svc.log" >&2
+        stop_services   # no half-started stack left behind
+        die "$svc exited during start-up; full log in .run/$svc.log"
+      fi
+    done
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || { stop_services; die "ingest not ready at $URL/readyz after 60 s; see .run/*.log"; }
+    sleep 0.25
+  done
+}
+
+make_demo() {
+  local a b token_a token_b body id
+  a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid)
+  token_a=$("$BIN/coachwire-ingest" token --user "$a" --ttl 24h) || die "coachwire-ingest token failed"
+  token_b=$("$BIN/coachwire-ingest" token --user "$b" --ttl 24h) || die "coachwire-ingest token failed"
+  body=$(curl -sS --fail-with-body -X POST "$URL/api/conversations" -H "Authorization: Bearer $token_a" \
+    -H 'content-type: application/json' -d "{\"title\":\"demo\",\"participantIds\":[\"$a\",\"$b\"]}") ||
+    die "creating the demo conversation failed: $body"
+  id=$(printf '%s' "$body" | sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
+  [ -n "$id" ] || die "no id in the create-conversation answer: $body"
+  # Sourceable for shell sessions: . .run/demo.env
+  printf 'URL=%s\nUSER_A=%s\nUSER_B=%s\nTOKEN_A=%s\nTOKEN_B=%s\nCONVERSATION_ID=%s\n' \
+    "$URL" "$a" "$b" "$token_a" "$token_b" "$id" >"$RUN/demo.env"
+  cat <<EOF
+
+coachwire is running at $URL   (logs: .run/*.log; stop: scripts/run-stack.sh stop)
+user A:        $a
+token A:       $token_a
+user B:        $b
+token B:       $token_b
+conversation:  $id        (all of the above: . .run/demo.env)
+
+# send a message as A, then read the conversation:
+curl -sS -X POST $URL/api/conversations/$id/messages -H 'Authorization: Bearer $token_a' -H 'content-type: application/json' -d '{"content":"hello"}'
+curl -sS '$URL/api/conversations/$id/messages?afterSeq=0' -H 'Authorization: Bearer $token_a'
+
+# chat: B listens in one terminal, A types lines in another:
+node scripts/chat.mjs --url $URL --token $token_b --conversation $id
+node scripts/chat.mjs --url $URL --token $token_a --conversation $id
+EOF
+}
+
+start() {
+  export_defaults
+  ensure_postgres
+  ensure_nats_binary
+  # Only for scripts/chat.mjs; the stack itself runs without Node.
+  if [ -f tests/js/package.json ]; then ensure_node_deps; else log "WARNING: no tests/js/package.json, so scripts/chat.mjs can't run"; fi
+  mkdir -p "$RUN"
+  start_nats
+  stop_services   # a re-run restarts them on the fresh build
+  log "+ cargo build --release --workspace"
+  cargo build --release --workspace || die "cargo build --release failed"
+  BIN=$CARGO_TARGET_DIR/release
+  jwt_secret
+  local listen=${COACHWIRE_LISTEN:-127.0.0.1:3000}
+  local host=${listen%:*} port=${listen##*:}
+  [ "$host" != 0.0.0.0 ] || host=127.0.0.1
+  URL=http://$host:$port
+  # Else /readyz could be answered by whatever holds the port, not by our ingest.
+  ! port_open "$host" "$port" || die "something already listens on $listen; stop it or set COACHWIRE_LISTEN"
+  export NATS_URL=nats://127.0.0.1:4222
+  # Admin ports set explicitly: one inherited COACHWIRE_ADMIN_LISTEN would make them collide.
+  start_service persister COACHWIRE_ADMIN_LISTEN=127.0.0.1:9101
+  start_service fanout COACHWIRE_ADMIN_LISTEN=127.0.0.1:9102
+  start_service ingest COACHWIRE_LISTEN="$listen"
+  wait_ready
+  make_demo
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop_services; stop_one nats nats-server; log "stopped" ;;
+  *) die "usage: scripts/run-stack.sh [start|stop]" ;;
+esac

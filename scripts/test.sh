@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# THE test command: scripts/test.sh [extra nextest args, e.g. -E 'test(ack)']
+# Provisions what the tests need (Postgres, pinned nats-server, socket.io-client),
+# then runs the same gates as CI: fmt, clippy, debug build, nextest.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+start=$SECONDS
+trap 'log "finished with exit code $? in $((SECONDS - start)) s"' EXIT
+
+export_defaults
+ensure_postgres
+ensure_nats_binary
+ensure_node_deps
+cd "$ROOT"
+
+step() { log "+ $*"; "$@" || die "failed: $*"; }
+step cargo fmt --all -- --check
+step cargo clippy --workspace --all-targets -- -D warnings
+# e2e tests spawn the real binaries, so build them before nextest runs the tests.
+step cargo build --workspace
+export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
+step cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,0 +1,136 @@
+//! Identifier newtypes, so a conversation id can never be passed where a user id belongs.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// Parses the hyphenated 8-4-4-4-12 form (either case); see [`parse_canonical_uuid`].
+            pub fn parse(s: &str) -> Option<Self> {
+                parse_canonical_uuid(s).map(Self)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A conversation (a chat room).
+    ConversationId
+);
+uuid_id!(
+    /// A user, as named by the JWT `sub` claim.
+    UserId
+);
+uuid_id!(
+    /// A message; deterministic when the client gave a `clientMessageId` (see [`MessageId::derive`]).
+    MessageId
+);
+uuid_id!(
+    /// The client's idempotency key for a `message`.
+    ClientMessageId
+);
+
+/// Namespace for deriving message ids from (user, clientMessageId); fixed forever, since
+/// changing it would give retries of old messages new ids.
+const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_3a0e_8d2b_4f5a_9c7e_0b1d_2e3f_4a5b);
+
+impl MessageId {
+    /// The id of a message that carries a `clientMessageId`: the same for every retry, at
+    /// any later time, so Postgres' primary key is the last word on duplicates.
+    pub fn derive(user: UserId, client_message_id: ClientMessageId) -> Self {
+        let mut name = [0u8; 32];
+        name[..16].copy_from_slice(user.0.as_bytes());
+        name[16..].copy_from_slice(client_message_id.0.as_bytes());
+        Self(Uuid::new_v5(&MESSAGE_ID_NAMESPACE, &name))
+    }
+
+    /// A fresh id for a message without `clientMessageId`: time-ordered (v7), so the
+    /// primary-key index grows at its right edge.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+/// A message's position in its conversation: 1, 2, 3 … with no gaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Seq(pub i64);
+
+impl Seq {
+    /// The seq before the first message: `afterSeq = 0` means "from the start".
+    pub const ZERO: Seq = Seq(0);
+
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Accepts exactly the hyphenated 8-4-4-4-12 hex form. Upper-case hex is accepted (RFC 9562:
+/// "case insensitive on input"; Apple platforms print it), braces, `urn:uuid:` and the
+/// unhyphenated form are not.
+pub fn parse_canonical_uuid(s: &str) -> Option<Uuid> {
+    let bytes = s.as_bytes();
+    let hyphens_ok = bytes.len() == 36
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (*b == b'-'));
+    if !hyphens_ok || !bytes.iter().all(|b| *b == b'-' || b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Uuid::try_parse(s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_uuids_parse_and_other_spellings_do_not() {
+        let ok = ["0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a10", "0191E4F2-7C1A-7CC4-9A55-3B0F1F4B7A10"];
+        for s in ok {
+            assert!(parse_canonical_uuid(s).is_some(), "{s}");
+        }
+        let bad = [
+            "0191e4f27c1a7cc49a553b0f1f4b7a10",
+            "{0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a10}",
+            "urn:uuid:0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a10",
+            "0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a1",
+            "0191e4f2-7c1a-7cc4-9a55_3b0f1f4b7a10",
+            "0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a1g",
+            "",
+        ];
+        for s in bad {
+            assert!(parse_canonical_uuid(s).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn derived_message_ids_are_stable_and_distinct_per_user() {
+        let cmid = ClientMessageId(Uuid::new_v4());
+        let (a, b) = (UserId(Uuid::new_v4()), UserId(Uuid::new_v4()));
+        assert_eq!(MessageId::derive(a, cmid), MessageId::derive(a, cmid));
+        assert_ne!(MessageId::derive(a, cmid), MessageId::derive(b, cmid));
+    }
+}

@@ -1,0 +1,49 @@
+//! Prometheus metrics (§10): the names in one place, and the recorder installed once.
+
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use std::sync::OnceLock;
+
+pub const MESSAGES_TOTAL: &str = "coachwire_messages_total";
+pub const ACK_SECONDS: &str = "coachwire_ack_seconds";
+pub const PERSISTED_TOTAL: &str = "coachwire_persisted_total";
+pub const PERSIST_BATCH_SIZE: &str = "coachwire_persist_batch_size";
+pub const END_TO_END_SECONDS: &str = "coachwire_end_to_end_seconds";
+pub const CONNECTIONS: &str = "coachwire_connections";
+pub const RATE_LIMITED_TOTAL: &str = "coachwire_rate_limited_total";
+pub const CONSUMER_PENDING: &str = "coachwire_consumer_pending";
+pub const DEAD_LETTERS_TOTAL: &str = "coachwire_dead_letters_total";
+
+/// Latency buckets in seconds: sub-millisecond acks up to multi-second outages.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder (once per process) and returns the handle `/metrics` renders.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(PERSIST_BATCH_SIZE.into()),
+                        BATCH_BUCKETS,
+                    )
+                })
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}

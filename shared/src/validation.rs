@@ -1,0 +1,268 @@
+//! Payload validation: a JSON Schema generated from the Rust payload types (schemars),
+//! checked with `jsonschema`, plus the rules a schema cannot say (`Rules`).
+//!
+//! Every failure becomes a [`Detail`] whose `path` names the failing field itself: a
+//! missing or unknown key is reported at its own pointer (`/metadata/foo`), not its parent's,
+//! which is why `additionalProperties` / `required` errors are rewritten here.
+
+use crate::error::Detail;
+use crate::message::{
+    ConversationPayload, CreateConversationPayload, MAX_CONTENT_CHARS, MessagePayload,
+    SyncPayload, TypingPayload, UUID_PATTERN,
+};
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::marker::PhantomData;
+
+/// Rules beyond the schema, checked on the raw JSON so they report alongside schema errors.
+pub trait Rules {
+    fn check(_payload: &Value, _details: &mut Vec<Detail>) {}
+}
+
+impl Rules for ConversationPayload {}
+impl Rules for TypingPayload {}
+impl Rules for SyncPayload {}
+impl Rules for CreateConversationPayload {}
+
+impl Rules for MessagePayload {
+    fn check(payload: &Value, details: &mut Vec<Detail>) {
+        if let Some(content) = payload.get("content").and_then(Value::as_str) {
+            if let Some(problem) = content_problem(content) {
+                details.push(Detail::new("/content", problem));
+            }
+        }
+        let metadata = payload.get("metadata");
+        if let Some(url) = metadata.and_then(|m| m.get("imageUrl")).and_then(Value::as_str) {
+            if let Some(problem) = image_url_problem(url) {
+                details.push(Detail::new("/metadata/imageUrl", problem));
+            }
+        }
+        if let Some(ts) = metadata.and_then(|m| m.get("timestamp")).and_then(Value::as_str) {
+            if chrono::DateTime::parse_from_rfc3339(ts).is_err() {
+                details.push(Detail::new(
+                    "/metadata/timestamp",
+                    "must be an RFC 3339 timestamp",
+                ));
+            }
+        }
+    }
+}
+
+/// Content is plain text: control characters other than TAB, LF, CR are refused (they
+/// corrupt terminals and logs), and so is content that is only whitespace.
+fn content_problem(content: &str) -> Option<&'static str> {
+    if content
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Some("must not contain control characters other than TAB, LF and CR");
+    }
+    if !content.is_empty() && content.chars().all(char::is_whitespace) {
+        return Some("must not be only whitespace");
+    }
+    None
+}
+
+/// Only absolute `http(s)` URLs without user-info: `javascript:`/`data:` URLs execute or
+/// smuggle content, relative ones resolve against whatever page renders them, and
+/// `user:pass@` is a phishing classic.
+fn image_url_problem(raw: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(raw) else {
+        return Some("must be an absolute http or https URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Some("must use the http or https scheme");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("must not contain user-info");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Some("must name a host");
+    }
+    None
+}
+
+/// A compiled schema for payload type `T`, and the typed parse that follows it.
+pub struct PayloadValidator<T> {
+    schema: Value,
+    validator: jsonschema::Validator,
+    payload: PhantomData<fn() -> T>,
+}
+
+impl<T: JsonSchema + DeserializeOwned + Rules> PayloadValidator<T> {
+    /// Compiles the schema of `T`. Panics only if schemars emits a schema jsonschema cannot
+    /// compile, a programming error caught by the unit tests below.
+    pub fn new() -> Self {
+        let schema = serde_json::to_value(schemars::schema_for!(T))
+            .expect("a generated schema serializes");
+        let validator = jsonschema::validator_for(&schema).expect("a generated schema compiles");
+        Self {
+            schema,
+            validator,
+            payload: PhantomData,
+        }
+    }
+
+    /// The JSON Schema, as served at `/schema/…`.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Validates `payload` against the schema and `T`'s rules, then builds `T`.
+    pub fn parse(&self, payload: &Value) -> Result<T, Vec<Detail>> {
+        let mut details: Vec<Detail> = Vec::new();
+        for error in self.validator.iter_errors(payload) {
+            details.extend(details_of(error.instance_path().as_str(), error.kind()));
+        }
+        T::check(payload, &mut details);
+        if !details.is_empty() {
+            details.dedup_by(|a, b| a.path == b.path && a.message == b.message);
+            return Err(details);
+        }
+        serde_json::from_value(payload.clone())
+            .map_err(|e| vec![Detail::new("", format!("is invalid: {e}"))])
+    }
+}
+
+impl<T: JsonSchema + DeserializeOwned + Rules> Default for PayloadValidator<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Client-facing messages, written here rather than taken from jsonschema, whose texts
+/// quote the offending value (which may be 64 KiB of someone's content).
+fn details_of(path: &str, kind: &ValidationErrorKind) -> Vec<Detail> {
+    let one = |message: String| vec![Detail::new(path, message)];
+    match kind {
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|key| Detail::new(child(path, key), "is not allowed"))
+            .collect(),
+        ValidationErrorKind::Required { property } => {
+            let key = property.as_str().unwrap_or_default();
+            vec![Detail::new(child(path, key), "is required")]
+        }
+        ValidationErrorKind::Type { kind } => one(format!("must be {}", type_name(kind))),
+        ValidationErrorKind::MinLength { limit: 1 } => one("must not be empty".into()),
+        ValidationErrorKind::MinLength { limit } => {
+            one(format!("must be at least {limit} characters"))
+        }
+        ValidationErrorKind::MaxLength { limit } if *limit == MAX_CONTENT_CHARS as u64 => one(
+            format!("must be at most {limit} characters (Unicode scalar values)"),
+        ),
+        ValidationErrorKind::MaxLength { limit } => {
+            one(format!("must be at most {limit} characters"))
+        }
+        ValidationErrorKind::Pattern { pattern } if pattern == UUID_PATTERN => {
+            one("must be a UUID in hyphenated 8-4-4-4-12 form".into())
+        }
+        ValidationErrorKind::Enum { options } => one(format!("must be one of {options}")),
+        ValidationErrorKind::Minimum { limit } => one(format!("must be at least {limit}")),
+        ValidationErrorKind::Maximum { limit } => one(format!("must be at most {limit}")),
+        ValidationErrorKind::MaxItems { limit } => {
+            one(format!("must have at most {limit} items"))
+        }
+        other => one(format!("is invalid ({})", other.keyword())),
+    }
+}
+
+fn type_name(kind: &TypeKind) -> String {
+    match kind {
+        TypeKind::Single(t) => format!("of type {t}"),
+        TypeKind::Multiple(set) => {
+            let names: Vec<String> = set.iter().map(|t| t.to_string()).collect();
+            format!("of type {}", names.join(" or "))
+        }
+    }
+}
+
+/// `parent` + one JSON-pointer segment (RFC 6901 escaping).
+fn child(parent: &str, key: &str) -> String {
+    format!("{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CID: &str = "0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a10";
+
+    fn paths(v: Value) -> Vec<String> {
+        let validator = PayloadValidator::<MessagePayload>::new();
+        match validator.parse(&v) {
+            Ok(_) => vec![],
+            Err(d) => d.into_iter().map(|d| d.path).collect(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_message_is_valid() {
+        assert!(paths(json!({"conversationId": CID, "content": "hi"})).is_empty());
+    }
+
+    #[test]
+    fn each_failure_names_its_own_field() {
+        let table = [
+            (json!({"content": "hi"}), "/conversationId", "missing key"),
+            (json!({"conversationId": CID, "content": "hi", "x": 1}), "/x", "unknown key"),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"foo": 1}}),
+                "/metadata/foo",
+                "unknown metadata key",
+            ),
+            (json!({"conversationId": "abc", "content": "hi"}), "/conversationId", "not a uuid"),
+            (json!({"conversationId": CID, "content": ""}), "/content", "empty"),
+            (json!({"conversationId": CID, "content": " \n\t"}), "/content", "whitespace"),
+            (json!({"conversationId": CID, "content": "a\u{0}b"}), "/content", "NUL"),
+            (json!({"conversationId": CID, "content": "a\u{85}b"}), "/content", "C1 control"),
+            (json!({"conversationId": CID, "content": 5}), "/content", "wrong type"),
+            (json!({"conversationId": CID, "content": "hi", "type": "bot"}), "/type", "bad type"),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "javascript:alert(1)"}}),
+                "/metadata/imageUrl",
+                "javascript url",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "https://u:p@x.io/a.png"}}),
+                "/metadata/imageUrl",
+                "user-info",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "/a.png"}}),
+                "/metadata/imageUrl",
+                "relative url",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"timestamp": "yesterday"}}),
+                "/metadata/timestamp",
+                "bad timestamp",
+            ),
+            (json!({"conversationId": CID, "content": "hi", "clientMessageId": "1"}), "/clientMessageId", "bad cmid"),
+            (json!([1, 2]), "", "array instead of object"),
+            (json!(null), "", "null instead of object"),
+        ];
+        for (payload, path, reason) in table {
+            assert_eq!(paths(payload), vec![path.to_string()], "{reason}");
+        }
+    }
+
+    #[test]
+    fn content_length_counts_scalar_values_not_bytes() {
+        let emoji = "😀".repeat(MAX_CONTENT_CHARS);
+        assert!(paths(json!({"conversationId": CID, "content": emoji})).is_empty());
+        let long = "a".repeat(MAX_CONTENT_CHARS + 1);
+        assert_eq!(paths(json!({"conversationId": CID, "content": long})), vec!["/content"]);
+    }
+
+    #[test]
+    fn every_payload_schema_compiles() {
+        PayloadValidator::<ConversationPayload>::new();
+        PayloadValidator::<TypingPayload>::new();
+        PayloadValidator::<SyncPayload>::new();
+        PayloadValidator::<CreateConversationPayload>::new();
+    }
+}
