@@ -72,8 +72,11 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, node = %app.node, "ingest ready");
     let shutdown = shutdown::on_signal();
-    let server = tokio::spawn(startup::run(listener, router, io, app, shutdown.clone()));
-    shutdown.cancelled().await;
+    let mut server = tokio::spawn(startup::run(listener, router, io, app, shutdown.clone()));
+    tokio::select! {
+        result = &mut server => return Ok(result.context("server task")?.context("server")?),
+        _ = shutdown.cancelled() => {}
+    }
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {
         Ok(result) => result.context("server task")?.context("server")?,
         Err(_) => tracing::warn!("drain deadline passed; exiting"),

@@ -1,0 +1,87 @@
+//! The fanout loop: pull a batch of persisted events, publish each to its room subject,
+//! flush, then ack. A crash before the ack republishes; nodes drop what they already
+//! emitted (`seq <= cursor`), so at-least-once here is exactly-once at the socket.
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, Message};
+use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
+use coachwire_shared::subjects::{FANOUT_CONSUMER, PERSISTED_STREAM, room_subject};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Events per batch between flushes.
+const MAX_BATCH: usize = 500;
+const ACK_WAIT: Duration = Duration::from_secs(10);
+const REOPEN_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+#[error("declaring the fanout consumer: {0}")]
+pub struct ConsumerError(String);
+
+/// Creates or updates the shared durable consumer. New deployments start at new events:
+/// history is what `sync` is for.
+pub async fn ensure_consumer(js: &jetstream::Context) -> Result<PullConsumer, ConsumerError> {
+    let stream = js
+        .get_stream(PERSISTED_STREAM)
+        .await
+        .map_err(|e| ConsumerError(e.to_string()))?;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(FANOUT_CONSUMER.into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            deliver_policy: DeliverPolicy::New,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ConsumerError(e.to_string()))
+}
+
+/// Routes until `shutdown`, finishing the batch in hand.
+pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let stream = match consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the pull stream failed");
+                tokio::time::sleep(REOPEN_DELAY).await;
+                continue;
+            }
+        };
+        let mut batches = std::pin::pin!(stream.ready_chunks(MAX_BATCH).take_until(shutdown.cancelled()));
+        while let Some(batch) = batches.next().await {
+            let messages: Vec<Message> = batch.into_iter().filter_map(Result::ok).collect();
+            route_batch(&nats, &messages).await;
+        }
+    }
+}
+
+/// Publishes a batch to the room subjects and acks it once the server has it all.
+pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
+    for message in messages {
+        let Ok(envelope) = serde_json::from_slice::<MessageEnvelope>(&message.payload) else {
+            tracing::error!("undecodable persisted event; dropping it");
+            let _ = message.ack().await;
+            continue;
+        };
+        let subject = room_subject(envelope.message.conversation_id);
+        let Ok(payload) = serde_json::to_vec(&RoomEvent::Message(envelope)) else { continue };
+        let published = match &message.headers {
+            Some(headers) => nats.publish_with_headers(subject, headers.clone(), payload.into()).await,
+            None => nats.publish(subject, payload.into()).await,
+        };
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "room publish failed; the event will be redelivered");
+            return;
+        }
+    }
+    if let Err(e) = nats.flush().await {
+        tracing::warn!(error = %e, "flush failed; the batch will be redelivered");
+        return;
+    }
+    for message in messages {
+        let _ = message.ack().await;
+    }
+}

@@ -1,0 +1,13 @@
+//! Fanout configuration (§2).
+
+use coachwire_shared::settings::CommonSettings;
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct FanoutSettings {
+    #[command(flatten)]
+    pub common: CommonSettings,
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    #[arg(long, env = "COACHWIRE_ADMIN_LISTEN", default_value = "127.0.0.1:9102")]
+    pub admin_listen: SocketAddr,
+}

@@ -1,0 +1,26 @@
+//! Wiring: admin HTTP server + the routing loop, and their shutdown.
+
+use crate::router;
+use coachwire_shared::health::{self, Probe};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(
+    js: async_nats::jetstream::Context,
+    admin: TcpListener,
+    probe: Probe,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let nats = probe.nats.clone();
+    let consumer = router::ensure_consumer(&js).await?;
+    let admin_shutdown = shutdown.clone();
+    let admin = tokio::spawn(async move {
+        axum::serve(admin, health::router(probe))
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+    });
+    router::run(nats.clone(), consumer, shutdown).await;
+    nats.flush().await?;
+    admin.await??;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! One batch from the stream, start to finish: decode → store → publish → ack.
+//!
+//! Acks come last: a crash anywhere before them redelivers the batch, and every step is
+//! idempotent (the store by message id, the persisted events by `Nats-Msg-Id`).
+//! Retriable failures (Postgres down) are retried with backoff for as long as it takes,
+//! with `Progress` acks so the server does not redeliver meanwhile; a batch that fails for
+//! its data is split into single messages, and a single message that still fails is
+//! dead-lettered so it never blocks the messages behind it.
+
+use crate::nats::{dead_letter, propagated, publish_persisted};
+use crate::store::{Incoming, StoreError, Stored, store_batch};
+use async_nats::jetstream::{self, AckKind, Message};
+use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Below the consumer's ack wait, so a batch stuck on an outage is never redelivered.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// What the persister needs to process batches.
+#[derive(Clone)]
+pub struct Persister {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+}
+
+/// How a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored, published and acked (`fresh` rows were new).
+    Done { fresh: usize },
+    /// Shutdown came first; nothing acked, the server will redeliver.
+    Abandoned,
+}
+
+impl Persister {
+    /// Processes one batch (in stream order). Public so tests can step the persister.
+    pub async fn process(&self, messages: Vec<Message>, shutdown: &CancellationToken) -> Outcome {
+        let mut decoded = Vec::with_capacity(messages.len());
+        for message in messages {
+            match decode(&message) {
+                Ok(incoming) => decoded.push((message, incoming)),
+                Err(reason) => self.bury(&message, "unknown", &reason).await,
+            }
+        }
+        metrics::histogram!(PERSIST_BATCH_SIZE).record(decoded.len() as f64);
+        let incoming: Vec<Incoming> = decoded.iter().map(|(_, i)| i.clone()).collect();
+        match self.store_retrying(&incoming, &decoded, shutdown).await {
+            Some(Ok(stored)) => self.finish(&decoded, stored, shutdown).await,
+            Some(Err(_)) => self.isolate(decoded, shutdown).await,
+            None => Outcome::Abandoned,
+        }
+    }
+
+    /// Stores each message of a failed batch alone; the ones that still fail are poison.
+    async fn isolate(&self, decoded: Vec<(Message, Incoming)>, shutdown: &CancellationToken) -> Outcome {
+        let mut fresh = 0;
+        for one in decoded {
+            let single = std::slice::from_ref(&one);
+            let incoming = std::slice::from_ref(&one.1);
+            match self.store_retrying(incoming, single, shutdown).await {
+                Some(Ok(stored)) => match self.finish(single, stored, shutdown).await {
+                    Outcome::Done { fresh: n } => fresh += n,
+                    Outcome::Abandoned => return Outcome::Abandoned,
+                },
+                Some(Err(e)) => {
+                    let conversation = one.1.envelope.message.conversation_id.to_string();
+                    self.bury(&one.0, &conversation, &e.to_string()).await;
+                }
+                None => return Outcome::Abandoned,
+            }
+        }
+        Outcome::Done { fresh }
+    }
+
+    /// `None` on shutdown; `Some(Err)` only for errors that retrying cannot fix.
+    async fn store_retrying(
+        &self,
+        batch: &[Incoming],
+        messages: &[(Message, Incoming)],
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Vec<Stored>, StoreError>> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            match store_batch(&self.pool, batch).await {
+                Ok(stored) => return Some(Ok(stored)),
+                Err(e) if !e.is_retriable() => return Some(Err(e)),
+                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "storing a batch failed; retrying"),
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                for (message, _) in messages {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+                last_progress = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Publishes the persisted events, then acks. Publishing is retried like storing.
+    async fn finish(&self, messages: &[(Message, Incoming)], stored: Vec<Stored>, shutdown: &CancellationToken) -> Outcome {
+        let fresh = stored.iter().filter(|s| s.fresh).count();
+        let events: Vec<_> = stored
+            .into_iter()
+            .zip(messages)
+            .map(|(s, (m, _))| (s.envelope, propagated(m.headers.as_ref())))
+            .collect();
+        let mut backoff = FIRST_BACKOFF;
+        while let Err(e) = publish_persisted(&self.js, &events).await {
+            tracing::warn!(error = %e, "publishing persisted events failed; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Outcome::Abandoned,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        for (message, _) in messages {
+            if let Err(e) = message.ack().await {
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
+            }
+        }
+        metrics::counter!(PERSISTED_TOTAL).increment(fresh as u64);
+        Outcome::Done { fresh }
+    }
+
+    /// Dead-letters a message and terminates its delivery.
+    async fn bury(&self, message: &Message, conversation: &str, reason: &str) {
+        let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        tracing::error!(stream_seq, reason, "dead-lettering a message");
+        match dead_letter(&self.js, conversation, stream_seq, reason, message.payload.clone()).await {
+            Ok(()) => {
+                metrics::counter!(DEAD_LETTERS_TOTAL).increment(1);
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            Err(e) => tracing::error!(error = %e, "dead-lettering failed; leaving it for redelivery"),
+        }
+    }
+}
+
+fn decode(message: &Message) -> Result<Incoming, String> {
+    let stream_seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+    let envelope: MessageEnvelope =
+        serde_json::from_slice(&message.payload).map_err(|e| format!("undecodable: {e}"))?;
+    if envelope.message.seq.is_some() {
+        return Err("an accepted message must not carry a seq".into());
+    }
+    Ok(Incoming { stream_seq, envelope })
+}

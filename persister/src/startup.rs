@@ -1,0 +1,29 @@
+//! Wiring: admin HTTP server + partition consumers, and their shutdown.
+
+use crate::batch::Persister;
+use crate::consumer::{self, ConsumerTuning};
+use coachwire_shared::health::{self, Probe};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown`, then lets every partition finish its batch and flushes acks.
+pub async fn run(
+    persister: Persister,
+    tuning: ConsumerTuning,
+    admin: TcpListener,
+    probe: Probe,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let nats = probe.nats.clone();
+    let admin_shutdown = shutdown.clone();
+    let admin = tokio::spawn(async move {
+        axum::serve(admin, health::router(probe))
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+    });
+    consumer::run(persister, tuning, shutdown).await?;
+    // Acks are buffered by the client: flush them so the next persister need not redo work.
+    nats.flush().await?;
+    admin.await??;
+    Ok(())
+}
