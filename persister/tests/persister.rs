@@ -1,0 +1,224 @@
+//! The persister against real Postgres and a private nats-server: idempotent batches,
+//! crash between commit and ack, and stream order → seq order under concurrency.
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use coachwire_persister::batch::Persister;
+use coachwire_persister::consumer::{self, ConsumerTuning};
+use coachwire_persister::store::{Incoming, store_batch};
+use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::ids::{ConversationId, MessageId, UserId};
+use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
+use coachwire_shared::subjects::{PERSISTED_STREAM, message_subject};
+use coachwire_testkit::db::TestDb;
+use coachwire_testkit::nats_server::NatsServer;
+use futures::StreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn message(conversation: ConversationId, user: UserId, content: &str) -> MessageEnvelope {
+    MessageEnvelope {
+        message: Message {
+            id: MessageId::generate(),
+            conversation_id: conversation,
+            user_id: user,
+            content: content.into(),
+            kind: MessageType::User,
+            metadata: Metadata::default(),
+            client_message_id: None,
+            seq: None,
+            created_at: now_millis(),
+        },
+        origin: None,
+    }
+}
+
+fn user() -> UserId {
+    UserId(uuid::Uuid::new_v4())
+}
+
+/// Contiguous 1..=n and in the expected content order.
+fn assert_contiguous(rows: &[(i64, String)], expected: &[String]) {
+    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, (1..=expected.len() as i64).collect::<Vec<_>>());
+    let contents: Vec<&String> = rows.iter().map(|r| &r.1).collect();
+    assert_eq!(contents, expected.iter().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_same_batch_stored_twice_leaves_one_row_each_and_contiguous_seq() {
+    let db = TestDb::new().await.expect("db");
+    let (alice, conversation) = (user(), ConversationId(uuid::Uuid::new_v4()));
+    let batch: Vec<Incoming> = (0..5)
+        .map(|i| Incoming { stream_seq: i + 1, envelope: message(conversation, alice, &format!("m{i}")) })
+        .collect();
+    let first = store_batch(&db.pool, &batch).await.expect("first store");
+    assert!(first.iter().all(|s| s.fresh));
+    let second = store_batch(&db.pool, &batch).await.expect("second store");
+    assert!(second.iter().all(|s| !s.fresh), "a redelivered batch inserts nothing");
+    let first_seqs: Vec<_> = first.iter().map(|s| s.envelope.message.seq).collect();
+    let second_seqs: Vec<_> = second.iter().map(|s| s.envelope.message.seq).collect();
+    assert_eq!(first_seqs, second_seqs, "a redelivery reports the seqs first assigned");
+
+    let more = vec![Incoming { stream_seq: 6, envelope: message(conversation, alice, "m5") }];
+    store_batch(&db.pool, &[batch[4].clone(), more[0].clone()]).await.expect("overlap");
+    let expected: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
+}
+
+#[tokio::test]
+async fn a_duplicate_inside_one_batch_is_stored_once() {
+    let db = TestDb::new().await.expect("db");
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let m = message(conversation, user(), "once");
+    let batch = vec![
+        Incoming { stream_seq: 1, envelope: m.clone() },
+        Incoming { stream_seq: 2, envelope: m },
+    ];
+    let stored = store_batch(&db.pool, &batch).await.expect("store");
+    assert_eq!(stored[0].envelope.message.seq, stored[1].envelope.message.seq);
+    assert_eq!(db.seqs(conversation).await.expect("rows").len(), 1);
+}
+
+/// A private server with the streams declared, and a JetStream context.
+async fn nats() -> (NatsServer, async_nats::Client, jetstream::Context) {
+    let server = NatsServer::start().await.expect("nats-server");
+    let client = coachwire_shared::nats::connect(&server.url(), "test").await.expect("connect");
+    let js = jetstream::new(client.clone());
+    coachwire_shared::nats::ensure_streams(&js, 1).await.expect("streams");
+    (server, client, js)
+}
+
+async fn publish(js: &jetstream::Context, envelope: &MessageEnvelope) {
+    let payload = serde_json::to_vec(envelope).expect("json");
+    js.publish(message_subject(envelope.message.conversation_id), payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("puback");
+}
+
+/// Waits (polling Postgres, bounded) until `conversation` has `n` rows.
+async fn await_rows(db: &TestDb, conversation: ConversationId, n: usize) -> Vec<(i64, String)> {
+    for _ in 0..400 {
+        let rows = db.seqs(conversation).await.expect("rows");
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    db.seqs(conversation).await.expect("rows")
+}
+
+fn fast_tuning() -> ConsumerTuning {
+    ConsumerTuning { ack_wait: Duration::from_secs(1), pinned_ttl: Duration::from_secs(2), max_batch: 50 }
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a_gap() {
+    let db = TestDb::new().await.expect("db");
+    let (_server, _client, js) = nats().await;
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let alice = user();
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for content in &expected {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let tuning = fast_tuning();
+    let partition = partition_of(&js, conversation).await;
+    let consumer: PullConsumer = consumer::ensure_consumer(&js, partition, &tuning).await.expect("consumer");
+
+    // The "crashed" persister: pulls, commits, never acks.
+    let pulled = consumer.stream().group("persister").max_messages_per_batch(10).messages().await.expect("pull");
+    let mut pulled = pulled.take(10);
+    let mut batch = Vec::new();
+    while let Some(Ok(m)) = pulled.next().await {
+        let envelope: MessageEnvelope = serde_json::from_slice(&m.payload).expect("envelope");
+        batch.push(Incoming { stream_seq: m.info().expect("info").stream_sequence, envelope });
+    }
+    assert_eq!(batch.len(), 10);
+    store_batch(&db.pool, &batch).await.expect("commit");
+    drop(pulled);
+
+    // The next persister gets the redelivery and must change nothing in Postgres.
+    let shutdown = CancellationToken::new();
+    let persister = Persister { pool: db.pool.clone(), js: js.clone() };
+    let runner = tokio::spawn(consumer::run_partition(persister, consumer.clone(), tuning, shutdown.clone()));
+    let persisted = await_persisted(&js, 10).await;
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert_eq!(persisted, 10, "every message gets its persisted event");
+    assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
+    let info = consumer.clone().info().await.expect("info").clone();
+    assert_eq!(info.num_ack_pending, 0, "the redelivered batch was acked");
+}
+
+/// Which partition the stream's transform put a conversation in.
+async fn partition_of(js: &jetstream::Context, conversation: ConversationId) -> u32 {
+    let mut stream = js.get_stream(coachwire_shared::subjects::MESSAGES_STREAM).await.expect("stream");
+    let last = stream.info().await.expect("info").state.last_sequence;
+    let raw = stream.get_raw_message(last).await.expect("last message");
+    let parts: Vec<&str> = raw.subject.as_str().split('.').collect();
+    assert_eq!(parts[4], conversation.to_string());
+    parts[3].parse().expect("partition number")
+}
+
+/// Waits until the PERSISTED stream holds `n` events; returns how many it holds.
+async fn await_persisted(js: &jetstream::Context, n: u64) -> u64 {
+    let mut stream = js.get_stream(PERSISTED_STREAM).await.expect("stream");
+    for _ in 0..400 {
+        let count = stream.info().await.expect("info").state.messages;
+        if count >= n {
+            // Give a straggling duplicate time to show up before reporting.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return stream.info().await.expect("info").state.messages;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stream.info().await.expect("info").state.messages
+}
+
+#[tokio::test]
+async fn seq_follows_stream_order_with_concurrent_publishers_and_two_persisters() {
+    let db = TestDb::new().await.expect("db");
+    let (_server, _client, js) = nats().await;
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let shutdown = CancellationToken::new();
+    let mut persisters = Vec::new();
+    for _ in 0..2 {
+        let persister = Persister { pool: db.pool.clone(), js: js.clone() };
+        persisters.push(tokio::spawn(consumer::run(persister, fast_tuning(), shutdown.clone())));
+    }
+    let mut publishers = Vec::new();
+    for p in 0..4 {
+        let js = js.clone();
+        publishers.push(tokio::spawn(async move {
+            for i in 0..50 {
+                publish(&js, &message(conversation, user(), &format!("p{p}-{i:02}"))).await;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let rows = await_rows(&db, conversation, 200).await;
+    shutdown.cancel();
+    for persister in persisters {
+        persister.await.expect("join").expect("persister");
+    }
+    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    let by_stream: Vec<String> = sqlx::query_scalar(
+        "SELECT content FROM messages WHERE conversation_id = $1 ORDER BY stream_seq",
+    )
+    .bind(conversation)
+    .fetch_all(&db.pool)
+    .await
+    .expect("by stream order");
+    let by_seq: Vec<String> = rows.into_iter().map(|r| r.1).collect();
+    assert_eq!(by_seq, by_stream, "seq order is the order JetStream accepted");
+    for p in 0..4 {
+        let mine: Vec<&String> = by_seq.iter().filter(|c| c.starts_with(&format!("p{p}-"))).collect();
+        let mut sorted = mine.clone();
+        sorted.sort();
+        assert_eq!(mine, sorted, "a publisher that awaited each ack sees its messages in send order");
+    }
+}

@@ -1,0 +1,94 @@
+//! A private Postgres database per test.
+
+use anyhow::Context;
+use coachwire_shared::ids::{ConversationId, UserId};
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Admin URL used to create and drop test databases (the role needs CREATEDB).
+const DEFAULT_ADMIN_URL: &str = "postgres://coachwire:coachwire@127.0.0.1:5432/coachwire";
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// Creates `cw_test_<uuid>` and applies the migrations.
+    pub async fn new() -> anyhow::Result<Self> {
+        let admin_url = std::env::var("COACHWIRE_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string());
+        let name = format!("cw_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .context("connecting to the test Postgres (is it running? see scripts/test.sh)")?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
+        let url = with_database(&admin_url, &name);
+        let pool = coachwire_shared::db::connect_and_migrate(&url, 8).await?;
+        Ok(Self { name, url, pool, admin_url })
+    }
+
+    /// A conversation with these participants (the first is its creator).
+    pub async fn conversation(&self, participants: &[UserId]) -> anyhow::Result<ConversationId> {
+        let id = ConversationId(uuid::Uuid::now_v7());
+        let creator = participants.first().copied().unwrap_or(UserId(uuid::Uuid::nil()));
+        sqlx::query("INSERT INTO conversations (id, title, created_by) VALUES ($1, 'test', $2)")
+            .bind(id)
+            .bind(creator)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO conversation_participants (conversation_id, user_id) SELECT $1, unnest($2::uuid[])")
+            .bind(id)
+            .bind(participants.iter().map(|u| u.0).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// Rows in `messages` (for "nothing was stored" assertions).
+    pub async fn message_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.pool).await?)
+    }
+
+    /// `(seq, content)` of a conversation in seq order.
+    pub async fn seqs(&self, conversation: ConversationId) -> anyhow::Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as("SELECT seq, content FROM messages WHERE conversation_id = $1 ORDER BY seq")
+            .bind(conversation)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the database on a helper thread (Drop cannot await) so runs leave no litter.
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            // WITH (FORCE) ends the test's own pool connections; closing the pool here
+            // instead would wait on the test runtime, which is blocked in this drop.
+            rt.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
