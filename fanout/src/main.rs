@@ -9,7 +9,11 @@ use coachwire_shared::shutdown::{self, DRAIN_DEADLINE};
 use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, telemetry};
 
 #[derive(Parser)]
-#[command(name = "coachwire-fanout", version, about = "Routes persisted messages to conversation rooms")]
+#[command(
+    name = "coachwire-fanout",
+    version,
+    about = "Routes persisted messages to conversation rooms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,7 +47,11 @@ async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding {}", settings.admin_listen))?;
-    let probe = Probe { pool, nats: client, metrics };
+    let probe = Probe {
+        pool,
+        nats: client,
+        metrics,
+    };
     let shutdown = shutdown::on_signal();
     tracing::info!(admin = %settings.admin_listen, "fanout ready");
     let mut service = tokio::spawn(startup::run(js, admin, probe, shutdown.clone()));

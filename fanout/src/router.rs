@@ -42,7 +42,12 @@ pub async fn ensure_consumer(js: &jetstream::Context) -> Result<PullConsumer, Co
 /// Routes until `shutdown`, finishing the batch in hand.
 pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
-        let stream = match consumer.stream().max_messages_per_batch(MAX_BATCH).messages().await {
+        let stream = match consumer
+            .stream()
+            .max_messages_per_batch(MAX_BATCH)
+            .messages()
+            .await
+        {
             Ok(stream) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "opening the pull stream failed");
@@ -50,7 +55,11 @@ pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: Can
                 continue;
             }
         };
-        let mut batches = std::pin::pin!(stream.ready_chunks(MAX_BATCH).take_until(shutdown.cancelled()));
+        let mut batches = std::pin::pin!(
+            stream
+                .ready_chunks(MAX_BATCH)
+                .take_until(shutdown.cancelled())
+        );
         while let Some(batch) = batches.next().await {
             let messages: Vec<Message> = batch.into_iter().filter_map(Result::ok).collect();
             route_batch(&nats, &messages).await;
@@ -67,9 +76,14 @@ pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
             continue;
         };
         let subject = room_subject(envelope.message.conversation_id);
-        let Ok(payload) = serde_json::to_vec(&RoomEvent::Message(envelope)) else { continue };
+        let Ok(payload) = serde_json::to_vec(&RoomEvent::Message(envelope)) else {
+            continue;
+        };
         let published = match &message.headers {
-            Some(headers) => nats.publish_with_headers(subject, headers.clone(), payload.into()).await,
+            Some(headers) => {
+                nats.publish_with_headers(subject, headers.clone(), payload.into())
+                    .await
+            }
             None => nats.publish(subject, payload.into()).await,
         };
         if let Err(e) = published {

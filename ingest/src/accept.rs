@@ -5,6 +5,8 @@
 //! time answers `UNAVAILABLE` (the message may still be stored: the client's retry with the
 //! same `clientMessageId` is deduplicated by JetStream and, after its window, by Postgres).
 
+use crate::socket::order::Ticket;
+use async_nats::jetstream::{self, message::PublishMessage};
 use coachwire_shared::db;
 use coachwire_shared::envelope::{MessageEnvelope, Origin};
 use coachwire_shared::error::{Detail, Failure};
@@ -12,7 +14,6 @@ use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use coachwire_shared::message::{Message, MessagePayload, MessageType, Metadata, now_millis};
 use coachwire_shared::metrics::MESSAGES_TOTAL;
 use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
-use async_nats::jetstream::{self, message::PublishMessage};
 use serde::Serialize;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -43,7 +44,9 @@ impl TryFrom<MessagePayload> for Draft {
             kind: p.kind,
             metadata: p.metadata,
             client_message_id: match p.client_message_id {
-                Some(s) => Some(ClientMessageId::parse(&s).ok_or_else(|| invalid("/clientMessageId"))?),
+                Some(s) => {
+                    Some(ClientMessageId::parse(&s).ok_or_else(|| invalid("/clientMessageId"))?)
+                }
                 None => None,
             },
         })
@@ -74,15 +77,16 @@ impl Acceptor {
         author: UserId,
         draft: Draft,
         origin: Option<Origin>,
+        turn: Option<Ticket>,
     ) -> Result<Accepted, Failure> {
         let id = match draft.client_message_id {
             Some(cmid) => MessageId::derive(author, cmid),
             None => MessageId::generate(),
         };
-        if draft.client_message_id.is_some() {
-            if let Some(stored) = self.stored(id).await {
-                return Ok(outcome(stored, true));
-            }
+        if draft.client_message_id.is_some()
+            && let Some(stored) = self.stored(id).await
+        {
+            return Ok(outcome(stored, true));
         }
         let envelope = MessageEnvelope {
             message: Message {
@@ -98,7 +102,7 @@ impl Acceptor {
             },
             origin,
         };
-        let ack = self.publish(&envelope).await.inspect_err(|_| {
+        let ack = self.publish(&envelope, turn).await.inspect_err(|_| {
             metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
         })?;
         if ack.duplicate {
@@ -108,19 +112,26 @@ impl Acceptor {
         Ok(outcome(envelope.message, false))
     }
 
+    /// Publishes once it is `turn`'s turn, releases the turn as soon as the publish is
+    /// queued, then awaits only this message's PubAck.
     async fn publish(
         &self,
         envelope: &MessageEnvelope,
+        turn: Option<Ticket>,
     ) -> Result<jetstream::publish::PublishAck, Failure> {
         let payload = serde_json::to_vec(envelope).map_err(|_| Failure::internal())?;
         let message = PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope.message.id.to_string());
         let subject = message_subject(envelope.message.conversation_id);
+        if let Some(turn) = &turn {
+            turn.wait_turn().await;
+        }
         let pending = self.js.send_publish(subject, message).await.map_err(|e| {
             tracing::warn!(error = %e, "publish failed");
             Failure::unavailable()
         })?;
+        drop(turn);
         pending.await.map_err(|e| {
             tracing::warn!(error = %e, "no PubAck");
             Failure::unavailable()

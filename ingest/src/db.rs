@@ -31,13 +31,15 @@ pub async fn create_conversation(
     let id = ConversationId(uuid::Uuid::now_v7());
     let created_at = coachwire_shared::message::now_millis();
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO conversations (id, title, created_by, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(&title)
-        .bind(creator)
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO conversations (id, title, created_by, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(&title)
+    .bind(creator)
+    .bind(created_at)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO conversation_participants (conversation_id, user_id) \
          SELECT $1, unnest($2::uuid[])",
@@ -57,7 +59,10 @@ pub async fn create_conversation(
 }
 
 /// The caller's conversations, newest first.
-pub async fn conversations_of(pool: &PgPool, user: UserId) -> Result<Vec<Conversation>, sqlx::Error> {
+pub async fn conversations_of(
+    pool: &PgPool,
+    user: UserId,
+) -> Result<Vec<Conversation>, sqlx::Error> {
     sqlx::query_as(
         "SELECT c.id, c.title, c.created_by, c.created_at, \
                 array_agg(p.user_id ORDER BY p.user_id) AS participant_ids \

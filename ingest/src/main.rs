@@ -11,7 +11,11 @@ use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, telemetry};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "coachwire-ingest", version, about = "Socket.IO + HTTP edge of coachwire")]
+#[command(
+    name = "coachwire-ingest",
+    version,
+    about = "Socket.IO + HTTP edge of coachwire"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,7 +50,12 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn token(settings: &IngestSettings, user: uuid::Uuid, role: &str, ttl: Duration) -> anyhow::Result<()> {
+fn token(
+    settings: &IngestSettings,
+    user: uuid::Uuid,
+    role: &str,
+    ttl: Duration,
+) -> anyhow::Result<()> {
     let secret = settings
         .jwt
         .jwt_secret
@@ -74,7 +83,7 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let mut server = tokio::spawn(startup::run(listener, router, io, app, shutdown.clone()));
     tokio::select! {
-        result = &mut server => return Ok(result.context("server task")?.context("server")?),
+        result = &mut server => return result.context("server task")?.context("server"),
         _ = shutdown.cancelled() => {}
     }
     match tokio::time::timeout(DRAIN_DEADLINE, server).await {

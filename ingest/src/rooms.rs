@@ -76,11 +76,18 @@ impl Rooms {
     }
 
     /// Joins socket `sid` to the conversation's room, starting the actor if needed.
-    pub async fn join(&self, io: &SocketIo, conversation: ConversationId, sid: Sid) -> Result<Joined, Failure> {
+    pub async fn join(
+        &self,
+        io: &SocketIo,
+        conversation: ConversationId,
+        sid: Sid,
+    ) -> Result<Joined, Failure> {
         let (reply, answer) = oneshot::channel();
         {
             let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-            let sender = registry.entry(conversation).or_insert_with(|| self.spawn(io, conversation));
+            let sender = registry
+                .entry(conversation)
+                .or_insert_with(|| self.spawn(io, conversation));
             if sender.send(Command::Join { sid, reply }).is_err() {
                 return Err(Failure::internal());
             }
@@ -97,8 +104,14 @@ impl Rooms {
 
     /// Publishes presence or typing to every node with the room (including this one).
     pub async fn publish(&self, conversation: ConversationId, event: &RoomEvent) {
-        let Ok(payload) = serde_json::to_vec(event) else { return };
-        if let Err(e) = self.nats.publish(room_subject(conversation), payload.into()).await {
+        let Ok(payload) = serde_json::to_vec(event) else {
+            return;
+        };
+        if let Err(e) = self
+            .nats
+            .publish(room_subject(conversation), payload.into())
+            .await
+        {
             tracing::warn!(error = %e, "presence publish failed");
         }
     }
@@ -130,7 +143,12 @@ struct RoomActor {
 }
 
 impl RoomActor {
-    async fn run(mut self, nats: async_nats::Client, mut commands: mpsc::UnboundedReceiver<Command>, registry: Registry) {
+    async fn run(
+        mut self,
+        nats: async_nats::Client,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        registry: Registry,
+    ) {
         let mut events = match self.start(&nats).await {
             Ok(subscriber) => subscriber,
             Err(failure) => return self.fail_pending(commands, registry, failure),
@@ -152,7 +170,10 @@ impl RoomActor {
 
     /// Subscribes first and reads `lastSeq` second: anything persisted after the read
     /// arrives on the subscription, anything before it is at or below the cursor.
-    async fn start(&mut self, nats: &async_nats::Client) -> Result<async_nats::Subscriber, Failure> {
+    async fn start(
+        &mut self,
+        nats: &async_nats::Client,
+    ) -> Result<async_nats::Subscriber, Failure> {
         let subscriber = nats
             .subscribe(room_subject(self.conversation))
             .await
@@ -164,7 +185,12 @@ impl RoomActor {
         Ok(subscriber)
     }
 
-    fn fail_pending(self, mut commands: mpsc::UnboundedReceiver<Command>, registry: Registry, failure: Failure) {
+    fn fail_pending(
+        self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        registry: Registry,
+        failure: Failure,
+    ) {
         let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
         registry.remove(&self.conversation);
         while let Ok(command) = commands.try_recv() {
@@ -189,14 +215,17 @@ impl RoomActor {
         let socket = self.io.get_socket(sid).ok_or_else(Failure::internal)?;
         socket.join(self.room.clone());
         let newly = self.members.insert(sid);
-        Ok(Joined { last_seq: self.cursor, newly })
+        Ok(Joined {
+            last_seq: self.cursor,
+            newly,
+        })
     }
 
     fn leave(&mut self, sid: Sid) {
-        if self.members.remove(&sid) {
-            if let Some(socket) = self.io.get_socket(sid) {
-                socket.leave(self.room.clone());
-            }
+        if self.members.remove(&sid)
+            && let Some(socket) = self.io.get_socket(sid)
+        {
+            socket.leave(self.room.clone());
         }
     }
 
@@ -207,16 +236,21 @@ impl RoomActor {
         };
         match event {
             RoomEvent::Message(envelope) => self.deliver(envelope).await,
-            RoomEvent::Typing { presence, is_typing } => {
+            RoomEvent::Typing {
+                presence,
+                is_typing,
+            } => {
                 let body = json!({"conversationId": presence.conversation_id, "userId": presence.user_id, "isTyping": is_typing});
                 self.emit_presence("typing", &presence, body).await;
             }
             RoomEvent::UserJoined(presence) => {
-                let body = json!({"conversationId": presence.conversation_id, "userId": presence.user_id});
+                let body =
+                    json!({"conversationId": presence.conversation_id, "userId": presence.user_id});
                 self.emit_presence("user_joined", &presence, body).await;
             }
             RoomEvent::UserLeft(presence) => {
-                let body = json!({"conversationId": presence.conversation_id, "userId": presence.user_id});
+                let body =
+                    json!({"conversationId": presence.conversation_id, "userId": presence.user_id});
                 self.emit_presence("user_left", &presence, body).await;
             }
         }
@@ -233,7 +267,9 @@ impl RoomActor {
     }
 
     async fn deliver(&mut self, envelope: MessageEnvelope) {
-        let Some(seq) = envelope.message.seq else { return };
+        let Some(seq) = envelope.message.seq else {
+            return;
+        };
         if seq <= self.cursor {
             return;
         }
@@ -241,18 +277,19 @@ impl RoomActor {
             self.fill_gap(seq).await;
         }
         let sender = envelope.origin.filter(|o| o.node == self.node);
-        self.emit_message(&envelope.message, sender.as_ref().map(|o| o.sid.as_str())).await;
-        if let Some(sid) = sender.and_then(|o| Sid::from_str(&o.sid).ok()) {
-            if let Some(socket) = self.io.get_socket(sid) {
-                let delivered = MessageDelivered {
-                    id: envelope.message.id,
-                    client_message_id: envelope.message.client_message_id,
-                    conversation_id: envelope.message.conversation_id,
-                    seq,
-                    created_at: envelope.message.created_at,
-                };
-                let _ = socket.emit("message_delivered", &delivered);
-            }
+        self.emit_message(&envelope.message, sender.as_ref().map(|o| o.sid.as_str()))
+            .await;
+        if let Some(sid) = sender.and_then(|o| Sid::from_str(&o.sid).ok())
+            && let Some(socket) = self.io.get_socket(sid)
+        {
+            let delivered = MessageDelivered {
+                id: envelope.message.id,
+                client_message_id: envelope.message.client_message_id,
+                conversation_id: envelope.message.conversation_id,
+                seq,
+                created_at: envelope.message.created_at,
+            };
+            let _ = socket.emit("message_delivered", &delivered);
         }
     }
 
@@ -287,7 +324,9 @@ impl RoomActor {
         if let Some(seq) = message.seq {
             self.cursor = self.cursor.max(seq);
         }
-        let age = (Utc::now() - message.created_at).to_std().unwrap_or_default();
+        let age = (Utc::now() - message.created_at)
+            .to_std()
+            .unwrap_or_default();
         metrics::histogram!(END_TO_END_SECONDS).record(age.as_secs_f64());
     }
 }

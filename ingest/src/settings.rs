@@ -46,7 +46,11 @@ pub struct LimitSettings {
     /// Handshakes per client IP per window (0 = no limit).
     #[arg(long, env = "COACHWIRE_CONNECTION_LIMIT", default_value_t = 5)]
     pub connection_limit: u32,
-    #[arg(long, env = "COACHWIRE_CONNECTION_WINDOW_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "COACHWIRE_CONNECTION_WINDOW_MS",
+        default_value_t = 300_000
+    )]
     pub connection_window_ms: u64,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "COACHWIRE_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]

@@ -57,7 +57,11 @@ impl Persister {
     }
 
     /// Stores each message of a failed batch alone; the ones that still fail are poison.
-    async fn isolate(&self, decoded: Vec<(Message, Incoming)>, shutdown: &CancellationToken) -> Outcome {
+    async fn isolate(
+        &self,
+        decoded: Vec<(Message, Incoming)>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let mut fresh = 0;
         for one in decoded {
             let single = std::slice::from_ref(&one);
@@ -90,7 +94,9 @@ impl Persister {
             match store_batch(&self.pool, batch).await {
                 Ok(stored) => return Some(Ok(stored)),
                 Err(e) if !e.is_retriable() => return Some(Err(e)),
-                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "storing a batch failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "storing a batch failed; retrying")
+                }
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 for (message, _) in messages {
@@ -107,7 +113,12 @@ impl Persister {
     }
 
     /// Publishes the persisted events, then acks. Publishing is retried like storing.
-    async fn finish(&self, messages: &[(Message, Incoming)], stored: Vec<Stored>, shutdown: &CancellationToken) -> Outcome {
+    async fn finish(
+        &self,
+        messages: &[(Message, Incoming)],
+        stored: Vec<Stored>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let fresh = stored.iter().filter(|s| s.fresh).count();
         let events: Vec<_> = stored
             .into_iter()
@@ -136,12 +147,22 @@ impl Persister {
     async fn bury(&self, message: &Message, conversation: &str, reason: &str) {
         let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         tracing::error!(stream_seq, reason, "dead-lettering a message");
-        match dead_letter(&self.js, conversation, stream_seq, reason, message.payload.clone()).await {
+        match dead_letter(
+            &self.js,
+            conversation,
+            stream_seq,
+            reason,
+            message.payload.clone(),
+        )
+        .await
+        {
             Ok(()) => {
                 metrics::counter!(DEAD_LETTERS_TOTAL).increment(1);
                 let _ = message.ack_with(AckKind::Term).await;
             }
-            Err(e) => tracing::error!(error = %e, "dead-lettering failed; leaving it for redelivery"),
+            Err(e) => {
+                tracing::error!(error = %e, "dead-lettering failed; leaving it for redelivery")
+            }
         }
     }
 }
@@ -153,5 +174,8 @@ fn decode(message: &Message) -> Result<Incoming, String> {
     if envelope.message.seq.is_some() {
         return Err("an accepted message must not carry a seq".into());
     }
-    Ok(Incoming { stream_seq, envelope })
+    Ok(Incoming {
+        stream_seq,
+        envelope,
+    })
 }

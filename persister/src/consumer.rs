@@ -60,8 +60,14 @@ pub async fn ensure_consumer(
     tuning: &ConsumerTuning,
 ) -> Result<PullConsumer, ConsumerError> {
     let name = persister_consumer(partition);
-    let err = |source: async_nats::Error| ConsumerError { name: name.clone(), source };
-    let stream = js.get_stream(MESSAGES_STREAM).await.map_err(|e| err(e.into()))?;
+    let err = |source: async_nats::Error| ConsumerError {
+        name: name.clone(),
+        source,
+    };
+    let stream = js
+        .get_stream(MESSAGES_STREAM)
+        .await
+        .map_err(|e| err(e.into()))?;
     let config = pull::Config {
         durable_name: Some(name.clone()),
         filter_subject: partition_filter(partition),
@@ -73,11 +79,18 @@ pub async fn ensure_consumer(
         priority_timeout: tuning.pinned_ttl,
         ..Default::default()
     };
-    stream.create_consumer(config).await.map_err(|e| err(e.into()))
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| err(e.into()))
 }
 
 /// Runs every partition until `shutdown`; returns once each has finished its batch.
-pub async fn run(persister: Persister, tuning: ConsumerTuning, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+pub async fn run(
+    persister: Persister,
+    tuning: ConsumerTuning,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
     let tracker = TaskTracker::new();
     for partition in 0..PARTITIONS {
         let consumer = ensure_consumer(&persister.js, partition, &tuning).await?;
@@ -91,7 +104,12 @@ pub async fn run(persister: Persister, tuning: ConsumerTuning, shutdown: Cancell
 
 /// Pulls batches of whatever is ready (up to `max_batch`) and processes them one at a
 /// time; the stream is cut at shutdown between batches, never inside one.
-pub async fn run_partition(persister: Persister, consumer: PullConsumer, tuning: ConsumerTuning, shutdown: CancellationToken) {
+pub async fn run_partition(
+    persister: Persister,
+    consumer: PullConsumer,
+    tuning: ConsumerTuning,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let stream = consumer
             .stream()
@@ -109,11 +127,18 @@ pub async fn run_partition(persister: Persister, consumer: PullConsumer, tuning:
                 continue;
             }
         };
-        let mut batches = std::pin::pin!(stream.ready_chunks(tuning.max_batch).take_until(shutdown.cancelled()));
+        let mut batches = std::pin::pin!(
+            stream
+                .ready_chunks(tuning.max_batch)
+                .take_until(shutdown.cancelled())
+        );
         while let Some(batch) = batches.next().await {
             let messages: Vec<_> = batch
                 .into_iter()
-                .filter_map(|m| m.inspect_err(|e| tracing::debug!(error = %e, "pull stream notice")).ok())
+                .filter_map(|m| {
+                    m.inspect_err(|e| tracing::debug!(error = %e, "pull stream notice"))
+                        .ok()
+                })
                 .collect();
             if !messages.is_empty() {
                 persister.process(messages, &shutdown).await;

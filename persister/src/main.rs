@@ -11,7 +11,11 @@ use coachwire_shared::shutdown::{self, DRAIN_DEADLINE};
 use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, telemetry};
 
 #[derive(Parser)]
-#[command(name = "coachwire-persister", version, about = "Writes the message stream to Postgres, in order, exactly once")]
+#[command(
+    name = "coachwire-persister",
+    version,
+    about = "Writes the message stream to Postgres, in order, exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -45,11 +49,21 @@ async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding {}", settings.admin_listen))?;
-    let probe = Probe { pool: pool.clone(), nats: client, metrics };
+    let probe = Probe {
+        pool: pool.clone(),
+        nats: client,
+        metrics,
+    };
     let shutdown = shutdown::on_signal();
     let persister = Persister { pool, js };
     tracing::info!(admin = %settings.admin_listen, "persister ready");
-    let mut service = tokio::spawn(startup::run(persister, ConsumerTuning::default(), admin, probe, shutdown.clone()));
+    let mut service = tokio::spawn(startup::run(
+        persister,
+        ConsumerTuning::default(),
+        admin,
+        probe,
+        shutdown.clone(),
+    ));
     tokio::select! {
         result = &mut service => return result.context("persister task")?,
         _ = shutdown.cancelled() => {}

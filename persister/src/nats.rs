@@ -64,7 +64,10 @@ pub async fn dead_letter(
     payload: bytes::Bytes,
 ) -> Result<(), PublishError> {
     let mut headers = HeaderMap::new();
-    headers.insert("Coachwire-Error", reason.chars().take(512).collect::<String>().as_str());
+    headers.insert(
+        "Coachwire-Error",
+        reason.chars().take(512).collect::<String>().as_str(),
+    );
     headers.insert("Coachwire-Stream-Seq", stream_seq.to_string().as_str());
     let message = PublishMessage::build()
         .payload(payload)

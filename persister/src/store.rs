@@ -76,7 +76,10 @@ pub async fn store_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Vec<Stored
         let message = &incoming.envelope.message;
         if let Some(earlier) = known.get(&message.id) {
             stored.push(Stored {
-                envelope: MessageEnvelope { message: earlier.clone(), origin: incoming.envelope.origin.clone() },
+                envelope: MessageEnvelope {
+                    message: earlier.clone(),
+                    origin: incoming.envelope.origin.clone(),
+                },
                 fresh: false,
             });
             continue;
@@ -88,7 +91,10 @@ pub async fn store_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Vec<Stored
         known.insert(message.id, assigned.clone());
         fresh.push((incoming, assigned.clone()));
         stored.push(Stored {
-            envelope: MessageEnvelope { message: assigned, origin: incoming.envelope.origin.clone() },
+            envelope: MessageEnvelope {
+                message: assigned,
+                origin: incoming.envelope.origin.clone(),
+            },
             fresh: true,
         });
     }
@@ -100,14 +106,21 @@ pub async fn store_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Vec<Stored
 type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 async fn existing(tx: &mut Tx, ids: &[Uuid]) -> Result<HashMap<MessageId, Message>, sqlx::Error> {
-    let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = ANY($1)");
+    let sql = concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE id = ANY($1)"
+    );
     let rows: Vec<MessageRow> = sqlx::query_as(sql).bind(ids).fetch_all(&mut **tx).await?;
     Ok(rows.into_iter().map(|r| (r.id, Message::from(r))).collect())
 }
 
 /// The highest stored seq of each conversation: a backward index scan per conversation
 /// (`ORDER BY seq DESC LIMIT 1`), constant time however long the conversation is.
-async fn last_seqs(tx: &mut Tx, conversations: &[Uuid]) -> Result<HashMap<ConversationId, Seq>, sqlx::Error> {
+async fn last_seqs(
+    tx: &mut Tx,
+    conversations: &[Uuid],
+) -> Result<HashMap<ConversationId, Seq>, sqlx::Error> {
     let rows: Vec<(ConversationId, i64)> = sqlx::query_as(
         "SELECT c.id, COALESCE((SELECT m.seq FROM messages m WHERE m.conversation_id = c.id \
                                 ORDER BY m.seq DESC LIMIT 1), 0) \
@@ -133,9 +146,16 @@ async fn insert(tx: &mut Tx, fresh: &[(&Incoming, Message)]) -> Result<(), sqlx:
         .iter()
         .map(|(_, m)| serde_json::to_value(&m.metadata).unwrap_or_default())
         .collect();
-    let client_ids: Vec<Option<Uuid>> = fresh.iter().map(|(_, m)| m.client_message_id.map(|c| c.0)).collect();
-    let seqs: Vec<i64> = fresh.iter().map(|(_, m)| m.seq.map_or(0, |s| s.0)).collect();
-    let created: Vec<chrono::DateTime<chrono::Utc>> = fresh.iter().map(|(_, m)| m.created_at).collect();
+    let client_ids: Vec<Option<Uuid>> = fresh
+        .iter()
+        .map(|(_, m)| m.client_message_id.map(|c| c.0))
+        .collect();
+    let seqs: Vec<i64> = fresh
+        .iter()
+        .map(|(_, m)| m.seq.map_or(0, |s| s.0))
+        .collect();
+    let created: Vec<chrono::DateTime<chrono::Utc>> =
+        fresh.iter().map(|(_, m)| m.created_at).collect();
     let stream_seqs: Vec<i64> = fresh
         .iter()
         .map(|(i, _)| i64::try_from(i.stream_seq).unwrap_or(i64::MAX))

@@ -49,18 +49,32 @@ async fn the_same_batch_stored_twice_leaves_one_row_each_and_contiguous_seq() {
     let db = TestDb::new().await.expect("db");
     let (alice, conversation) = (user(), ConversationId(uuid::Uuid::new_v4()));
     let batch: Vec<Incoming> = (0..5)
-        .map(|i| Incoming { stream_seq: i + 1, envelope: message(conversation, alice, &format!("m{i}")) })
+        .map(|i| Incoming {
+            stream_seq: i + 1,
+            envelope: message(conversation, alice, &format!("m{i}")),
+        })
         .collect();
     let first = store_batch(&db.pool, &batch).await.expect("first store");
     assert!(first.iter().all(|s| s.fresh));
     let second = store_batch(&db.pool, &batch).await.expect("second store");
-    assert!(second.iter().all(|s| !s.fresh), "a redelivered batch inserts nothing");
+    assert!(
+        second.iter().all(|s| !s.fresh),
+        "a redelivered batch inserts nothing"
+    );
     let first_seqs: Vec<_> = first.iter().map(|s| s.envelope.message.seq).collect();
     let second_seqs: Vec<_> = second.iter().map(|s| s.envelope.message.seq).collect();
-    assert_eq!(first_seqs, second_seqs, "a redelivery reports the seqs first assigned");
+    assert_eq!(
+        first_seqs, second_seqs,
+        "a redelivery reports the seqs first assigned"
+    );
 
-    let more = vec![Incoming { stream_seq: 6, envelope: message(conversation, alice, "m5") }];
-    store_batch(&db.pool, &[batch[4].clone(), more[0].clone()]).await.expect("overlap");
+    let more = [Incoming {
+        stream_seq: 6,
+        envelope: message(conversation, alice, "m5"),
+    }];
+    store_batch(&db.pool, &[batch[4].clone(), more[0].clone()])
+        .await
+        .expect("overlap");
     let expected: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
     assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
 }
@@ -71,30 +85,46 @@ async fn a_duplicate_inside_one_batch_is_stored_once() {
     let conversation = ConversationId(uuid::Uuid::new_v4());
     let m = message(conversation, user(), "once");
     let batch = vec![
-        Incoming { stream_seq: 1, envelope: m.clone() },
-        Incoming { stream_seq: 2, envelope: m },
+        Incoming {
+            stream_seq: 1,
+            envelope: m.clone(),
+        },
+        Incoming {
+            stream_seq: 2,
+            envelope: m,
+        },
     ];
     let stored = store_batch(&db.pool, &batch).await.expect("store");
-    assert_eq!(stored[0].envelope.message.seq, stored[1].envelope.message.seq);
+    assert_eq!(
+        stored[0].envelope.message.seq,
+        stored[1].envelope.message.seq
+    );
     assert_eq!(db.seqs(conversation).await.expect("rows").len(), 1);
 }
 
 /// A private server with the streams declared, and a JetStream context.
 async fn nats() -> (NatsServer, async_nats::Client, jetstream::Context) {
     let server = NatsServer::start().await.expect("nats-server");
-    let client = coachwire_shared::nats::connect(&server.url(), "test").await.expect("connect");
+    let client = coachwire_shared::nats::connect(&server.url(), "test")
+        .await
+        .expect("connect");
     let js = jetstream::new(client.clone());
-    coachwire_shared::nats::ensure_streams(&js, 1).await.expect("streams");
+    coachwire_shared::nats::ensure_streams(&js, 1)
+        .await
+        .expect("streams");
     (server, client, js)
 }
 
 async fn publish(js: &jetstream::Context, envelope: &MessageEnvelope) {
     let payload = serde_json::to_vec(envelope).expect("json");
-    js.publish(message_subject(envelope.message.conversation_id), payload.into())
-        .await
-        .expect("publish")
-        .await
-        .expect("puback");
+    js.publish(
+        message_subject(envelope.message.conversation_id),
+        payload.into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("puback");
 }
 
 /// Waits (polling Postgres, bounded) until `conversation` has `n` rows.
@@ -110,7 +140,11 @@ async fn await_rows(db: &TestDb, conversation: ConversationId, n: usize) -> Vec<
 }
 
 fn fast_tuning() -> ConsumerTuning {
-    ConsumerTuning { ack_wait: Duration::from_secs(1), pinned_ttl: Duration::from_secs(2), max_batch: 50 }
+    ConsumerTuning {
+        ack_wait: Duration::from_secs(1),
+        pinned_ttl: Duration::from_secs(2),
+        max_batch: 50,
+    }
 }
 
 #[tokio::test]
@@ -125,15 +159,26 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
     }
     let tuning = fast_tuning();
     let partition = partition_of(&js, conversation).await;
-    let consumer: PullConsumer = consumer::ensure_consumer(&js, partition, &tuning).await.expect("consumer");
+    let consumer: PullConsumer = consumer::ensure_consumer(&js, partition, &tuning)
+        .await
+        .expect("consumer");
 
     // The "crashed" persister: pulls, commits, never acks.
-    let pulled = consumer.stream().group("persister").max_messages_per_batch(10).messages().await.expect("pull");
+    let pulled = consumer
+        .stream()
+        .group("persister")
+        .max_messages_per_batch(10)
+        .messages()
+        .await
+        .expect("pull");
     let mut pulled = pulled.take(10);
     let mut batch = Vec::new();
     while let Some(Ok(m)) = pulled.next().await {
         let envelope: MessageEnvelope = serde_json::from_slice(&m.payload).expect("envelope");
-        batch.push(Incoming { stream_seq: m.info().expect("info").stream_sequence, envelope });
+        batch.push(Incoming {
+            stream_seq: m.info().expect("info").stream_sequence,
+            envelope,
+        });
     }
     assert_eq!(batch.len(), 10);
     store_batch(&db.pool, &batch).await.expect("commit");
@@ -141,8 +186,16 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
 
     // The next persister gets the redelivery and must change nothing in Postgres.
     let shutdown = CancellationToken::new();
-    let persister = Persister { pool: db.pool.clone(), js: js.clone() };
-    let runner = tokio::spawn(consumer::run_partition(persister, consumer.clone(), tuning, shutdown.clone()));
+    let persister = Persister {
+        pool: db.pool.clone(),
+        js: js.clone(),
+    };
+    let runner = tokio::spawn(consumer::run_partition(
+        persister,
+        consumer.clone(),
+        tuning,
+        shutdown.clone(),
+    ));
     let persisted = await_persisted(&js, 10).await;
     shutdown.cancel();
     runner.await.expect("runner");
@@ -154,7 +207,10 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
 
 /// Which partition the stream's transform put a conversation in.
 async fn partition_of(js: &jetstream::Context, conversation: ConversationId) -> u32 {
-    let mut stream = js.get_stream(coachwire_shared::subjects::MESSAGES_STREAM).await.expect("stream");
+    let mut stream = js
+        .get_stream(coachwire_shared::subjects::MESSAGES_STREAM)
+        .await
+        .expect("stream");
     let last = stream.info().await.expect("info").state.last_sequence;
     let raw = stream.get_raw_message(last).await.expect("last message");
     let parts: Vec<&str> = raw.subject.as_str().split('.').collect();
@@ -185,8 +241,15 @@ async fn seq_follows_stream_order_with_concurrent_publishers_and_two_persisters(
     let shutdown = CancellationToken::new();
     let mut persisters = Vec::new();
     for _ in 0..2 {
-        let persister = Persister { pool: db.pool.clone(), js: js.clone() };
-        persisters.push(tokio::spawn(consumer::run(persister, fast_tuning(), shutdown.clone())));
+        let persister = Persister {
+            pool: db.pool.clone(),
+            js: js.clone(),
+        };
+        persisters.push(tokio::spawn(consumer::run(
+            persister,
+            fast_tuning(),
+            shutdown.clone(),
+        )));
     }
     let mut publishers = Vec::new();
     for p in 0..4 {
@@ -205,7 +268,10 @@ async fn seq_follows_stream_order_with_concurrent_publishers_and_two_persisters(
     for persister in persisters {
         persister.await.expect("join").expect("persister");
     }
-    assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
     let by_stream: Vec<String> = sqlx::query_scalar(
         "SELECT content FROM messages WHERE conversation_id = $1 ORDER BY stream_seq",
     )
@@ -214,11 +280,20 @@ async fn seq_follows_stream_order_with_concurrent_publishers_and_two_persisters(
     .await
     .expect("by stream order");
     let by_seq: Vec<String> = rows.into_iter().map(|r| r.1).collect();
-    assert_eq!(by_seq, by_stream, "seq order is the order JetStream accepted");
+    assert_eq!(
+        by_seq, by_stream,
+        "seq order is the order JetStream accepted"
+    );
     for p in 0..4 {
-        let mine: Vec<&String> = by_seq.iter().filter(|c| c.starts_with(&format!("p{p}-"))).collect();
+        let mine: Vec<&String> = by_seq
+            .iter()
+            .filter(|c| c.starts_with(&format!("p{p}-")))
+            .collect();
         let mut sorted = mine.clone();
         sorted.sort();
-        assert_eq!(mine, sorted, "a publisher that awaited each ack sees its messages in send order");
+        assert_eq!(
+            mine, sorted,
+            "a publisher that awaited each ack sees its messages in send order"
+        );
     }
 }

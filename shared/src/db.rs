@@ -90,7 +90,11 @@ pub async fn messages_after(
 
 /// One stored message by id, for answering retries of already-persisted messages.
 pub async fn message_by_id(pool: &PgPool, id: MessageId) -> Result<Option<Message>, sqlx::Error> {
-    let sql = concat!("SELECT ", message_columns!(), " FROM messages WHERE id = $1");
+    let sql = concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE id = $1"
+    );
     let row: Option<MessageRow> = sqlx::query_as(sql).bind(id).fetch_optional(pool).await?;
     Ok(row.map(Message::from))
 }

@@ -41,7 +41,10 @@ pub struct Presence {
 pub enum RoomEvent {
     /// A persisted message (`seq` set), routed by the fanout.
     Message(MessageEnvelope),
-    Typing { presence: Presence, is_typing: bool },
+    Typing {
+        presence: Presence,
+        is_typing: bool,
+    },
     UserJoined(Presence),
     UserLeft(Presence),
 }

@@ -66,7 +66,9 @@ impl MessageId {
 }
 
 /// A message's position in its conversation: 1, 2, 3 … with no gaps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct Seq(pub i64);
@@ -108,7 +110,10 @@ mod tests {
 
     #[test]
     fn canonical_uuids_parse_and_other_spellings_do_not() {
-        let ok = ["0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a10", "0191E4F2-7C1A-7CC4-9A55-3B0F1F4B7A10"];
+        let ok = [
+            "0191e4f2-7c1a-7cc4-9a55-3b0f1f4b7a10",
+            "0191E4F2-7C1A-7CC4-9A55-3B0F1F4B7A10",
+        ];
         for s in ok {
             assert!(parse_canonical_uuid(s).is_some(), "{s}");
         }

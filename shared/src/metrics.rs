@@ -1,7 +1,7 @@
 //! Prometheus metrics (§10): the names in one place, and the recorder installed once.
 
-pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::PrometheusBuilder;
+pub use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::OnceLock;
 
 pub const MESSAGES_TOTAL: &str = "coachwire_messages_total";

@@ -124,7 +124,10 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
     Ok(())
 }
 
-async fn upsert(js: &jetstream::Context, config: stream::Config) -> Result<stream::Info, NatsError> {
+async fn upsert(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Info, NatsError> {
     let name = config.name.clone();
     js.create_or_update_stream(config)
         .await

@@ -6,7 +6,11 @@ use clap::{Args, Parser, ValueEnum};
 #[derive(Clone, Debug, Args)]
 pub struct CommonSettings {
     /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/coachwire")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://localhost/coachwire"
+    )]
     pub database_url: String,
     /// NATS server URL (comma-separate several for a cluster).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]

@@ -7,8 +7,8 @@
 
 use crate::error::Detail;
 use crate::message::{
-    ConversationPayload, CreateConversationPayload, MAX_CONTENT_CHARS, MessagePayload,
-    SyncPayload, TypingPayload, UUID_PATTERN,
+    ConversationPayload, CreateConversationPayload, MAX_CONTENT_CHARS, MessagePayload, SyncPayload,
+    TypingPayload, UUID_PATTERN,
 };
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use schemars::JsonSchema;
@@ -28,24 +28,28 @@ impl Rules for CreateConversationPayload {}
 
 impl Rules for MessagePayload {
     fn check(payload: &Value, details: &mut Vec<Detail>) {
-        if let Some(content) = payload.get("content").and_then(Value::as_str) {
-            if let Some(problem) = content_problem(content) {
-                details.push(Detail::new("/content", problem));
-            }
+        if let Some(content) = payload.get("content").and_then(Value::as_str)
+            && let Some(problem) = content_problem(content)
+        {
+            details.push(Detail::new("/content", problem));
         }
         let metadata = payload.get("metadata");
-        if let Some(url) = metadata.and_then(|m| m.get("imageUrl")).and_then(Value::as_str) {
-            if let Some(problem) = image_url_problem(url) {
-                details.push(Detail::new("/metadata/imageUrl", problem));
-            }
+        if let Some(url) = metadata
+            .and_then(|m| m.get("imageUrl"))
+            .and_then(Value::as_str)
+            && let Some(problem) = image_url_problem(url)
+        {
+            details.push(Detail::new("/metadata/imageUrl", problem));
         }
-        if let Some(ts) = metadata.and_then(|m| m.get("timestamp")).and_then(Value::as_str) {
-            if chrono::DateTime::parse_from_rfc3339(ts).is_err() {
-                details.push(Detail::new(
-                    "/metadata/timestamp",
-                    "must be an RFC 3339 timestamp",
-                ));
-            }
+        if let Some(ts) = metadata
+            .and_then(|m| m.get("timestamp"))
+            .and_then(Value::as_str)
+            && chrono::DateTime::parse_from_rfc3339(ts).is_err()
+        {
+            details.push(Detail::new(
+                "/metadata/timestamp",
+                "must be an RFC 3339 timestamp",
+            ));
         }
     }
 }
@@ -95,8 +99,8 @@ impl<T: JsonSchema + DeserializeOwned + Rules> PayloadValidator<T> {
     /// Compiles the schema of `T`. Panics only if schemars emits a schema jsonschema cannot
     /// compile, a programming error caught by the unit tests below.
     pub fn new() -> Self {
-        let schema = serde_json::to_value(schemars::schema_for!(T))
-            .expect("a generated schema serializes");
+        let schema =
+            serde_json::to_value(schemars::schema_for!(T)).expect("a generated schema serializes");
         let validator = jsonschema::validator_for(&schema).expect("a generated schema compiles");
         Self {
             schema,
@@ -162,9 +166,7 @@ fn details_of(path: &str, kind: &ValidationErrorKind) -> Vec<Detail> {
         ValidationErrorKind::Enum { options } => one(format!("must be one of {options}")),
         ValidationErrorKind::Minimum { limit } => one(format!("must be at least {limit}")),
         ValidationErrorKind::Maximum { limit } => one(format!("must be at most {limit}")),
-        ValidationErrorKind::MaxItems { limit } => {
-            one(format!("must have at most {limit} items"))
-        }
+        ValidationErrorKind::MaxItems { limit } => one(format!("must have at most {limit} items")),
         other => one(format!("is invalid ({})", other.keyword())),
     }
 }
@@ -208,19 +210,51 @@ mod tests {
     fn each_failure_names_its_own_field() {
         let table = [
             (json!({"content": "hi"}), "/conversationId", "missing key"),
-            (json!({"conversationId": CID, "content": "hi", "x": 1}), "/x", "unknown key"),
+            (
+                json!({"conversationId": CID, "content": "hi", "x": 1}),
+                "/x",
+                "unknown key",
+            ),
             (
                 json!({"conversationId": CID, "content": "hi", "metadata": {"foo": 1}}),
                 "/metadata/foo",
                 "unknown metadata key",
             ),
-            (json!({"conversationId": "abc", "content": "hi"}), "/conversationId", "not a uuid"),
-            (json!({"conversationId": CID, "content": ""}), "/content", "empty"),
-            (json!({"conversationId": CID, "content": " \n\t"}), "/content", "whitespace"),
-            (json!({"conversationId": CID, "content": "a\u{0}b"}), "/content", "NUL"),
-            (json!({"conversationId": CID, "content": "a\u{85}b"}), "/content", "C1 control"),
-            (json!({"conversationId": CID, "content": 5}), "/content", "wrong type"),
-            (json!({"conversationId": CID, "content": "hi", "type": "bot"}), "/type", "bad type"),
+            (
+                json!({"conversationId": "abc", "content": "hi"}),
+                "/conversationId",
+                "not a uuid",
+            ),
+            (
+                json!({"conversationId": CID, "content": ""}),
+                "/content",
+                "empty",
+            ),
+            (
+                json!({"conversationId": CID, "content": " \n\t"}),
+                "/content",
+                "whitespace",
+            ),
+            (
+                json!({"conversationId": CID, "content": "a\u{0}b"}),
+                "/content",
+                "NUL",
+            ),
+            (
+                json!({"conversationId": CID, "content": "a\u{85}b"}),
+                "/content",
+                "C1 control",
+            ),
+            (
+                json!({"conversationId": CID, "content": 5}),
+                "/content",
+                "wrong type",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "type": "bot"}),
+                "/type",
+                "bad type",
+            ),
             (
                 json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "javascript:alert(1)"}}),
                 "/metadata/imageUrl",
@@ -241,7 +275,11 @@ mod tests {
                 "/metadata/timestamp",
                 "bad timestamp",
             ),
-            (json!({"conversationId": CID, "content": "hi", "clientMessageId": "1"}), "/clientMessageId", "bad cmid"),
+            (
+                json!({"conversationId": CID, "content": "hi", "clientMessageId": "1"}),
+                "/clientMessageId",
+                "bad cmid",
+            ),
             (json!([1, 2]), "", "array instead of object"),
             (json!(null), "", "null instead of object"),
         ];
@@ -255,7 +293,10 @@ mod tests {
         let emoji = "😀".repeat(MAX_CONTENT_CHARS);
         assert!(paths(json!({"conversationId": CID, "content": emoji})).is_empty());
         let long = "a".repeat(MAX_CONTENT_CHARS + 1);
-        assert_eq!(paths(json!({"conversationId": CID, "content": long})), vec!["/content"]);
+        assert_eq!(
+            paths(json!({"conversationId": CID, "content": long})),
+            vec!["/content"]
+        );
     }
 
     #[test]

@@ -28,13 +28,21 @@ impl TestDb {
             .await?;
         let url = with_database(&admin_url, &name);
         let pool = coachwire_shared::db::connect_and_migrate(&url, 8).await?;
-        Ok(Self { name, url, pool, admin_url })
+        Ok(Self {
+            name,
+            url,
+            pool,
+            admin_url,
+        })
     }
 
     /// A conversation with these participants (the first is its creator).
     pub async fn conversation(&self, participants: &[UserId]) -> anyhow::Result<ConversationId> {
         let id = ConversationId(uuid::Uuid::now_v7());
-        let creator = participants.first().copied().unwrap_or(UserId(uuid::Uuid::nil()));
+        let creator = participants
+            .first()
+            .copied()
+            .unwrap_or(UserId(uuid::Uuid::nil()));
         sqlx::query("INSERT INTO conversations (id, title, created_by) VALUES ($1, 'test', $2)")
             .bind(id)
             .bind(creator)
@@ -50,15 +58,19 @@ impl TestDb {
 
     /// Rows in `messages` (for "nothing was stored" assertions).
     pub async fn message_count(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// `(seq, content)` of a conversation in seq order.
     pub async fn seqs(&self, conversation: ConversationId) -> anyhow::Result<Vec<(i64, String)>> {
-        Ok(sqlx::query_as("SELECT seq, content FROM messages WHERE conversation_id = $1 ORDER BY seq")
-            .bind(conversation)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT seq, content FROM messages WHERE conversation_id = $1 ORDER BY seq",
+        )
+        .bind(conversation)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 
@@ -67,7 +79,10 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         let dropper = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             // WITH (FORCE) ends the test's own pool connections; closing the pool here
@@ -75,7 +90,9 @@ impl Drop for TestDb {
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         });
@@ -85,7 +102,9 @@ impl Drop for TestDb {
 
 /// `url` with its database name replaced.
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let prefix = base.rsplit_once('/').map_or(base, |(p, _)| p);
     match query {
         Some(q) => format!("{prefix}/{name}?{q}"),

@@ -17,7 +17,11 @@ impl NatsServer {
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
         let store = std::env::temp_dir().join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut server = Self { port, store, child: None };
+        let mut server = Self {
+            port,
+            store,
+            child: None,
+        };
         server.boot().await?;
         Ok(server)
     }
@@ -41,7 +45,14 @@ impl NatsServer {
 
     async fn boot(&mut self) -> anyhow::Result<()> {
         let child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

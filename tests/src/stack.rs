@@ -31,9 +31,14 @@ impl Service {
     }
 
     /// Sends SIGTERM and waits for the exit status (at most `within`).
-    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn terminate(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().context("already exited")?;
-        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
         Ok(tokio::time::timeout(within, self.child.wait()).await??)
     }
 }
@@ -49,7 +54,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(StackOptions { ingest_nodes: 1, ..Default::default() }).await
+        Self::start_with(StackOptions {
+            ingest_nodes: 1,
+            ..Default::default()
+        })
+        .await
     }
 
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
@@ -62,7 +71,14 @@ impl Stack {
         for _ in 0..options.ingest_nodes.max(1) {
             ingest.push(spawn("coachwire-ingest", "COACHWIRE_LISTEN", &env).await?);
         }
-        let stack = Self { db, nats, ingest, persister, fanout, http: reqwest::Client::new() };
+        let stack = Self {
+            db,
+            nats,
+            ingest,
+            persister,
+            fanout,
+            http: reqwest::Client::new(),
+        };
         for service in stack.services() {
             stack.wait_ready(service).await?;
         }
@@ -81,10 +97,10 @@ impl Stack {
     async fn wait_ready(&self, service: &Service) -> anyhow::Result<()> {
         let url = format!("{}/readyz", service.url());
         for _ in 0..400 {
-            if let Ok(r) = self.http.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -92,7 +108,13 @@ impl Stack {
     }
 
     /// An HTTP request to the first ingest node: `(status, JSON body)`.
-    pub async fn api(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
         let mut request = self.http.request(method, format!("{}{path}", self.url()));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -103,13 +125,18 @@ impl Stack {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 }
 
 /// Signs a token for `user` (HS256 with [`JWT_SECRET`]) valid for `ttl_secs` (may be negative).
 pub fn token(user: UserId, role: Option<&str>, ttl_secs: i64) -> String {
-    token_with(json!({"sub": user.to_string(), "exp": chrono::Utc::now().timestamp() + ttl_secs, "role": role}))
+    token_with(
+        json!({"sub": user.to_string(), "exp": chrono::Utc::now().timestamp() + ttl_secs, "role": role}),
+    )
 }
 
 /// Signs arbitrary claims with [`JWT_SECRET`] (null fields are dropped).
@@ -147,11 +174,19 @@ pub fn bin_dir() -> PathBuf {
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().and_then(|deps| deps.parent()).map(PathBuf::from))
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .map(PathBuf::from)
+        })
         .unwrap_or_default()
 }
 
-async fn spawn(binary: &'static str, listen_var: &str, env: &[(String, String)]) -> anyhow::Result<Service> {
+async fn spawn(
+    binary: &'static str,
+    listen_var: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<Service> {
     let port = free_port()?;
     let child = Command::new(bin_dir().join(binary))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -159,5 +194,33 @@ async fn spawn(binary: &'static str, listen_var: &str, env: &[(String, String)])
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("spawning {binary} (build the workspace first)"))?;
-    Ok(Service { name: binary, port, child })
+    Ok(Service {
+        name: binary,
+        port,
+        child,
+    })
+}
+
+/// A conversation between two users, with their tokens.
+pub struct Room {
+    pub id: coachwire_shared::ids::ConversationId,
+    pub alice: UserId,
+    pub bob: UserId,
+    pub alice_token: String,
+    pub bob_token: String,
+}
+
+impl Stack {
+    /// A fresh two-person conversation with hour-long tokens.
+    pub async fn room(&self) -> anyhow::Result<Room> {
+        let (alice, bob) = (new_user(), new_user());
+        let id = self.db.conversation(&[alice, bob]).await?;
+        Ok(Room {
+            id,
+            alice,
+            bob,
+            alice_token: token(alice, None, 3600),
+            bob_token: token(bob, None, 3600),
+        })
+    }
 }

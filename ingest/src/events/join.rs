@@ -31,7 +31,11 @@ pub async fn handle(
 ) {
     let outcome = async {
         principal.ensure_live()?;
-        let request = app.validators.conversation.parse(&payload.json()?).map_err(Failure::validation)?;
+        let request = app
+            .validators
+            .conversation
+            .parse(&payload.json()?)
+            .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
         let allowed = db::is_participant(&app.pool, conversation, principal.user)
             .await
@@ -47,7 +51,9 @@ pub async fn handle(
                 user_id: principal.user,
                 origin: origin(&app, &s),
             };
-            app.rooms.publish(conversation, &RoomEvent::UserJoined(presence)).await;
+            app.rooms
+                .publish(conversation, &RoomEvent::UserJoined(presence))
+                .await;
         }
         Ok(JoinAck {
             success: true,

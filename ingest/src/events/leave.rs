@@ -27,7 +27,11 @@ pub async fn handle(
 ) {
     let outcome = async {
         principal.ensure_live()?;
-        let request = app.validators.conversation.parse(&payload.json()?).map_err(Failure::validation)?;
+        let request = app
+            .validators
+            .conversation
+            .parse(&payload.json()?)
+            .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
         if joined.remove(conversation) {
             app.rooms.leave(conversation, s.id);
@@ -36,7 +40,9 @@ pub async fn handle(
                 user_id: principal.user,
                 origin: origin(&app, &s),
             };
-            app.rooms.publish(conversation, &RoomEvent::UserLeft(presence)).await;
+            app.rooms
+                .publish(conversation, &RoomEvent::UserLeft(presence))
+                .await;
         }
         Ok(LeaveAck {
             success: true,

@@ -5,6 +5,7 @@ use crate::accept::{Accepted, Draft};
 use crate::app::AppRef;
 use crate::auth::{Principal, Role};
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
+use crate::socket::order::Ticket;
 use coachwire_shared::error::Failure;
 use coachwire_shared::message::MessageType;
 use coachwire_shared::metrics::{ACK_SECONDS, MESSAGES_TOTAL};
@@ -16,15 +17,16 @@ pub async fn handle(
     State(app): State<AppRef>,
     Extension(principal): Extension<Principal>,
     Extension(joined): Extension<JoinedRooms>,
+    turn: Ticket,
     payload: Payload,
     reply: Reply,
 ) {
     let received = Instant::now();
-    let outcome = send(&s, &app, principal, &joined, payload).await;
-    if let Err(failure) = &outcome {
-        if failure.code != coachwire_shared::error::ErrorCode::Unavailable {
-            metrics::counter!(MESSAGES_TOTAL, "outcome" => "rejected").increment(1);
-        }
+    let outcome = send(&s, &app, principal, &joined, turn, payload).await;
+    if let Err(failure) = &outcome
+        && failure.code != coachwire_shared::error::ErrorCode::Unavailable
+    {
+        metrics::counter!(MESSAGES_TOTAL, "outcome" => "rejected").increment(1);
     }
     reply.send(outcome);
     metrics::histogram!(ACK_SECONDS).record(received.elapsed().as_secs_f64());
@@ -35,16 +37,23 @@ async fn send(
     app: &AppRef,
     principal: Principal,
     joined: &JoinedRooms,
+    turn: Ticket,
     payload: Payload,
 ) -> Result<Accepted, Failure> {
     principal.ensure_live()?;
-    let request = app.validators.message.parse(&payload.json()?).map_err(Failure::validation)?;
+    let request = app
+        .validators
+        .message
+        .parse(&payload.json()?)
+        .map_err(Failure::validation)?;
     let draft = Draft::try_from(request)?;
     authorize(principal, &draft)?;
     if !joined.contains(draft.conversation) {
         return Err(Failure::forbidden());
     }
-    app.acceptor.accept(principal.user, draft, Some(origin(app, s))).await
+    app.acceptor
+        .accept(principal.user, draft, Some(origin(app, s)), Some(turn))
+        .await
 }
 
 /// Only the AI coach writes `type: "ai"`, and only people are message-limited.

@@ -30,10 +30,21 @@ pub async fn handle(
 ) {
     let outcome = async {
         principal.ensure_live()?;
-        let request = app.validators.sync.parse(&payload.json()?).map_err(Failure::validation)?;
+        let request = app
+            .validators
+            .sync
+            .parse(&payload.json()?)
+            .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
         let limit = request.limit.unwrap_or(DEFAULT_SYNC_LIMIT);
-        let mut page = history(&app.pool, principal.user, conversation, Seq(request.after_seq), limit).await?;
+        let mut page = history(
+            &app.pool,
+            principal.user,
+            conversation,
+            Seq(request.after_seq),
+            limit,
+        )
+        .await?;
         page.success = Some(true);
         Ok(page)
     }
@@ -49,7 +60,10 @@ pub async fn history(
     after: Seq,
     limit: i64,
 ) -> Result<Page, Failure> {
-    if !db::is_participant(pool, conversation, user).await.map_err(db_unavailable)? {
+    if !db::is_participant(pool, conversation, user)
+        .await
+        .map_err(db_unavailable)?
+    {
         return Err(Failure::forbidden());
     }
     let (messages, has_more) = db::messages_after(pool, conversation, after, limit)

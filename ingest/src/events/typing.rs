@@ -19,7 +19,11 @@ pub async fn handle(
 ) {
     let outcome = async {
         principal.ensure_live()?;
-        let request = app.validators.typing.parse(&payload.json()?).map_err(Failure::validation)?;
+        let request = app
+            .validators
+            .typing
+            .parse(&payload.json()?)
+            .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
         if !joined.contains(conversation) {
             return Err(Failure::forbidden());

@@ -28,9 +28,10 @@ pub async fn create(
         .iter()
         .filter_map(|p| UserId::parse(&p.0))
         .collect();
-    let conversation = db::create_conversation(&app.pool, principal.user, request.title, participants)
-        .await
-        .map_err(db_unavailable)?;
+    let conversation =
+        db::create_conversation(&app.pool, principal.user, request.title, participants)
+            .await
+            .map_err(db_unavailable)?;
     Ok((StatusCode::CREATED, Json(conversation)).into_response())
 }
 

@@ -39,7 +39,8 @@ pub async fn post(
         let given = object
             .entry("conversationId")
             .or_insert_with(|| conversation.to_string().into());
-        if given.as_str().and_then(ConversationId::parse) != Some(conversation) && given.is_string() {
+        if given.as_str().and_then(ConversationId::parse) != Some(conversation) && given.is_string()
+        {
             return Err(Failure::validation(vec![Detail::new(
                 "/conversationId",
                 "must equal the conversation in the path",
@@ -47,7 +48,11 @@ pub async fn post(
             .into());
         }
     }
-    let request = app.validators.message.parse(&body).map_err(Failure::validation)?;
+    let request = app
+        .validators
+        .message
+        .parse(&body)
+        .map_err(Failure::validation)?;
     let draft = Draft::try_from(request)?;
     authorize(principal, &draft)?;
     let allowed = db::is_participant(&app.pool, conversation, principal.user)
@@ -56,7 +61,10 @@ pub async fn post(
     if !allowed {
         return Err(Failure::forbidden().into());
     }
-    let accepted = app.acceptor.accept(principal.user, draft, None).await?;
+    let accepted = app
+        .acceptor
+        .accept(principal.user, draft, None, None)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 

@@ -92,8 +92,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     "the body is larger than 64 KiB",
                 ),
             })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|_| {
-            Failure::validation(vec![Detail::new("", "is not valid JSON")]).into()
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|_| Failure::validation(vec![Detail::new("", "is not valid JSON")]).into())
     }
 }

@@ -8,6 +8,7 @@ use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::events;
 use crate::socket::extract::JoinedRooms;
+use crate::socket::order::SendOrder;
 use axum::extract::ConnectInfo;
 use coachwire_shared::envelope::{Origin, Presence, RoomEvent};
 use coachwire_shared::error::Failure;
@@ -32,6 +33,7 @@ pub async fn authenticate(
     let principal = app.verifier.verify(&token)?;
     s.extensions.insert(principal);
     s.extensions.insert(JoinedRooms::default());
+    s.extensions.insert(SendOrder::default());
     // A room named after the socket lets broadcasts exclude it (`except(sid)`).
     s.join(s.id.to_string());
     register_handlers(&s);
@@ -56,12 +58,14 @@ fn register_handlers(s: &SocketRef) {
 /// is refused outright: it would sit in every proxy's access log.
 fn token_of(s: &SocketRef, auth: Option<&serde_json::Value>) -> Result<String, Failure> {
     let parts = s.req_parts();
-    let in_query = parts
-        .uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("token=") || kv.starts_with("access_token=")));
+    let in_query = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.starts_with("token=") || kv.starts_with("access_token="))
+    });
     if in_query {
-        return Err(Failure::unauthorized("tokens in the query string are refused"));
+        return Err(Failure::unauthorized(
+            "tokens in the query string are refused",
+        ));
     }
     if let Some(token) = auth.and_then(|a| a.get("token")).and_then(|t| t.as_str()) {
         return Ok(token.to_string());
@@ -87,7 +91,7 @@ pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
             .filter_map(|h| h.to_str().ok())
             .flat_map(|h| h.split(','))
             .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-            .last();
+            .next_back();
         if forwarded.is_some() {
             return forwarded;
         }
@@ -128,6 +132,8 @@ async fn on_disconnect(
             user_id: principal.user,
             origin: origin.clone(),
         };
-        app.rooms.publish(conversation, &RoomEvent::UserLeft(presence)).await;
+        app.rooms
+            .publish(conversation, &RoomEvent::UserLeft(presence))
+            .await;
     }
 }

@@ -38,7 +38,9 @@ impl FromMessageParts<LocalAdapter> for Payload {
         }
         let Ok(TryData(decoded)) = TryData::<serde_json::Value>::from_message_parts(s, v, ack_id);
         Ok(Payload(decoded.map_err(|_| {
-            invalid("is not valid JSON (lone surrogate, nesting deeper than 128 levels, or no payload)")
+            invalid(
+                "is not valid JSON (lone surrogate, nesting deeper than 128 levels, or no payload)",
+            )
         })))
     }
 }
