@@ -7,6 +7,7 @@ use coachwire_fanout::startup;
 use coachwire_shared::health::Probe;
 use coachwire_shared::shutdown::{self, DRAIN_DEADLINE};
 use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, telemetry};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -28,10 +29,25 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    report(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
     match cli.command {
         None | Some(Command::Serve) => serve(cli.settings).await,
+    }
+}
+
+/// Errors end the process with one line (the whole cause chain), never a multi-line dump.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coachwire-fanout: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use coachwire_ingest::startup;
 use coachwire_shared::ids::UserId;
 use coachwire_shared::shutdown::{self, DRAIN_DEADLINE};
 use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, telemetry};
+use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -42,11 +43,26 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    report(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
     match cli.command {
         Some(Command::Token { user, role, ttl }) => token(&cli.settings, user, &role, ttl),
         None | Some(Command::Serve) => serve(cli.settings).await,
+    }
+}
+
+/// Errors end the process with one line (the whole cause chain), never a multi-line dump.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coachwire-ingest: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
