@@ -29,12 +29,26 @@ const isBinaryMarker = (v) =>
   v !== null && typeof v === "object" && !Array.isArray(v) &&
   Object.keys(v).length === 1 && typeof v.$binary === "string";
 
-/** JSON arg → emit arg: `{"$binary":…}` at top level or one level inside an object becomes a Buffer. */
+const isJsonMarker = (v) =>
+  v !== null && typeof v === "object" && !Array.isArray(v) &&
+  Object.keys(v).length === 1 && typeof v.$json === "string";
+
+/**
+ * JSON arg → emit arg: `{"$binary":…}` at top level or one level inside an object becomes a
+ * Buffer; `{"$json":"<text>"}` becomes `JSON.parse(text)`, for values Rust cannot hold
+ * (lone surrogates) or would refuse to build (nesting thousands deep).
+ */
 function decodeArg(v) {
   if (isBinaryMarker(v)) return Buffer.from(v.$binary, "base64");
+  if (isJsonMarker(v)) return JSON.parse(v.$json);
   if (v !== null && typeof v === "object" && !Array.isArray(v)) {
     const o = {};
-    for (const [k, x] of Object.entries(v)) o[k] = isBinaryMarker(x) ? Buffer.from(x.$binary, "base64") : x;
+    // defineProperty, not assignment: `o["__proto__"] = x` would set the prototype and
+    // silently drop a key the hostile-input tests send on purpose.
+    for (const [k, x] of Object.entries(v)) {
+      const value = isBinaryMarker(x) ? Buffer.from(x.$binary, "base64") : x;
+      Object.defineProperty(o, k, { value, enumerable: true, writable: true, configurable: true });
+    }
     return o;
   }
   return v;

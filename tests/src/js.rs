@@ -465,22 +465,11 @@ fn first(args: Value) -> Value {
 
 /// A binary Socket.IO argument (`{"$binary": base64}`), for `emit_ack_args` etc.
 pub fn binary(bytes: &[u8]) -> Value {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                s.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    json!({ "$binary": s })
+    use base64::Engine;
+    json!({ "$binary": base64::engine::general_purpose::STANDARD.encode(bytes) })
+}
+
+/// A value the driver builds with `JSON.parse(text)`: lone surrogates, absurd nesting.
+pub fn raw_json(text: &str) -> Value {
+    json!({ "$json": text })
 }

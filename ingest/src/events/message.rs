@@ -2,7 +2,7 @@
 
 use super::origin;
 use crate::accept::{Accepted, Draft};
-use crate::app::AppRef;
+use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
 use crate::socket::order::Ticket;
@@ -48,6 +48,7 @@ async fn send(
         .map_err(Failure::validation)?;
     let draft = Draft::try_from(request)?;
     authorize(principal, &draft)?;
+    limit(app, principal)?;
     if !joined.contains(draft.conversation) {
         return Err(Failure::forbidden());
     }
@@ -56,7 +57,16 @@ async fn send(
         .await
 }
 
-/// Only the AI coach writes `type: "ai"`, and only people are message-limited.
+/// People are message-limited per user (all their sockets on this node together); the AI
+/// coach answers everyone and is not.
+pub fn limit(app: &App, principal: Principal) -> Result<(), Failure> {
+    match principal.role {
+        Role::Ai => Ok(()),
+        Role::User => app.limits.message(principal.user),
+    }
+}
+
+/// Only the AI coach writes `type: "ai"`.
 pub fn authorize(principal: Principal, draft: &Draft) -> Result<(), Failure> {
     if draft.kind == MessageType::Ai && principal.role != Role::Ai {
         return Err(Failure::new(

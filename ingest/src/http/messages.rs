@@ -4,7 +4,8 @@ use super::{ApiError, JsonBody};
 use crate::accept::Draft;
 use crate::app::AppRef;
 use crate::auth::Principal;
-use crate::events::{db_unavailable, message::authorize, sync::history};
+use crate::events::message::{authorize, limit};
+use crate::events::{db_unavailable, sync::history};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -55,6 +56,7 @@ pub async fn post(
         .map_err(Failure::validation)?;
     let draft = Draft::try_from(request)?;
     authorize(principal, &draft)?;
+    limit(&app, principal)?;
     let allowed = db::is_participant(&app.pool, conversation, principal.user)
         .await
         .map_err(db_unavailable)?;
