@@ -447,14 +447,15 @@ mod verification_tests {
         ];
         for (name, verifier) in &verifiers {
             for alg in ["none", "None", "NONE"] {
-                let token = unsigned_token(
-                    &json!({"alg": alg, "typ": "JWT"}),
-                    &good_claims(user()),
-                );
+                let token =
+                    unsigned_token(&json!({"alg": alg, "typ": "JWT"}), &good_claims(user()));
                 // Nor may a stray signature segment make it pass.
                 for token in [token.clone(), format!("{token}AAAA")] {
                     let failure = refused(verifier, &token);
-                    assert_eq!(failure.error, "malformed token", "{name} verifier, alg {alg}");
+                    assert_eq!(
+                        failure.error, "malformed token",
+                        "{name} verifier, alg {alg}"
+                    );
                 }
             }
         }
@@ -503,11 +504,7 @@ mod verification_tests {
                 json!({"iss": ISSUER}),
                 Err("token lacks a required claim"),
             ),
-            (
-                "neither",
-                json!({}),
-                Err("token lacks a required claim"),
-            ),
+            ("neither", json!({}), Err("token lacks a required claim")),
         ];
         for (case, extra, expected) in table {
             let user = user();
@@ -666,8 +663,10 @@ mod verification_tests {
         let (unsigned, _) = valid.rsplit_once('.').expect("three parts");
         let mut tampered_claims = valid.split('.').map(str::to_owned).collect::<Vec<_>>();
         tampered_claims[1] = URL_SAFE_NO_PAD.encode(
-            serde_json::to_vec(&json!({"sub": user().to_string(), "exp": now() + 300, "role": "ai"}))
-                .expect("serializes"),
+            serde_json::to_vec(
+                &json!({"sub": user().to_string(), "exp": now() + 300, "role": "ai"}),
+            )
+            .expect("serializes"),
         );
         for token in [
             String::new(),
@@ -690,7 +689,10 @@ mod verification_tests {
             jwt_secret: None,
             ..hs256_settings()
         };
-        assert!(matches!(Verifier::new(&no_key), Err(AuthConfigError::NoKey)));
+        assert!(matches!(
+            Verifier::new(&no_key),
+            Err(AuthConfigError::NoKey)
+        ));
         let empty_secret = JwtSettings {
             jwt_secret: Some(String::new()),
             ..hs256_settings()
@@ -700,7 +702,9 @@ mod verification_tests {
             Err(AuthConfigError::NoKey)
         ));
         let missing_file = JwtSettings {
-            jwt_public_key: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/nope.pem").into()),
+            jwt_public_key: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/nope.pem").into(),
+            ),
             ..hs256_settings()
         };
         assert!(matches!(
@@ -708,7 +712,9 @@ mod verification_tests {
             Err(AuthConfigError::ReadKey { .. })
         ));
         let not_a_key = JwtSettings {
-            jwt_public_key: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/README.md").into()),
+            jwt_public_key: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/README.md").into(),
+            ),
             ..hs256_settings()
         };
         assert!(matches!(

@@ -152,6 +152,37 @@ mod tests {
     }
 
     #[test]
+    fn limiter_memory_is_released_once_a_flood_of_distinct_keys_goes_quiet() {
+        let window = Duration::from_millis(1000);
+        let limits = Limits::new(&LimitSettings {
+            message_limit: 5,
+            message_window_ms: 1000,
+            connection_limit: 5,
+            connection_window_ms: 1000,
+            trust_proxy: false,
+        });
+        let flood_started = std::time::Instant::now();
+        for i in 0..5_000u32 {
+            limits
+                .message(UserId(uuid::Uuid::from_u128(u128::from(i))))
+                .expect("first message");
+            limits
+                .connection(IpAddr::from(i.to_be_bytes()))
+                .expect("first handshake");
+        }
+        let kept = limits.prune();
+        assert!(
+            flood_started.elapsed() < window,
+            "the flood outlasted the window; the test proves nothing"
+        );
+        assert_eq!(kept, 10_000, "keys inside their window are kept");
+        std::thread::sleep(
+            window.saturating_sub(flood_started.elapsed()) + Duration::from_millis(20),
+        );
+        assert_eq!(limits.prune(), 0, "keys whose window passed are forgotten");
+    }
+
+    #[test]
     fn a_zero_limit_means_no_limit() {
         let limits = Limits::new(&settings(0));
         let user = UserId(uuid::Uuid::new_v4());

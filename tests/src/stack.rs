@@ -30,6 +30,11 @@ impl Service {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Whether the process is still alive (it never panicked or exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends SIGTERM and waits for the exit status (at most `within`).
     pub async fn terminate(
         &mut self,

@@ -31,6 +31,9 @@ pub async fn authenticate(
     }
     let token = token_of(&s, auth.ok().as_ref())?;
     let principal = app.verifier.verify(&token)?;
+    // jsonwebtoken still accepts a token in the very second of its `exp`; the connection's
+    // own clock (`ensure_live`) does not, so check with the one the socket will live by.
+    principal.ensure_live()?;
     s.extensions.insert(principal);
     s.extensions.insert(JoinedRooms::default());
     s.extensions.insert(SendOrder::default());
@@ -104,10 +107,10 @@ pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
 
 /// Disconnects the socket when its token expires, even if it never sends another event.
 fn expire_at(io: SocketIo, sid: Sid, principal: Principal) {
-    let now = chrono::Utc::now().timestamp();
-    let left = u64::try_from(principal.valid_until - now).unwrap_or(0);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let left = u64::try_from(principal.valid_until.saturating_mul(1000) - now_ms).unwrap_or(0);
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(left)).await;
         if let Some(socket) = io.get_socket(sid) {
             let _ = socket.disconnect();
         }
