@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use coachwire_ingest::auth::{Role, issue_token};
+use coachwire_ingest::auth::{Role, Verifier, issue_token};
 use coachwire_ingest::settings::IngestSettings;
 use coachwire_ingest::startup;
 use coachwire_shared::ids::UserId;
-use coachwire_shared::shutdown::{self, DRAIN_DEADLINE};
-use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, telemetry};
+use coachwire_shared::process::{Clients, exit_code, supervise};
+use coachwire_shared::{metrics, settings::parse_or_exit, shutdown, telemetry};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -44,26 +44,12 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    report(run().await)
-}
-
-async fn run() -> anyhow::Result<()> {
     let cli: Cli = parse_or_exit();
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Token { user, role, ttl }) => token(&cli.settings, user, &role, ttl),
         None | Some(Command::Serve) => serve(cli.settings).await,
-    }
-}
-
-/// Errors end the process with one line (the whole cause chain), never a multi-line dump.
-fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("coachwire-ingest: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    };
+    exit_code("coachwire-ingest", result)
 }
 
 fn token(
@@ -84,27 +70,19 @@ fn token(
 
 async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
     telemetry::init(settings.common.log_format);
+    // The key is configuration: refuse a bad one before touching anything else.
+    let verifier = Verifier::new(&settings.jwt)?;
     let metrics = metrics::install();
-    let pool = db::connect_and_migrate(&settings.common.database_url, 32)
-        .await
-        .context("Postgres")?;
-    let client = nats::connect(&settings.common.nats_url, "coachwire-ingest").await?;
-    let js = async_nats::jetstream::new(client.clone());
-    nats::ensure_streams(&js, settings.common.stream_replicas.into()).await?;
-    let (router, io, app) = startup::build(&settings, pool, client, metrics)?;
+    let clients = Clients::connect(&settings.common, "coachwire-ingest", 32).await?;
+    let (router, io, app) =
+        startup::build(&settings, verifier, clients.pool, clients.nats, metrics);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     tracing::info!(listen = %settings.listen, node = %app.node, "ingest ready");
     let shutdown = shutdown::on_signal();
-    let mut server = tokio::spawn(startup::run(listener, router, io, app, shutdown.clone()));
-    tokio::select! {
-        result = &mut server => return result.context("server task")?.context("server"),
-        _ = shutdown.cancelled() => {}
-    }
-    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
-        Ok(result) => result.context("server task")?.context("server")?,
-        Err(_) => tracing::warn!("drain deadline passed; exiting"),
-    }
-    Ok(())
+    let server = tokio::spawn(startup::run(listener, router, io, app, shutdown.clone()));
+    supervise(server, shutdown)
+        .await
+        .map_err(anyhow::Error::msg)
 }

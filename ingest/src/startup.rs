@@ -3,7 +3,7 @@
 
 use crate::accept::Acceptor;
 use crate::app::{App, AppRef, Validators};
-use crate::auth::{AuthConfigError, Verifier};
+use crate::auth::Verifier;
 use crate::http;
 use crate::limits::Limits;
 use crate::rooms::Rooms;
@@ -37,10 +37,11 @@ const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 /// Builds the app and its router from ready clients.
 pub fn build(
     settings: &IngestSettings,
+    verifier: Verifier,
     pool: PgPool,
     nats: async_nats::Client,
     metrics: coachwire_shared::metrics::PrometheusHandle,
-) -> Result<(Router, SocketIo, AppRef), AuthConfigError> {
+) -> (Router, SocketIo, AppRef) {
     let js = async_nats::jetstream::context::ContextBuilder::new()
         .timeout(PUBLISH_ACK_TIMEOUT)
         .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
@@ -48,7 +49,7 @@ pub fn build(
     let node = uuid::Uuid::new_v4().to_string();
     let app: AppRef = Arc::new(App {
         acceptor: Acceptor::new(js, pool.clone()),
-        verifier: Verifier::new(&settings.jwt)?,
+        verifier,
         limits: Limits::new(&settings.limits),
         rooms: Rooms::new(nats.clone(), pool.clone(), node.clone()),
         validators: Validators::default(),
@@ -73,7 +74,7 @@ pub fn build(
     let router = http::router(app.clone())
         .merge(health::router(app.probe.clone()))
         .layer(layer);
-    Ok((router, io, app))
+    (router, io, app)
 }
 
 /// Serves until `shutdown`; then disconnects every socket and lets HTTP requests finish.

@@ -14,13 +14,18 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// `UNAVAILABLE`/503) rather than piling up while Postgres is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Connects and applies migrations (concurrent services serialize on sqlx's advisory lock).
-pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let pool = PgPoolOptions::new()
+/// A pool whose requests fail fast while Postgres is down.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
-        .await?;
+        .await
+}
+
+/// Connects and applies migrations (concurrent services serialize on sqlx's advisory lock).
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let pool = connect(url, max_connections).await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

@@ -8,7 +8,8 @@
 //! - [`envelope`]: what travels through NATS (accepted → persisted → room events).
 //! - [`subjects`], [`nats`]: stream/subject names and their idempotent declaration.
 //! - [`db`]: the Postgres pool, migrations and the read queries two services use.
-//! - [`settings`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: process plumbing.
+//! - [`settings`], [`telemetry`], [`metrics`], [`health`], [`shutdown`], [`process`]:
+//!   process plumbing every binary shares.
 //!
 //! Data flows socket → ingest → `MESSAGES` stream → persister → Postgres → `PERSISTED`
 //! stream → fanout → room subject → ingest node → Socket.IO room.
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod message;
 pub mod metrics;
 pub mod nats;
+pub mod process;
 pub mod settings;
 pub mod shutdown;
 pub mod subjects;

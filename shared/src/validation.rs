@@ -71,21 +71,36 @@ fn content_problem(content: &str) -> Option<&'static str> {
 
 /// Only absolute `http(s)` URLs without user-info: `javascript:`/`data:` URLs execute or
 /// smuggle content, relative ones resolve against whatever page renders them, and
-/// `user:pass@` is a phishing classic.
+/// `user:pass@` is a phishing classic. The raw text is checked, not just what the `url`
+/// crate makes of it, because the raw text is what is stored and rendered: lenient parsing
+/// forgives `https:host`, `https://@host`, spaces and backslashes that other parsers read
+/// differently.
 fn image_url_problem(raw: &str) -> Option<&'static str> {
-    let Ok(url) = url::Url::parse(raw) else {
+    let lower = raw.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
         return Some("must be an absolute http or https URL");
     };
-    if !matches!(url.scheme(), "http" | "https") {
-        return Some("must use the http or https scheme");
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Some("must not contain whitespace, control characters or backslashes");
     }
-    if !url.username().is_empty() || url.password().is_some() {
+    if rest
+        .split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+    {
         return Some("must not contain user-info");
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Some("must name a host");
+    match url::Url::parse(raw) {
+        Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => None,
+        Ok(_) => Some("must name a host"),
+        Err(_) => Some("must be an absolute http or https URL"),
     }
-    None
 }
 
 /// A compiled schema for payload type `T`, and the typed parse that follows it.
@@ -279,6 +294,26 @@ mod tests {
                 json!({"conversationId": CID, "content": "hi", "clientMessageId": "1"}),
                 "/clientMessageId",
                 "bad cmid",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "https://@host.io/x"}}),
+                "/metadata/imageUrl",
+                "empty user-info",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "https:host.io/x"}}),
+                "/metadata/imageUrl",
+                "no slashes after the scheme",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": "https://host.io\\\\@evil.com/"}}),
+                "/metadata/imageUrl",
+                "backslash confusion",
+            ),
+            (
+                json!({"conversationId": CID, "content": "hi", "metadata": {"imageUrl": " https://host.io/x"}}),
+                "/metadata/imageUrl",
+                "leading space",
             ),
             (json!([1, 2]), "", "array instead of object"),
             (json!(null), "", "null instead of object"),
