@@ -518,6 +518,20 @@ fn corpus(c: &str, stranger: &str) -> Vec<Case> {
         ),
         case("join null", "join_conversation", json!(null), V, Some("")),
         case(
+            "join binary",
+            "join_conversation",
+            binary(b"\x01"),
+            V,
+            Some(""),
+        ),
+        case(
+            "typing binary inside",
+            "typing",
+            json!({"conversationId": c, "isTyping": binary(b"1")}),
+            V,
+            Some(""),
+        ),
+        case(
             "join bad id",
             "join_conversation",
             json!({"conversationId": "x"}),

@@ -147,6 +147,39 @@ async fn handshakes_past_the_per_ip_limit_get_connect_error_rate_limited() {
 }
 
 #[tokio::test]
+async fn x_forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
+    let stack = Stack::start_with(env(&[
+        ("COACHWIRE_CONNECTION_LIMIT", "1"),
+        ("COACHWIRE_CONNECTION_WINDOW_MS", "60000"),
+    ]))
+    .await
+    .expect("stack");
+    let room = stack.room().await.expect("room");
+    let driver = Driver::start().await.expect("driver");
+    let spoofing = |ip: &str| ConnectOptions {
+        auth: Some(json!({"token": room.alice_token})),
+        extra_headers: Some(json!({"X-Forwarded-For": ip})),
+        transports: Some(vec!["websocket".into()]),
+        ..Default::default()
+    };
+    let first = driver
+        .connect_with("first", &stack.url(), spoofing("203.0.113.1"))
+        .await
+        .expect("driver");
+    assert!(matches!(first, ConnectOutcome::Connected(_)), "{first:?}");
+    match driver
+        .connect_with("spoofer", &stack.url(), spoofing("203.0.113.2"))
+        .await
+        .expect("driver")
+    {
+        ConnectOutcome::Refused(message) => {
+            assert!(message.starts_with("RATE_LIMITED"), "{message}")
+        }
+        ConnectOutcome::Connected(_) => panic!("a forged X-Forwarded-For bought a fresh budget"),
+    }
+}
+
+#[tokio::test]
 async fn a_socket_is_disconnected_when_its_token_expires_and_the_token_stops_working() {
     let stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
