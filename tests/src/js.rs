@@ -330,11 +330,22 @@ impl Client {
 
     /// Like [`Client::emit_ack`] with any number of arguments (e.g. none, or binary ones).
     pub async fn emit_ack_args(&self, event: &str, args: Vec<Value>) -> Result<Value> {
+        self.emit_ack_within(event, args, Duration::from_millis(ACK_TIMEOUT_MS))
+            .await
+    }
+
+    /// Like [`Client::emit_ack_args`], waiting up to `timeout` for the ack (for answers
+    /// that legitimately take long, such as a PubAck timeout).
+    pub async fn emit_ack_within(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let cmd = json!({ "cmd": "emit", "client": self.name, "event": event, "args": args,
-                          "ack": true, "timeoutMs": ACK_TIMEOUT_MS });
-        let mut reply = self
-            .check(cmd, Duration::from_millis(ACK_TIMEOUT_MS))
-            .await?;
+                          "ack": true, "timeoutMs": timeout_ms });
+        let mut reply = self.check(cmd, timeout).await?;
         Ok(reply["ack"].take())
     }
 
