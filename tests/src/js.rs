@@ -349,6 +349,20 @@ impl Client {
         Ok(reply["ack"].take())
     }
 
+    /// Joins `conversation`, failing unless the ack says `success`; returns the ack.
+    pub async fn join(&self, conversation: impl std::fmt::Display) -> Result<Value> {
+        let ack = self
+            .emit_ack(
+                "join_conversation",
+                json!({ "conversationId": conversation.to_string() }),
+            )
+            .await?;
+        if ack["success"] != true {
+            bail!("{} could not join {conversation}: {ack}", self.name);
+        }
+        Ok(ack)
+    }
+
     /// Emits without an ack callback (failures then arrive as an `error` event).
     pub async fn emit(&self, event: &str, payload: Value) -> Result<()> {
         let cmd = json!({ "cmd": "emit", "client": self.name, "event": event, "args": [payload], "ack": false });

@@ -216,6 +216,19 @@ pub struct Room {
 }
 
 impl Stack {
+    /// A client of the first node, connected with `token` and joined to `conversation`.
+    pub async fn joined(
+        &self,
+        driver: &crate::js::Driver,
+        name: &str,
+        token: &str,
+        conversation: coachwire_shared::ids::ConversationId,
+    ) -> anyhow::Result<crate::js::Client> {
+        let client = driver.connect(name, &self.url(), Some(token)).await?;
+        client.join(conversation).await?;
+        Ok(client)
+    }
+
     /// A fresh two-person conversation with hour-long tokens.
     pub async fn room(&self) -> anyhow::Result<Room> {
         let (alice, bob) = (new_user(), new_user());

@@ -138,17 +138,10 @@ async fn an_invalid_message_gets_validation_failed_and_stores_nothing() {
     let stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = driver
-        .connect("alice", &stack.url(), Some(&room.alice_token))
+    let alice = stack
+        .joined(&driver, "alice", &room.alice_token, room.id)
         .await
-        .expect("alice");
-    alice
-        .emit_ack(
-            "join_conversation",
-            json!({"conversationId": room.id.to_string()}),
-        )
-        .await
-        .expect("join");
+        .expect("alice joined");
     let ack = alice
         .emit_ack(
             "message",
@@ -246,17 +239,10 @@ async fn a_retry_with_the_same_client_message_id_is_stored_once_and_acked_as_dup
     let stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = driver
-        .connect("alice", &stack.url(), Some(&room.alice_token))
+    let alice = stack
+        .joined(&driver, "alice", &room.alice_token, room.id)
         .await
-        .expect("alice");
-    alice
-        .emit_ack(
-            "join_conversation",
-            json!({"conversationId": room.id.to_string()}),
-        )
-        .await
-        .expect("join");
+        .expect("alice joined");
     let mut payload = send(room.id, "only once");
     payload["clientMessageId"] = json!(uuid::Uuid::new_v4().to_string());
     let first = alice

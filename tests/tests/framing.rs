@@ -62,13 +62,7 @@ async fn framing_garbage_is_refused_and_other_clients_keep_chatting() {
         .await
         .expect("bob");
     for client in [&alice, &bob] {
-        client
-            .emit_ack(
-                "join_conversation",
-                json!({"conversationId": room.id.to_string()}),
-            )
-            .await
-            .expect("join");
+        client.join(room.id).await.expect("join");
     }
     let ack = alice
         .emit_ack(

@@ -7,7 +7,6 @@ use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
 use coachwire_shared::subjects::room_subject;
 use coachwire_testkit::js::Driver;
 use coachwire_testkit::stack::{Stack, bin_dir};
-use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -15,17 +14,10 @@ async fn every_service_exits_zero_on_sigterm_within_ten_seconds() {
     let mut stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = driver
-        .connect("alice", &stack.url(), Some(&room.alice_token))
+    let alice = stack
+        .joined(&driver, "alice", &room.alice_token, room.id)
         .await
-        .expect("alice");
-    alice
-        .emit_ack(
-            "join_conversation",
-            json!({"conversationId": room.id.to_string()}),
-        )
-        .await
-        .expect("join");
+        .expect("alice joined");
     let within = Duration::from_secs(10);
     for service in stack
         .ingest
@@ -83,16 +75,10 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
     let stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let bob = driver
-        .connect("bob", &stack.url(), Some(&room.bob_token))
+    let bob = stack
+        .joined(&driver, "bob", &room.bob_token, room.id)
         .await
-        .expect("bob");
-    bob.emit_ack(
-        "join_conversation",
-        json!({"conversationId": room.id.to_string()}),
-    )
-    .await
-    .expect("join");
+        .expect("bob joined");
 
     // seq 1 is persisted, but its room event "is lost"; seq 2's arrives.
     let message = |seq: i64, content: &str| Message {
@@ -141,5 +127,106 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
             .await
             .is_none(),
         "the repeat is dropped"
+    );
+}
+
+#[tokio::test]
+async fn the_token_command_prints_a_token_the_server_accepts_with_its_role() {
+    let stack = Stack::start().await.expect("stack");
+    let room = stack.room().await.expect("room");
+    let output = tokio::process::Command::new(bin_dir().join("coachwire-ingest"))
+        .env("COACHWIRE_JWT_SECRET", coachwire_testkit::stack::JWT_SECRET)
+        .args([
+            "token",
+            "--user",
+            &room.alice.to_string(),
+            "--role",
+            "ai",
+            "--ttl",
+            "5m",
+        ])
+        .output()
+        .await
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let driver = Driver::start().await.expect("driver");
+    let coach = stack
+        .joined(&driver, "coach", &token, room.id)
+        .await
+        .expect("coach joined");
+    let payload =
+        serde_json::json!({"conversationId": room.id.to_string(), "content": "hi", "type": "ai"});
+    let ack = coach.emit_ack("message", payload).await.expect("ack");
+    assert_eq!(
+        ack["message"]["type"], "ai",
+        "the role reached the server: {ack}"
+    );
+    assert_eq!(ack["message"]["userId"], room.alice.to_string());
+}
+
+#[tokio::test]
+async fn every_service_answers_health_readiness_and_metrics() {
+    let stack = Stack::start().await.expect("stack");
+    let room = stack.room().await.expect("room");
+    let path = format!("/api/conversations/{}/messages", room.id);
+    let body = serde_json::json!({"content": "counted"});
+    let (status, _) = stack
+        .api(
+            reqwest::Method::POST,
+            &path,
+            Some(&room.alice_token),
+            Some(body),
+        )
+        .await
+        .expect("post");
+    assert_eq!(status, 202);
+    for service in stack.ingest.iter().chain([&stack.persister, &stack.fanout]) {
+        for route in ["/healthz", "/readyz"] {
+            let response = stack
+                .http
+                .get(format!("{}{route}", service.url()))
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(response.status(), 200, "{} {route}", service.name);
+        }
+    }
+    let metrics = |url: String| {
+        let http = stack.http.clone();
+        async move {
+            http.get(format!("{url}/metrics"))
+                .send()
+                .await
+                .expect("get")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    let ingest = metrics(stack.url()).await;
+    assert!(
+        ingest.contains(r#"coachwire_messages_total{outcome="accepted"} 1"#),
+        "{ingest}"
+    );
+    let mut persister = String::new();
+    for _ in 0..200 {
+        persister = metrics(stack.persister.url()).await;
+        if persister.contains("coachwire_persisted_total 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        persister.contains("coachwire_persisted_total 1"),
+        "{persister}"
+    );
+    assert!(
+        persister.contains("coachwire_persist_batch_size_bucket"),
+        "{persister}"
     );
 }

@@ -241,12 +241,8 @@ async fn typing_beyond_its_rate_is_dropped_not_relayed() {
         .connect("bob", &stack.url(), Some(&room.bob_token))
         .await
         .expect("bob");
-    let join = json!({"conversationId": room.id.to_string()});
     for client in [&alice, &bob] {
-        client
-            .emit_ack("join_conversation", join.clone())
-            .await
-            .expect("join");
+        client.join(room.id).await.expect("join");
     }
     let burst = vec![json!({"conversationId": room.id.to_string(), "isTyping": true}); 40];
     let acks = alice.emit_many_ack("typing", burst).await.expect("acks");

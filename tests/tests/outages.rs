@@ -14,17 +14,10 @@ async fn a_message_sent_while_nats_is_down_is_unavailable_and_its_retry_is_store
     let mut stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = driver
-        .connect("alice", &stack.url(), Some(&room.alice_token))
+    let alice = stack
+        .joined(&driver, "alice", &room.alice_token, room.id)
         .await
-        .expect("alice");
-    alice
-        .emit_ack(
-            "join_conversation",
-            json!({"conversationId": room.id.to_string()}),
-        )
-        .await
-        .expect("join");
+        .expect("alice joined");
     let payload = json!({"conversationId": room.id.to_string(), "content": "through the outage",
                          "clientMessageId": uuid::Uuid::now_v7().to_string()});
 
