@@ -79,11 +79,14 @@ provision_local_postgres() {
   cluster=$(local_cluster online) ||
     die "postgres: 127.0.0.1:5432 answers but is not a local cluster, and role coachwire can't log in; create it there or set COACHWIRE_TEST_DATABASE_URL"
   log "postgres: creating role and database coachwire in cluster $cluster where missing"
-  # SUPERUSER because tests create (and drop) a database per test.
+  # CREATEDB, never SUPERUSER: tests create (and drop) a database per test, and the
+  # services own their tables; a superuser would hide missing grants from every test.
   as_postgres_psql <<'SQL' || die "postgres: creating role/database coachwire failed"
 DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'coachwire') THEN
-    CREATE ROLE coachwire LOGIN SUPERUSER PASSWORD 'coachwire';
+    CREATE ROLE coachwire LOGIN CREATEDB NOSUPERUSER PASSWORD 'coachwire';
+  ELSE
+    ALTER ROLE coachwire CREATEDB NOSUPERUSER;
   END IF;
 END $$;
 SELECT 'CREATE DATABASE coachwire OWNER coachwire'
@@ -102,6 +105,12 @@ ensure_postgres() {
     provision_local_postgres
     psql_ok "$url" || die "postgres: role coachwire still can't log in at $(redact "$url") (check pg_hba.conf and its password)"
   done
+  # Earlier versions of this script made the role a superuser: take that back here.
+  if [ "$DATABASE_URL" = "$DEFAULT_DB_URL" ] &&
+    [ "$(psql "$DATABASE_URL" -XAtqc 'select rolsuper from pg_roles where rolname = current_user')" = t ]; then
+    log "postgres: role coachwire is a superuser; making it CREATEDB only"
+    provision_local_postgres
+  fi
   [ "$(psql "$COACHWIRE_TEST_DATABASE_URL" -XAtqc 'select rolsuper or rolcreatedb from pg_roles where rolname = current_user')" = t ] ||
     log "WARNING: postgres: the role in COACHWIRE_TEST_DATABASE_URL can't create databases; tests will fail"
   log "postgres: ok ($(redact "$DATABASE_URL"))"
@@ -124,6 +133,14 @@ ensure_nats_binary() {
   fi
   export COACHWIRE_NATS_SERVER=$bin
   log "nats: $bin (v$NATS_VERSION)"
+}
+
+# cargo-nextest runs the tests; a fresh Rust install lacks it, and crates.io has it.
+ensure_nextest() {
+  if cargo nextest --version >/dev/null 2>&1; then return; fi
+  command -v cargo >/dev/null || die "rust: cargo not found (install Rust 1.95+ with rustup)"
+  log "nextest: installing cargo-nextest from crates.io (once; a few minutes)"
+  cargo install --locked cargo-nextest >&2 || die "nextest: cargo install --locked cargo-nextest failed"
 }
 
 ensure_node_deps() {
@@ -149,6 +166,6 @@ ensure_node_deps() {
 # Run as a program: scripts/lib.sh FUNCTION [ARGS...]
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
-  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|export_defaults"
+  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_nextest|export_defaults"
   "$@"
 fi

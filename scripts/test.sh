@@ -12,6 +12,7 @@ export_defaults
 ensure_postgres
 ensure_nats_binary
 ensure_node_deps
+ensure_nextest
 cd "$ROOT"
 
 step() { log "+ $*"; "$@" || die "failed: $*"; }

@@ -4,8 +4,11 @@
 //!   conversation's room subject; NATS subject interest delivers it to exactly the ingest
 //!   nodes with a socket joined to that conversation. Nodes order and deduplicate by `seq`
 //!   (and fill gaps from Postgres), so any number of fanouts may share the consumer.
+//! - [`replay`]: the `replay` operations command, which re-emits persisted messages from
+//!   Postgres to a room through the same encoding; nodes drop what they already had.
 //! - [`settings`], [`startup`]: configuration and wiring.
 
+pub mod replay;
 pub mod router;
 pub mod settings;
 pub mod startup;

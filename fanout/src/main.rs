@@ -1,12 +1,16 @@
-//! `coachwire-fanout`: routes persisted messages to the ingest nodes that need them.
+//! `coachwire-fanout`: routes persisted messages to the ingest nodes that need them, or
+//! (`replay`) re-emits a conversation's persisted messages to its room.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use coachwire_fanout::replay::{self, SeqRange};
 use coachwire_fanout::settings::FanoutSettings;
 use coachwire_fanout::startup;
 use coachwire_shared::health::Probe;
+use coachwire_shared::ids::ConversationId;
 use coachwire_shared::process::{Clients, exit_code, supervise};
-use coachwire_shared::{metrics, settings::parse_or_exit, shutdown, telemetry};
+use coachwire_shared::settings::CommonSettings;
+use coachwire_shared::{db, metrics, nats, settings::parse_or_exit, shutdown, telemetry};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -26,6 +30,34 @@ struct Cli {
 enum Command {
     /// Run the service (the default).
     Serve,
+    /// Re-emit a conversation's persisted messages to its room (sockets that already had
+    /// them drop them by seq).
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The conversation's id.
+    #[arg(long, value_parser = parse_conversation)]
+    conversation: ConversationId,
+    /// First seq to re-emit (1 or more).
+    #[arg(long)]
+    from_seq: i64,
+    /// Last seq to re-emit (default: the conversation's last); below --from-seq is a
+    /// bad argument (exit 2).
+    #[arg(long)]
+    to_seq: Option<i64>,
+    /// Print one JSON document instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+const BINARY: &str = "coachwire-fanout";
+/// §12: bad arguments exit 2, failures 1.
+const BAD_ARGUMENTS: u8 = 2;
+
+fn parse_conversation(value: &str) -> Result<ConversationId, String> {
+    ConversationId::parse(value).ok_or_else(|| format!("not a hyphenated UUID: {value:?}"))
 }
 
 #[tokio::main]
@@ -33,14 +65,26 @@ async fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let result = match cli.command {
         None | Some(Command::Serve) => serve(cli.settings).await,
+        Some(Command::Replay(args)) => {
+            // A reversed range is a bad argument like any other (exit 2), caught before
+            // anything is connected.
+            let range = match SeqRange::new(args.from_seq, args.to_seq) {
+                Ok(range) => range,
+                Err(e) => {
+                    eprintln!("{BINARY}: error: {e}");
+                    return ExitCode::from(BAD_ARGUMENTS);
+                }
+            };
+            run_replay(&cli.settings.common, &args, range).await
+        }
     };
-    exit_code("coachwire-fanout", result)
+    exit_code(BINARY, result)
 }
 
 async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
     telemetry::init(settings.common.log_format);
     let metrics = metrics::install();
-    let clients = Clients::connect(&settings.common, "coachwire-fanout", 4).await?;
+    let clients = Clients::connect(&settings.common, BINARY, 4).await?;
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding {}", settings.admin_listen))?;
@@ -55,4 +99,30 @@ async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
     supervise(service, shutdown)
         .await
         .map_err(anyhow::Error::msg)
+}
+
+/// Reads only: no migrations and no stream declarations, so an operator's command never
+/// changes the deployment it inspects.
+async fn run_replay(
+    common: &CommonSettings,
+    args: &ReplayArgs,
+    range: SeqRange,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&common.database_url, 2)
+        .await
+        .context("connecting to Postgres")?;
+    let client = nats::connect(&common.nats_url, "coachwire-fanout-replay").await?;
+    let report = replay::replay(&pool, &client, args.conversation, range).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let to = args
+            .to_seq
+            .map_or_else(|| "the end".to_string(), |to| to.to_string());
+        println!(
+            "emitted {} message(s) of conversation {} (seq {} to {to}) to its room",
+            report.emitted, args.conversation, args.from_seq
+        );
+    }
+    Ok(())
 }

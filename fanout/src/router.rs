@@ -5,6 +5,7 @@
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, Message};
 use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
+use coachwire_shared::nats::{self, DeclareError};
 use coachwire_shared::subjects::{FANOUT_CONSUMER, PERSISTED_STREAM, room_subject};
 use futures::StreamExt;
 use std::time::Duration;
@@ -15,28 +16,31 @@ const MAX_BATCH: usize = 500;
 const ACK_WAIT: Duration = Duration::from_secs(10);
 const REOPEN_DELAY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-#[error("declaring the fanout consumer: {0}")]
-pub struct ConsumerError(String);
+/// Creates or updates the shared durable consumer, retrying while the cluster settles
+/// or other fanouts declare it at the same moment. New deployments start at new events:
+/// history is what `sync` and `coachwire-fanout replay` are for.
+pub async fn ensure_consumer(js: &jetstream::Context) -> Result<PullConsumer, DeclareError> {
+    let config = pull::Config {
+        durable_name: Some(FANOUT_CONSUMER.into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        deliver_policy: DeliverPolicy::New,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    let what = format!("consumer {FANOUT_CONSUMER} on {PERSISTED_STREAM}");
+    nats::declare(&what, || {
+        js.create_consumer_on_stream(config.clone(), PERSISTED_STREAM)
+    })
+    .await
+}
 
-/// Creates or updates the shared durable consumer. New deployments start at new events:
-/// history is what `sync` is for.
-pub async fn ensure_consumer(js: &jetstream::Context) -> Result<PullConsumer, ConsumerError> {
-    let stream = js
-        .get_stream(PERSISTED_STREAM)
-        .await
-        .map_err(|e| ConsumerError(e.to_string()))?;
-    stream
-        .create_consumer(pull::Config {
-            durable_name: Some(FANOUT_CONSUMER.into()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: ACK_WAIT,
-            deliver_policy: DeliverPolicy::New,
-            max_ack_pending: 10_000,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ConsumerError(e.to_string()))
+/// The room subject and payload that deliver `envelope` to the nodes holding its
+/// conversation: the one encoding both the router and `replay` publish.
+pub fn room_event(envelope: MessageEnvelope) -> Result<(String, Vec<u8>), serde_json::Error> {
+    let subject = room_subject(envelope.message.conversation_id);
+    let payload = serde_json::to_vec(&RoomEvent::Message(envelope))?;
+    Ok((subject, payload))
 }
 
 /// Routes until `shutdown`, finishing the batch in hand.
@@ -75,8 +79,7 @@ pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
             let _ = message.ack().await;
             continue;
         };
-        let subject = room_subject(envelope.message.conversation_id);
-        let Ok(payload) = serde_json::to_vec(&RoomEvent::Message(envelope)) else {
+        let Ok((subject, payload)) = room_event(envelope) else {
             continue;
         };
         let published = match &message.headers {

@@ -1,7 +1,7 @@
 //! Wiring: admin HTTP server + the routing loop, and their shutdown.
 
 use crate::router;
-use coachwire_shared::health::{self, Probe};
+use coachwire_shared::health::{self, Probe, Requires};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,7 @@ pub async fn run(
     let consumer = router::ensure_consumer(&js).await?;
     let admin_shutdown = shutdown.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(admin, health::router(probe))
+        axum::serve(admin, health::router(probe, Requires::Nats))
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
             .await
     });

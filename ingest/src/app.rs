@@ -11,6 +11,8 @@ use coachwire_shared::message::{
 use coachwire_shared::validation::PayloadValidator;
 use sqlx::PgPool;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 /// One compiled schema per payload type.
 #[derive(Default)]
@@ -33,6 +35,33 @@ pub struct App {
     /// This process's id in `Origin`s, so fanned-out events find their sender's node.
     pub node: String,
     pub probe: Probe,
+    pub drain: Drain,
+}
+
+/// Lets shutdown wait for every `message` ack in flight (§1: finish in-flight work): each
+/// handler holds a token from receipt to ack, and once draining starts new messages are
+/// refused with `UNAVAILABLE`, so their clients retry on another node.
+#[derive(Default)]
+pub struct Drain {
+    inflight: TaskTracker,
+    draining: CancellationToken,
+}
+
+impl Drain {
+    /// A token held until the ack is sent; `None` once draining has begun. The token is
+    /// taken before the check, so a handler either counts for [`Drain::finish`] or sees
+    /// the drain.
+    pub fn admit(&self) -> Option<TaskTrackerToken> {
+        let token = self.inflight.token();
+        (!self.draining.is_cancelled()).then_some(token)
+    }
+
+    /// Refuses new messages and waits for the admitted ones to be acked.
+    pub async fn finish(&self) {
+        self.draining.cancel();
+        self.inflight.close();
+        self.inflight.wait().await;
+    }
 }
 
 /// Handlers take the app by cheap clone (socketioxide's `State` needs `Clone`).

@@ -2,7 +2,7 @@
 //! other services live in `coachwire_shared::db`.
 
 use chrono::{DateTime, Utc};
-use coachwire_shared::ids::{ConversationId, UserId};
+use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -58,20 +58,77 @@ pub async fn create_conversation(
     })
 }
 
-/// The caller's conversations, newest first.
+/// Where a page of [`conversations_of`] starts: just after this conversation, in the
+/// listing's order (newest activity first, then id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActivityCursor {
+    pub last_activity_at: DateTime<Utc>,
+    pub conversation: ConversationId,
+}
+
+/// A page of the caller's conversations, newest activity first, and where the next page
+/// starts (`None` on the last page). A keyset scan of one index, however many
+/// conversations the caller has.
 pub async fn conversations_of(
     pool: &PgPool,
     user: UserId,
-) -> Result<Vec<Conversation>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.id, c.title, c.created_by, c.created_at, \
-                array_agg(p.user_id ORDER BY p.user_id) AS participant_ids \
-         FROM conversations c \
-         JOIN conversation_participants mine ON mine.conversation_id = c.id AND mine.user_id = $1 \
-         JOIN conversation_participants p ON p.conversation_id = c.id \
-         GROUP BY c.id ORDER BY c.created_at DESC, c.id",
+    after: Option<ActivityCursor>,
+    limit: i64,
+) -> Result<(Vec<Conversation>, Option<ActivityCursor>), sqlx::Error> {
+    let rows: Vec<ListedConversation> = sqlx::query_as(
+        "SELECT c.id, c.title, c.created_by, c.created_at, mine.last_activity_at, \
+                ARRAY(SELECT p.user_id FROM conversation_participants p \
+                      WHERE p.conversation_id = c.id ORDER BY p.user_id) AS participant_ids \
+         FROM conversation_participants mine \
+         JOIN conversations c ON c.id = mine.conversation_id \
+         WHERE mine.user_id = $1 \
+           AND ($2::timestamptz IS NULL OR (mine.last_activity_at, mine.conversation_id) < ($2, $3)) \
+         ORDER BY mine.last_activity_at DESC, mine.conversation_id DESC \
+         LIMIT $4",
     )
     .bind(user)
+    .bind(after.map(|a| a.last_activity_at))
+    .bind(after.map(|a| a.conversation))
+    .bind(limit + 1)
     .fetch_all(pool)
-    .await
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let page: Vec<ListedConversation> = rows.into_iter().take(limit.max(0) as usize).collect();
+    let next = more
+        .then(|| page.last())
+        .flatten()
+        .map(|last| ActivityCursor {
+            last_activity_at: last.last_activity_at,
+            conversation: last.conversation.id,
+        });
+    Ok((page.into_iter().map(|c| c.conversation).collect(), next))
+}
+
+#[derive(sqlx::FromRow)]
+struct ListedConversation {
+    #[sqlx(flatten)]
+    conversation: Conversation,
+    last_activity_at: DateTime<Utc>,
+}
+
+/// Beyond `cursor`, the highest seq persisted at least `settled` ago, and the highest seq
+/// at all (both `None` when nothing lies beyond the cursor). Only the rows past the
+/// cursor are read: usually none.
+pub async fn seqs_beyond(
+    pool: &PgPool,
+    conversation: ConversationId,
+    cursor: Seq,
+    settled: std::time::Duration,
+) -> Result<(Option<Seq>, Option<Seq>), sqlx::Error> {
+    let (settled, newest): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT max(seq) FILTER (WHERE persisted_at <= now() - make_interval(secs => $3)), \
+                max(seq) \
+         FROM messages WHERE conversation_id = $1 AND seq > $2",
+    )
+    .bind(conversation)
+    .bind(cursor)
+    .bind(settled.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok((settled.map(Seq), newest.map(Seq)))
 }

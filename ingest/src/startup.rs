@@ -11,7 +11,7 @@ use crate::settings::IngestSettings;
 use crate::socket::connect::{authenticate, on_connect};
 use axum::Router;
 use axum::serve::ListenerExt;
-use coachwire_shared::health::{self, Probe};
+use coachwire_shared::health::{self, Probe, Requires};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::{ParserConfig, SocketIo};
 use sqlx::PgPool;
@@ -31,6 +31,9 @@ const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes in flight on the connection before new ones wait (pipelining window, see
 /// notes/jetstream.md: 256–1024 reaches the server's throughput; past 5000 it errors).
 const MAX_ACKS_IN_FLIGHT: usize = 2048;
+/// How long shutdown waits for in-flight acks: a PubAck times out after
+/// [`PUBLISH_ACK_TIMEOUT`], so every admitted handler has answered by then.
+const DRAIN_ACKS_WITHIN: Duration = Duration::from_secs(6);
 /// How often limiter state for idle keys is dropped.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -61,6 +64,7 @@ pub fn build(
         node,
         pool,
         nats,
+        drain: Default::default(),
     });
     let (layer, io) = SocketIo::builder()
         .with_state(app.clone())
@@ -72,12 +76,13 @@ pub fn build(
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     let router = http::router(app.clone())
-        .merge(health::router(app.probe.clone()))
+        .merge(health::router(app.probe.clone(), Requires::Nats))
         .layer(layer);
     (router, io, app)
 }
 
-/// Serves until `shutdown`; then disconnects every socket and lets HTTP requests finish.
+/// Serves until `shutdown`; then acks the messages in flight (refusing new ones), disconnects
+/// every socket and lets HTTP requests finish.
 pub async fn run(
     listener: TcpListener,
     router: Router,
@@ -86,6 +91,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tokio::spawn(prune_limiters(app.clone(), shutdown.clone()));
+    tokio::spawn(crate::rooms::resync::on_reconnect(
+        app.nats.clone(),
+        app.rooms.clone(),
+        shutdown.clone(),
+    ));
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     // Nagle off: acks are small writes, and with it on they wait for delayed ACKs (~40 ms).
     let listener = listener.tap_io(|tcp| {
@@ -93,9 +103,14 @@ pub async fn run(
             tracing::debug!(error = %e, "TCP_NODELAY failed");
         }
     });
+    let draining = app.clone();
     axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;
+            let acks = draining.drain.finish();
+            if tokio::time::timeout(DRAIN_ACKS_WITHIN, acks).await.is_err() {
+                tracing::warn!("messages still in flight at shutdown; their clients will retry");
+            }
             io.close().await;
         })
         .await?;

@@ -21,6 +21,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Below the consumer's ack wait, so a batch stuck on an outage is never redelivered.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
+/// How isolating a failed batch ended.
+enum Isolated {
+    Done(Outcome),
+    /// Every message failed with this same error: retry the batch, bury nothing.
+    AllFailedAlike(StoreError),
+}
+
 /// What the persister needs to process batches.
 #[derive(Clone)]
 pub struct Persister {
@@ -49,36 +56,65 @@ impl Persister {
         }
         metrics::histogram!(PERSIST_BATCH_SIZE).record(decoded.len() as f64);
         let incoming: Vec<Incoming> = decoded.iter().map(|(_, i)| i.clone()).collect();
-        match self.store_retrying(&incoming, &decoded, shutdown).await {
-            Some(Ok(stored)) => self.finish(&decoded, stored, shutdown).await,
-            Some(Err(_)) => self.isolate(decoded, shutdown).await,
-            None => Outcome::Abandoned,
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.store_retrying(&incoming, &decoded, shutdown).await {
+                Some(Ok(stored)) => return self.finish(&decoded, stored, shutdown).await,
+                Some(Err(_)) => {}
+                None => return Outcome::Abandoned,
+            }
+            match self.isolate(&decoded, shutdown).await {
+                Isolated::Done(outcome) => return outcome,
+                Isolated::AllFailedAlike(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "every message of a batch failed the same way: a fault of the database, not of the messages; retrying")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Outcome::Abandoned,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    /// Stores each message of a failed batch alone; the ones that still fail are poison.
+    /// Stores each message of a failed batch alone; the ones that still fail are poison,
+    /// unless every message of the batch failed with the same error: that is the database
+    /// refusing everything (a trigger, a broken column), and dead-lettering the whole
+    /// batch would bury good messages, so the batch is retried instead.
     async fn isolate(
         &self,
-        decoded: Vec<(Message, Incoming)>,
+        decoded: &[(Message, Incoming)],
         shutdown: &CancellationToken,
-    ) -> Outcome {
+    ) -> Isolated {
         let mut fresh = 0;
+        let mut failed = Vec::new();
         for one in decoded {
-            let single = std::slice::from_ref(&one);
+            let single = std::slice::from_ref(one);
             let incoming = std::slice::from_ref(&one.1);
             match self.store_retrying(incoming, single, shutdown).await {
                 Some(Ok(stored)) => match self.finish(single, stored, shutdown).await {
                     Outcome::Done { fresh: n } => fresh += n,
-                    Outcome::Abandoned => return Outcome::Abandoned,
+                    Outcome::Abandoned => return Isolated::Done(Outcome::Abandoned),
                 },
-                Some(Err(e)) => {
-                    let conversation = one.1.envelope.message.conversation_id.to_string();
-                    self.bury(&one.0, &conversation, &e.to_string()).await;
-                }
-                None => return Outcome::Abandoned,
+                Some(Err(e)) => failed.push((one, e)),
+                None => return Isolated::Done(Outcome::Abandoned),
             }
         }
-        Outcome::Done { fresh }
+        let alike = failed
+            .windows(2)
+            .all(|w| w[0].1.signature() == w[1].1.signature());
+        if decoded.len() > 1
+            && failed.len() == decoded.len()
+            && alike
+            && let Some((_, e)) = failed.pop()
+        {
+            return Isolated::AllFailedAlike(e);
+        }
+        for ((message, incoming), e) in failed {
+            let conversation = incoming.envelope.message.conversation_id.to_string();
+            self.bury(message, &conversation, &e.to_string()).await;
+        }
+        Isolated::Done(Outcome::Done { fresh })
     }
 
     /// `None` on shutdown; `Some(Err)` only for errors that retrying cannot fix.

@@ -11,11 +11,11 @@
 //! stream order (hence `seq` order) survives the hand-over.
 
 use crate::batch::Persister;
+use crate::partition::run_partition;
 use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy, PullConsumer, pull};
 use coachwire_shared::subjects::{
     MESSAGES_STREAM, PARTITIONS, PERSISTER_GROUP, partition_filter, persister_consumer,
 };
-use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,13 +39,6 @@ impl Default for ConsumerTuning {
     }
 }
 
-/// How long one pull request waits on the server; renewed continuously, well inside
-/// `pinned_ttl`, so a live persister never loses its pin.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
-/// Pause before re-opening a pull stream that failed.
-const REOPEN_DELAY: Duration = Duration::from_secs(1);
-
 #[derive(Debug, thiserror::Error)]
 #[error("declaring consumer {name}: {source}")]
 pub struct ConsumerError {
@@ -53,21 +46,14 @@ pub struct ConsumerError {
     source: async_nats::Error,
 }
 
-/// Creates or updates the partition's durable consumer.
+/// Creates or updates the partition's durable consumer, retrying while the cluster settles
+/// or other persisters declare it at the same moment.
 pub async fn ensure_consumer(
     js: &async_nats::jetstream::Context,
     partition: u32,
     tuning: &ConsumerTuning,
 ) -> Result<PullConsumer, ConsumerError> {
     let name = persister_consumer(partition);
-    let err = |source: async_nats::Error| ConsumerError {
-        name: name.clone(),
-        source,
-    };
-    let stream = js
-        .get_stream(MESSAGES_STREAM)
-        .await
-        .map_err(|e| err(e.into()))?;
     let config = pull::Config {
         durable_name: Some(name.clone()),
         filter_subject: partition_filter(partition),
@@ -79,10 +65,15 @@ pub async fn ensure_consumer(
         priority_timeout: tuning.pinned_ttl,
         ..Default::default()
     };
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| err(e.into()))
+    let what = format!("{name} on stream {MESSAGES_STREAM}");
+    coachwire_shared::nats::declare(&what, || {
+        js.create_consumer_on_stream(config.clone(), MESSAGES_STREAM)
+    })
+    .await
+    .map_err(|e| ConsumerError {
+        name,
+        source: e.into(),
+    })
 }
 
 /// Runs every partition until `shutdown`; returns once each has finished its batch.
@@ -100,49 +91,4 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     Ok(())
-}
-
-/// Pulls batches of whatever is ready (up to `max_batch`) and processes them one at a
-/// time; the stream is cut at shutdown between batches, never inside one.
-pub async fn run_partition(
-    persister: Persister,
-    consumer: PullConsumer,
-    tuning: ConsumerTuning,
-    shutdown: CancellationToken,
-) {
-    while !shutdown.is_cancelled() {
-        let stream = consumer
-            .stream()
-            .group(PERSISTER_GROUP)
-            .max_messages_per_batch(tuning.max_batch)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await;
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "opening the pull stream failed");
-                tokio::time::sleep(REOPEN_DELAY).await;
-                continue;
-            }
-        };
-        let mut batches = std::pin::pin!(
-            stream
-                .ready_chunks(tuning.max_batch)
-                .take_until(shutdown.cancelled())
-        );
-        while let Some(batch) = batches.next().await {
-            let messages: Vec<_> = batch
-                .into_iter()
-                .filter_map(|m| {
-                    m.inspect_err(|e| tracing::debug!(error = %e, "pull stream notice"))
-                        .ok()
-                })
-                .collect();
-            if !messages.is_empty() {
-                persister.process(messages, &shutdown).await;
-            }
-        }
-    }
 }

@@ -1,16 +1,22 @@
 //! coachwire-persister: the `MESSAGES` stream → Postgres, exactly once, in order.
 //!
-//! - [`consumer`]: one pull loop per partition (a durable consumer pinned to one active
-//!   persister through a priority group), cutting the stream into batches.
+//! - [`consumer`]: the durable consumers, one per partition, each pinned to one active
+//!   persister through a priority group; runs every partition.
+//! - [`partition`]: per partition, a puller that keeps the pin and a writer that takes
+//!   what was pulled one batch at a time; hands the partition back at shutdown.
 //! - [`batch`]: what happens to one batch: decode → store (with retries) → publish the
 //!   persisted events → ack; poison messages are isolated and dead-lettered.
 //! - [`store`]: the single transaction that assigns `seq` and inserts a batch idempotently.
 //! - [`nats`]: persisted events and dead letters out.
 //! - [`settings`], [`startup`]: configuration and wiring.
+//!
+//! The operator commands (`status`, `dlq`, `replay`, §12) live with the binary
+//! (`src/ops/`): they drive [`store`] and [`nats`] the way the service does.
 
 pub mod batch;
 pub mod consumer;
 pub mod nats;
+pub mod partition;
 pub mod settings;
 pub mod startup;
 pub mod store;

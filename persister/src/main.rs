@@ -1,4 +1,6 @@
-//! `coachwire-persister`: the stream → Postgres writer.
+//! `coachwire-persister`: the stream → Postgres writer, and its operator commands (§12).
+
+mod ops;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the service (the default).
     Serve,
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 #[tokio::main]
@@ -35,6 +39,7 @@ async fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let result = match cli.command {
         None | Some(Command::Serve) => serve(cli.settings).await,
+        Some(Command::Ops(command)) => ops::run(command, &cli.settings.common).await,
     };
     exit_code("coachwire-persister", result)
 }

@@ -54,8 +54,18 @@ pub fn propagated(headers: Option<&HeaderMap>) -> Option<HeaderMap> {
     Some(out)
 }
 
+/// Dead-letter header: why the message could not be stored.
+pub const ERROR_HEADER: &str = "Coachwire-Error";
+/// Dead-letter header: the message's sequence in the `MESSAGES` stream.
+pub const STREAM_SEQ_HEADER: &str = "Coachwire-Stream-Seq";
+/// Longest reason kept in a dead letter (a header, so bounded).
+const MAX_REASON_CHARS: usize = 512;
+
 /// Stores a message that cannot be persisted in the dead-letter stream, with the reason
 /// and its original stream sequence, for `dlq list` / `dlq retry`.
+///
+/// The `Nats-Msg-Id` is `dlq-{stream_seq}`: a persister that crashes between this publish
+/// and terminating the delivery re-publishes the same entry, and the stream drops it.
 pub async fn dead_letter(
     js: &jetstream::Context,
     conversation: &str,
@@ -63,16 +73,46 @@ pub async fn dead_letter(
     reason: &str,
     payload: bytes::Bytes,
 ) -> Result<(), PublishError> {
+    let id = format!("dlq-{stream_seq}");
+    publish_dead_letter(js, conversation, stream_seq, reason, payload, id).await
+}
+
+/// A dead letter written by an operator command (`replay`, `dlq retry`): its id is unique
+/// per failure, since an entry for the same stream sequence may have been published and
+/// removed inside the dead-letter stream's duplicate window, which would swallow a
+/// [`dead_letter`] re-publish silently.
+pub async fn dead_letter_again(
+    js: &jetstream::Context,
+    conversation: &str,
+    stream_seq: u64,
+    reason: &str,
+    payload: bytes::Bytes,
+) -> Result<(), PublishError> {
+    let id = format!("dlq-{stream_seq}-{}", uuid::Uuid::now_v7());
+    publish_dead_letter(js, conversation, stream_seq, reason, payload, id).await
+}
+
+async fn publish_dead_letter(
+    js: &jetstream::Context,
+    conversation: &str,
+    stream_seq: u64,
+    reason: &str,
+    payload: bytes::Bytes,
+    id: String,
+) -> Result<(), PublishError> {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "Coachwire-Error",
-        reason.chars().take(512).collect::<String>().as_str(),
-    );
-    headers.insert("Coachwire-Stream-Seq", stream_seq.to_string().as_str());
+    // Header values are one line: a multi-line database message would break the header.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    headers.insert(ERROR_HEADER, reason.as_str());
+    headers.insert(STREAM_SEQ_HEADER, stream_seq.to_string().as_str());
     let message = PublishMessage::build()
         .payload(payload)
         .headers(headers)
-        .message_id(format!("dlq-{stream_seq}"));
+        .message_id(id);
     js.send_publish(dead_letter_subject(conversation), message)
         .await
         .map_err(|e| PublishError(e.to_string()))?

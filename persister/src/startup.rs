@@ -2,7 +2,7 @@
 
 use crate::batch::Persister;
 use crate::consumer::{self, ConsumerTuning};
-use coachwire_shared::health::{self, Probe};
+use coachwire_shared::health::{self, Probe, Requires};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ pub async fn run(
     let nats = probe.nats.clone();
     let admin_shutdown = shutdown.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(admin, health::router(probe))
+        axum::serve(admin, health::router(probe, Requires::NatsAndPostgres))
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
             .await
     });

@@ -14,8 +14,8 @@ use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::{ConversationId, MessageId, Seq};
 use coachwire_shared::message::Message;
 use coachwire_shared::message_columns;
-use sqlx::PgPool;
-use std::collections::HashMap;
+use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// A message taken from the stream, with its stream sequence.
@@ -36,40 +36,96 @@ pub struct Stored {
 #[error(transparent)]
 pub struct StoreError(#[from] pub sqlx::Error);
 
+/// Whose fault a failed store was: it decides retry (the database's) or dead letter (the
+/// message's). §7.5: nothing is dead-lettered for a fault of the database, so anything
+/// not clearly the message's is the database's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Down, slow, read-only, refusing, mid-migration, or a concurrent writer's race:
+    /// retrying the same batch will eventually succeed.
+    Database,
+    /// The data itself cannot be stored (a poison message): retrying cannot help.
+    Message,
+}
+
+/// The constraints whose 23505 is a concurrent writer's race, not the message's fault: the
+/// retry re-reads the winner's rows (see the module doc).
+const RACE_CONSTRAINTS: &[&str] = &["messages_pkey", "messages_conversation_seq"];
+
 impl StoreError {
-    /// Worth retrying the same batch: the database or the connection was the problem, or
-    /// a concurrent writer won a race. Anything else is in the data (a poison message).
+    pub fn fault(&self) -> Fault {
+        classify(&self.0)
+    }
+
+    /// Worth retrying the same batch (see [`Fault`]).
     pub fn is_retriable(&self) -> bool {
+        self.fault() == Fault::Database
+    }
+
+    /// What tells two failures apart: the SQLSTATE and constraint of a database error,
+    /// else the error's text.
+    pub fn signature(&self) -> String {
         match &self.0 {
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                code.starts_with("08")
-                    || code.starts_with("53")
-                    || code.starts_with("57")
-                    || matches!(code.as_ref(), "23505" | "40001" | "40P01")
-            }
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => true,
-            _ => false,
+            sqlx::Error::Database(db) => format!(
+                "{}/{}",
+                db.code().unwrap_or_default(),
+                db.constraint().unwrap_or_default()
+            ),
+            other => other.to_string(),
         }
+    }
+}
+
+/// Classifies a sqlx error; database errors go by SQLSTATE (see [`classify_sqlstate`]).
+pub fn classify(error: &sqlx::Error) -> Fault {
+    match error {
+        sqlx::Error::Database(db) => {
+            classify_sqlstate(db.code().as_deref().unwrap_or_default(), db.constraint())
+        }
+        // A value of the message that cannot be encoded for Postgres.
+        sqlx::Error::Encode(_) => Fault::Message,
+        _ => Fault::Database,
+    }
+}
+
+/// Only class 22 (data exception) and class 23 (integrity) are the message's fault, and
+/// of those not a unique violation on a [`RACE_CONSTRAINTS`] constraint (or on none we can
+/// name). A 23505 on `messages_user_client_message_id` is the message's: ids derive from
+/// (user, clientMessageId), so another id with the same pair never becomes storable.
+pub fn classify_sqlstate(code: &str, constraint: Option<&str>) -> Fault {
+    match code {
+        "23505" => match constraint {
+            Some(c) if !RACE_CONSTRAINTS.contains(&c) => Fault::Message,
+            _ => Fault::Database,
+        },
+        _ if code.starts_with("22") || code.starts_with("23") => Fault::Message,
+        _ => Fault::Database,
     }
 }
 
 /// Stores `batch` (in stream order) in one transaction; returns one [`Stored`] per input.
 pub async fn store_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Vec<Stored>, StoreError> {
     let mut tx = pool.begin().await?;
+    let stored = store_in(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// The body of [`store_batch`] on a transaction the caller owns, so `replay --dry-run` can
+/// run the exact store path and roll it back. `conn` must be inside a transaction: the
+/// read of the last seqs and the insert must see the same state.
+pub async fn store_in(
+    conn: &mut PgConnection,
+    batch: &[Incoming],
+) -> Result<Vec<Stored>, StoreError> {
     let ids: Vec<Uuid> = batch.iter().map(|m| m.envelope.message.id.0).collect();
-    let mut known: HashMap<MessageId, Message> = existing(&mut tx, &ids).await?;
+    let mut known: HashMap<MessageId, Message> = existing(conn, &ids).await?;
     let conversations: Vec<Uuid> = batch
         .iter()
         .filter(|m| !known.contains_key(&m.envelope.message.id))
         .map(|m| m.envelope.message.conversation_id.0)
         .collect();
-    let mut last = last_seqs(&mut tx, &conversations).await?;
+    let mut last = last_seqs(conn, &conversations).await?;
     let mut stored = Vec::with_capacity(batch.len());
     let mut fresh: Vec<(&Incoming, Message)> = Vec::new();
     for incoming in batch {
@@ -98,27 +154,59 @@ pub async fn store_batch(pool: &PgPool, batch: &[Incoming]) -> Result<Vec<Stored
             fresh: true,
         });
     }
-    insert(&mut tx, &fresh).await?;
-    tx.commit().await?;
+    insert(conn, &fresh).await?;
+    touch_activity(conn, &fresh).await?;
     Ok(stored)
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+/// Moves each conversation's activity time (what `GET /api/conversations` orders by) to
+/// its newest stored message, in the same transaction, so the listing never runs ahead of
+/// or behind what was stored. Sorted by conversation so that two writers lock rows in
+/// the same order.
+async fn touch_activity(
+    conn: &mut PgConnection,
+    fresh: &[(&Incoming, Message)],
+) -> Result<(), sqlx::Error> {
+    let mut newest: BTreeMap<Uuid, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for (_, message) in fresh {
+        let at = newest
+            .entry(message.conversation_id.0)
+            .or_insert(message.created_at);
+        *at = (*at).max(message.created_at);
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let (conversations, times): (Vec<Uuid>, Vec<_>) = newest.into_iter().unzip();
+    sqlx::query(
+        "UPDATE conversation_participants p SET last_activity_at = t.at \
+         FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, at) \
+         WHERE p.conversation_id = t.id AND p.last_activity_at < t.at",
+    )
+    .bind(conversations)
+    .bind(times)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
-async fn existing(tx: &mut Tx, ids: &[Uuid]) -> Result<HashMap<MessageId, Message>, sqlx::Error> {
+async fn existing(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<MessageId, Message>, sqlx::Error> {
     let sql = concat!(
         "SELECT ",
         message_columns!(),
         " FROM messages WHERE id = ANY($1)"
     );
-    let rows: Vec<MessageRow> = sqlx::query_as(sql).bind(ids).fetch_all(&mut **tx).await?;
+    let rows: Vec<MessageRow> = sqlx::query_as(sql).bind(ids).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().map(|r| (r.id, Message::from(r))).collect())
 }
 
 /// The highest stored seq of each conversation: a backward index scan per conversation
 /// (`ORDER BY seq DESC LIMIT 1`), constant time however long the conversation is.
 async fn last_seqs(
-    tx: &mut Tx,
+    conn: &mut PgConnection,
     conversations: &[Uuid],
 ) -> Result<HashMap<ConversationId, Seq>, sqlx::Error> {
     let rows: Vec<(ConversationId, i64)> = sqlx::query_as(
@@ -127,12 +215,15 @@ async fn last_seqs(
          FROM (SELECT DISTINCT unnest($1::uuid[]) AS id) c",
     )
     .bind(conversations)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(|(c, s)| (c, Seq(s))).collect())
 }
 
-async fn insert(tx: &mut Tx, fresh: &[(&Incoming, Message)]) -> Result<(), sqlx::Error> {
+async fn insert(
+    conn: &mut PgConnection,
+    fresh: &[(&Incoming, Message)],
+) -> Result<(), sqlx::Error> {
     if fresh.is_empty() {
         return Ok(());
     }
@@ -176,7 +267,167 @@ async fn insert(tx: &mut Tx, fresh: &[(&Incoming, Message)]) -> Result<(), sqlx:
     .bind(seqs)
     .bind(created)
     .bind(stream_seqs)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified_with_a_reason_per_row() {
+        use Fault::{Database, Message};
+        let table: &[(&str, Option<&str>, Fault, &str)] = &[
+            (
+                "22023",
+                None,
+                Message,
+                "invalid parameter value (e.g. a trigger's verdict on the data)",
+            ),
+            (
+                "22021",
+                None,
+                Message,
+                "a byte sequence the encoding cannot hold (NUL in text)",
+            ),
+            ("22P02", None, Message, "invalid text representation"),
+            (
+                "23502",
+                Some("messages_content"),
+                Message,
+                "a NOT NULL column left empty by the message",
+            ),
+            (
+                "23514",
+                Some("messages_type_check"),
+                Message,
+                "a CHECK the message's values break",
+            ),
+            (
+                "23503",
+                Some("some_fk"),
+                Message,
+                "a foreign key the message points past",
+            ),
+            (
+                "23505",
+                Some("messages_user_client_message_id"),
+                Message,
+                "another id with the same (user, clientMessageId) never becomes storable",
+            ),
+            (
+                "23505",
+                Some("messages_pkey"),
+                Database,
+                "a concurrent writer inserted the id first; the retry reads it back",
+            ),
+            (
+                "23505",
+                Some("messages_conversation_seq"),
+                Database,
+                "a concurrent writer took the seq; the retry recomputes from its rows",
+            ),
+            (
+                "23505",
+                None,
+                Database,
+                "a unique violation we cannot attribute: do not dead-letter on a guess",
+            ),
+            (
+                "25006",
+                None,
+                Database,
+                "read-only transaction: a failover in progress",
+            ),
+            (
+                "42501",
+                None,
+                Database,
+                "insufficient privilege: a revoked grant an operator will restore",
+            ),
+            (
+                "42P01",
+                None,
+                Database,
+                "undefined table: a schema mid-migration",
+            ),
+            (
+                "42703",
+                None,
+                Database,
+                "undefined column: a schema mid-migration",
+            ),
+            ("57P01", None, Database, "admin shutdown"),
+            (
+                "57P03",
+                None,
+                Database,
+                "cannot connect now: the server is starting",
+            ),
+            (
+                "57014",
+                None,
+                Database,
+                "query cancelled (statement timeout)",
+            ),
+            ("08006", None, Database, "connection failure"),
+            ("53300", None, Database, "too many connections"),
+            ("53100", None, Database, "disk full"),
+            ("40001", None, Database, "serialization failure"),
+            ("40P01", None, Database, "deadlock detected"),
+            ("XX000", None, Database, "internal error: not the message's"),
+            (
+                "",
+                None,
+                Database,
+                "no SQLSTATE at all: default to the database",
+            ),
+        ];
+        for (code, constraint, expected, reason) in table {
+            assert_eq!(
+                classify_sqlstate(code, *constraint),
+                *expected,
+                "{code} on {constraint:?}: {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_side_errors_are_the_database_s_fault_except_an_unencodable_value() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let table: Vec<(sqlx::Error, Fault, &str)> = vec![
+            (io, Fault::Database, "the connection broke"),
+            (
+                sqlx::Error::PoolTimedOut,
+                Fault::Database,
+                "Postgres is down or slow",
+            ),
+            (sqlx::Error::PoolClosed, Fault::Database, "shutting down"),
+            (
+                sqlx::Error::Protocol("eof".into()),
+                Fault::Database,
+                "a broken wire",
+            ),
+            (
+                sqlx::Error::WorkerCrashed,
+                Fault::Database,
+                "the driver's worker died",
+            ),
+            (
+                sqlx::Error::ColumnNotFound("seq".into()),
+                Fault::Database,
+                "a schema mid-migration, read back from the database",
+            ),
+            (
+                sqlx::Error::Encode("value out of range".into()),
+                Fault::Message,
+                "the message holds a value Postgres cannot take",
+            ),
+        ];
+        for (error, expected, reason) in table {
+            assert_eq!(classify(&error), expected, "{error}: {reason}");
+        }
+    }
 }

@@ -190,7 +190,7 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
         pool: db.pool.clone(),
         js: js.clone(),
     };
-    let runner = tokio::spawn(consumer::run_partition(
+    let runner = tokio::spawn(coachwire_persister::partition::run_partition(
         persister,
         consumer.clone(),
         tuning,
@@ -296,4 +296,96 @@ async fn seq_follows_stream_order_with_concurrent_publishers_and_two_persisters(
             "a publisher that awaited each ack sees its messages in send order"
         );
     }
+}
+
+/// Refuses every insert with a data exception (22023), what a broken trigger or column
+/// looks like to the persister, and counts the refusals in a sequence (which, unlike a
+/// table, keeps counting through the rollbacks).
+const REFUSE_EVERYTHING: &str = "\
+    CREATE SEQUENCE refusals; \
+    CREATE FUNCTION refuse_everything() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+      PERFORM nextval('refusals'); \
+      RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END $$; \
+    CREATE TRIGGER refuse_everything BEFORE INSERT ON messages \
+      FOR EACH ROW EXECUTE FUNCTION refuse_everything()";
+
+#[tokio::test]
+async fn a_batch_whose_every_message_fails_alike_is_retried_not_dead_lettered() {
+    let db = TestDb::new().await.expect("db");
+    let (_server, _client, js) = nats().await;
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let alice = user();
+    let expected: Vec<String> = (0..3).map(|i| format!("m{i}")).collect();
+    for content in &expected {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let tuning = fast_tuning();
+    let partition = partition_of(&js, conversation).await;
+    let consumer = consumer::ensure_consumer(&js, partition, &tuning)
+        .await
+        .expect("consumer");
+    let mut pulled = consumer
+        .stream()
+        .group("persister")
+        .max_messages_per_batch(3)
+        .messages()
+        .await
+        .expect("pull")
+        .take(3);
+    let mut batch = Vec::new();
+    while let Some(Ok(m)) = pulled.next().await {
+        batch.push(m);
+    }
+    assert_eq!(batch.len(), 3);
+    sqlx::raw_sql(REFUSE_EVERYTHING)
+        .execute(&db.pool)
+        .await
+        .expect("trigger");
+
+    let persister = Persister {
+        pool: db.pool.clone(),
+        js: js.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let processing = tokio::spawn(async move { persister.process(batch, &shutdown).await });
+    // The whole batch, then each message alone, then the whole batch again: by then the
+    // persister has seen every message fail alike and gone back to retrying.
+    for _ in 0..400 {
+        let refused: i64 = sqlx::query_scalar("SELECT last_value FROM refusals")
+            .fetch_one(&db.pool)
+            .await
+            .expect("refusals");
+        if refused >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let dead_letters = js
+        .get_stream(coachwire_shared::subjects::DEAD_LETTER_STREAM)
+        .await
+        .expect("dlq stream")
+        .info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+    assert_eq!(dead_letters, 0, "a database fault dead-letters nothing");
+    assert!(
+        !processing.is_finished(),
+        "the batch is still being retried"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER refuse_everything ON messages")
+        .execute(&db.pool)
+        .await
+        .expect("drop trigger");
+    let outcome = tokio::time::timeout(Duration::from_secs(15), processing)
+        .await
+        .expect("the batch is stored once the database accepts it")
+        .expect("join");
+    assert_eq!(
+        outcome,
+        coachwire_persister::batch::Outcome::Done { fresh: 3 }
+    );
+    assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
 }

@@ -4,7 +4,7 @@
 use crate::ids::{ClientMessageId, ConversationId, MessageId, Seq, UserId};
 use crate::message::{Message, MessageType, Metadata};
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
 
 /// The migrations in `migrations/`, embedded at build time.
@@ -14,12 +14,22 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// `UNAVAILABLE`/503) rather than piling up while Postgres is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A pool whose requests fail fast while Postgres is down.
+/// No statement of ours runs longer than a few milliseconds when Postgres is healthy. One
+/// that waits this long is stuck (a lock held on `messages`, a database that hangs): it is
+/// cancelled (SQLSTATE 57014) and retried like any other database fault, instead of
+/// holding a batch forever.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pool whose requests fail fast while Postgres is down or stuck.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
+    let options = url
+        .parse::<PgConnectOptions>()?
+        .options([("statement_timeout", timeout.as_str())]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect(url)
+        .connect_with(options)
         .await
 }
 

@@ -1,15 +1,29 @@
 //! `/healthz`, `/readyz` and `/metrics` (§8), which every service serves.
+//!
+//! Readiness answers one question for a load balancer or an orchestrator: can this process
+//! do its job right now? That depends on the service ([`Requires`]): ingest keeps accepting
+//! messages while Postgres is down (§7.5), so Postgres is reported in its body but never
+//! fails it; the persister cannot work without Postgres.
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use serde::Serialize;
 use sqlx::PgPool;
 use std::time::Duration;
 
 /// A readiness probe must answer quickly even when a dependency hangs.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What readiness checks: the two systems every service needs.
+/// The dependencies without which a service is not ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requires {
+    /// Ingest and the fanout.
+    Nats,
+    /// The persister.
+    NatsAndPostgres,
+}
+
+/// What readiness checks, and the metrics `/metrics` renders.
 #[derive(Clone)]
 pub struct Probe {
     pub pool: PgPool,
@@ -17,41 +31,70 @@ pub struct Probe {
     pub metrics: PrometheusHandle,
 }
 
+/// The `/readyz` body: the verdict, its reason, and each dependency's state.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub nats: String,
+    pub postgres: String,
+}
+
 impl Probe {
-    /// `Ok` when NATS is connected and Postgres answers `SELECT 1`, else the reason.
-    pub async fn ready(&self) -> Result<(), String> {
-        if self.nats.connection_state() != async_nats::connection::State::Connected {
-            return Err("NATS is not connected".into());
+    /// Checks NATS and Postgres and judges them by what `requires` says.
+    pub async fn readiness(&self, requires: Requires) -> Readiness {
+        let nats = self.nats.connection_state() == async_nats::connection::State::Connected;
+        let postgres = self.postgres().await;
+        let reason = if !nats {
+            Some("NATS is not connected".to_string())
+        } else if requires == Requires::NatsAndPostgres {
+            postgres.as_ref().err().map(|e| format!("Postgres: {e}"))
+        } else {
+            None
+        };
+        Readiness {
+            status: if reason.is_none() {
+                "ready"
+            } else {
+                "unavailable"
+            },
+            reason,
+            nats: if nats { "connected" } else { "disconnected" }.into(),
+            postgres: postgres.map_or_else(|e| e, |()| "ok".into()),
         }
+    }
+
+    async fn postgres(&self) -> Result<(), String> {
         let ping = sqlx::query("SELECT 1").execute(&self.pool);
         match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("Postgres: {e}")),
-            Err(_) => Err("Postgres did not answer in time".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("did not answer in time".into()),
         }
     }
 }
 
 /// The three routes, ready to be served alone (persister, fanout) or merged (ingest).
-pub fn router(probe: Probe) -> Router {
+pub fn router(probe: Probe, requires: Requires) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(probe)
+        .with_state((probe, requires))
 }
 
-async fn readyz(State(probe): State<Probe>) -> impl IntoResponse {
-    match probe.ready().await {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "unavailable", "reason": reason})),
-        ),
-    }
+async fn readyz(State((probe, requires)): State<(Probe, Requires)>) -> impl IntoResponse {
+    let readiness = probe.readiness(requires).await;
+    let status = if readiness.reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness))
 }
 
-async fn metrics(State(probe): State<Probe>) -> impl IntoResponse {
+async fn metrics(State((probe, _)): State<(Probe, Requires)>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
         probe.metrics.render(),

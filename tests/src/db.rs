@@ -15,10 +15,17 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates `cw_test_<uuid>` and applies the migrations.
+    /// Creates `cw_test_<uuid>` on the test Postgres (`COACHWIRE_TEST_DATABASE_URL`) and
+    /// applies the migrations.
     pub async fn new() -> anyhow::Result<Self> {
         let admin_url = std::env::var("COACHWIRE_TEST_DATABASE_URL")
             .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_string());
+        Self::new_on(&admin_url).await
+    }
+
+    /// Like [`TestDb::new`] on the server of `admin_url` (e.g. a private Postgres).
+    pub async fn new_on(admin_url: &str) -> anyhow::Result<Self> {
+        let admin_url = admin_url.to_string();
         let name = format!("cw_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url)
             .await

@@ -2,12 +2,20 @@
 //!
 //! - [`db::TestDb`]: a fresh database per test (random name, migrated, dropped after).
 //! - [`nats_server::NatsServer`]: a private nats-server on a random port, killable.
+//! - [`nats_cluster::NatsCluster`]: a private three-node cluster shaped like production.
+//! - [`pg_server::PgServer`]: a private Postgres on a random port, stoppable (outage tests).
 //! - [`stack::Stack`]: the three real binaries wired to those, with typed helpers.
 //! - [`js`]: the official `socket.io-client`, driven from Rust through a Node process.
+//! - [`load`]: steady load from many such clients, recorded for the fault scenarios.
+//! - [`checker`]: judges a load report against Postgres for every §7 guarantee.
 
+pub mod checker;
 pub mod db;
 pub mod js;
+pub mod load;
+pub mod nats_cluster;
 pub mod nats_server;
+pub mod pg_server;
 pub mod stack;
 
 /// The repository root (tests locate scripts, tools and binaries from it).

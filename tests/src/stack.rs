@@ -1,4 +1,9 @@
 //! The three real binaries, wired to a private database and nats-server.
+//!
+//! Any number of each service can run ([`StackOptions`]); each [`Service`] keeps the
+//! environment it was started with, so fault tests can SIGKILL or SIGTERM it and start
+//! it again on the same ports. NATS and Postgres may come from elsewhere (a cluster
+//! harness, a stoppable private Postgres) through `nats_url` and `database_admin_url`.
 
 use crate::db::TestDb;
 use crate::nats_server::{NatsServer, free_port};
@@ -11,23 +16,80 @@ use tokio::process::{Child, Command};
 
 pub const JWT_SECRET: &str = "test-secret-of-sufficient-length-0123456789";
 
-/// Extra environment for every service (e.g. short rate-limit windows).
+/// What to start. `Default` is one of each service on a private NATS and a fresh
+/// database on the default Postgres; a count of 0 means 1.
 #[derive(Clone, Debug, Default)]
 pub struct StackOptions {
     pub ingest_nodes: usize,
+    pub persisters: usize,
+    pub fanouts: usize,
+    /// Use this NATS (e.g. a cluster, comma-separated URLs) instead of a private server.
+    pub nats_url: Option<String>,
+    /// Create the test database through this admin URL instead of
+    /// `COACHWIRE_TEST_DATABASE_URL` (e.g. a private Postgres a test can stop).
+    pub database_admin_url: Option<String>,
+    /// Extra environment for every service (e.g. short rate-limit windows).
     pub env: Vec<(String, String)>,
 }
 
-/// A running service process and the address it serves HTTP on.
+/// How long a (re)started service may take to answer `/readyz` with 200.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+const INGEST: &str = "coachwire-ingest";
+const PERSISTER: &str = "coachwire-persister";
+const FANOUT: &str = "coachwire-fanout";
+
+/// A running service process, the port it serves `/readyz` on, and the exact
+/// environment it was started with, so a test can crash it and start it again as it was.
 pub struct Service {
     pub name: &'static str,
+    /// Ingest: the public Socket.IO/HTTP port; persister and fanout: the admin port.
     pub port: u16,
+    /// Where `/metrics` is served (for the persister and fanout the same as `port`).
+    pub admin_port: u16,
+    env: Vec<(String, String)>,
     child: Child,
 }
 
 impl Service {
+    /// Starts `binary` on free ports with `env` (plus its listen addresses).
+    pub async fn spawn(binary: &'static str, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut env = env.to_vec();
+        let admin_port = if binary == INGEST {
+            let admin_port = free_port()?;
+            env.push(("COACHWIRE_LISTEN".into(), format!("127.0.0.1:{port}")));
+            // Several ingest nodes on one machine must not share the default admin port.
+            env.push((
+                "COACHWIRE_ADMIN_LISTEN".into(),
+                format!("127.0.0.1:{admin_port}"),
+            ));
+            admin_port
+        } else {
+            env.push(("COACHWIRE_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")));
+            port
+        };
+        let child = launch(binary, &env)?;
+        Ok(Self {
+            name: binary,
+            port,
+            admin_port,
+            env,
+            child,
+        })
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The OS process id (`None` once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Whether the process is still alive (it never panicked or exited).
@@ -46,52 +108,143 @@ impl Service {
             .status()?;
         Ok(tokio::time::timeout(within, self.child.wait()).await??)
     }
+
+    /// SIGKILL, as in a crash, and waits until the process is gone.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", self.name))
+    }
+
+    /// Starts the same binary again with the same environment and ports (after
+    /// [`kill`](Self::kill) or [`terminate`](Self::terminate); a live process is killed
+    /// first) and waits until it is ready.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.is_running() {
+            self.kill().await?;
+        }
+        self.child = launch(self.name, &self.env)?;
+        self.wait_ready(READY_WAIT).await
+    }
+
+    /// Polls `/readyz` until it answers 200 (at most `within`).
+    pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let url = format!("{}/readyz", self.url());
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("{} never became ready within {within:?}", self.name)
+    }
 }
 
 pub struct Stack {
     pub db: TestDb,
-    pub nats: NatsServer,
+    /// The private nats-server; `None` when [`StackOptions::nats_url`] named another.
+    pub nats: Option<NatsServer>,
+    nats_url: String,
+    /// The environment every service was started with (before its listen addresses).
+    env: Vec<(String, String)>,
     pub ingest: Vec<Service>,
-    pub persister: Service,
-    pub fanout: Service,
+    pub persisters: Vec<Service>,
+    pub fanouts: Vec<Service>,
     pub http: reqwest::Client,
 }
 
 impl Stack {
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(StackOptions {
-            ingest_nodes: 1,
-            ..Default::default()
-        })
-        .await
+        Self::start_with(StackOptions::default()).await
     }
 
     pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
-        let db = TestDb::new().await?;
-        let nats = NatsServer::start().await?;
-        let env = base_env(&db, &nats, &options);
-        let persister = spawn("coachwire-persister", "COACHWIRE_ADMIN_LISTEN", &env).await?;
-        let fanout = spawn("coachwire-fanout", "COACHWIRE_ADMIN_LISTEN", &env).await?;
+        let db = match &options.database_admin_url {
+            Some(admin_url) => TestDb::new_on(admin_url).await?,
+            None => TestDb::new().await?,
+        };
+        let (nats, nats_url) = match &options.nats_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let server = NatsServer::start().await?;
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let env = base_env(&db, &nats_url, &options);
+        let mut persisters = Vec::new();
+        for _ in 0..options.persisters.max(1) {
+            persisters.push(Service::spawn(PERSISTER, &env).await?);
+        }
+        let mut fanouts = Vec::new();
+        for _ in 0..options.fanouts.max(1) {
+            fanouts.push(Service::spawn(FANOUT, &env).await?);
+        }
         let mut ingest = Vec::new();
         for _ in 0..options.ingest_nodes.max(1) {
-            ingest.push(spawn("coachwire-ingest", "COACHWIRE_LISTEN", &env).await?);
+            ingest.push(Service::spawn(INGEST, &env).await?);
         }
         let stack = Self {
             db,
             nats,
+            nats_url,
+            env,
             ingest,
-            persister,
-            fanout,
+            persisters,
+            fanouts,
             http: reqwest::Client::new(),
         };
         for service in stack.services() {
-            stack.wait_ready(service).await?;
+            service.wait_ready(READY_WAIT).await?;
         }
         Ok(stack)
     }
 
-    fn services(&self) -> impl Iterator<Item = &Service> {
-        self.ingest.iter().chain([&self.persister, &self.fanout])
+    /// Starts one more persister like the others (e.g. a standby that takes over the
+    /// partitions of one that dies) and waits until it is ready.
+    pub async fn add_persister(&mut self) -> anyhow::Result<&mut Service> {
+        let service = Service::spawn(PERSISTER, &self.env).await?;
+        service.wait_ready(READY_WAIT).await?;
+        self.persisters.push(service);
+        self.persisters
+            .last_mut()
+            .context("a persister was just added")
+    }
+
+    /// Every service: ingest nodes, then persisters, then fanouts.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        self.ingest
+            .iter()
+            .chain(&self.persisters)
+            .chain(&self.fanouts)
+    }
+
+    pub fn services_mut(&mut self) -> impl Iterator<Item = &mut Service> {
+        self.ingest
+            .iter_mut()
+            .chain(&mut self.persisters)
+            .chain(&mut self.fanouts)
+    }
+
+    /// The NATS URL the services use (private or external).
+    pub fn nats_url(&self) -> String {
+        self.nats_url.clone()
+    }
+
+    /// The private nats-server, for tests that kill and restart it.
+    ///
+    /// # Panics
+    /// When the stack runs on an external NATS ([`StackOptions::nats_url`]): such a
+    /// test stops that server through its own harness.
+    pub fn nats_server(&mut self) -> &mut NatsServer {
+        self.nats
+            .as_mut()
+            .expect("this stack runs on an external NATS (StackOptions::nats_url)")
     }
 
     /// The first ingest node's base URL.
@@ -99,17 +252,9 @@ impl Stack {
         self.ingest[0].url()
     }
 
-    async fn wait_ready(&self, service: &Service) -> anyhow::Result<()> {
-        let url = format!("{}/readyz", service.url());
-        for _ in 0..400 {
-            if let Ok(r) = self.http.get(&url).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        anyhow::bail!("{} never became ready", service.name)
+    /// Every ingest node's base URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.ingest.iter().map(Service::url).collect()
     }
 
     /// An HTTP request to the first ingest node: `(status, JSON body)`.
@@ -157,10 +302,10 @@ pub fn new_user() -> UserId {
     UserId(uuid::Uuid::new_v4())
 }
 
-fn base_env(db: &TestDb, nats: &NatsServer, options: &StackOptions) -> Vec<(String, String)> {
+fn base_env(db: &TestDb, nats_url: &str, options: &StackOptions) -> Vec<(String, String)> {
     let mut env = vec![
         ("DATABASE_URL".to_string(), db.url.clone()),
-        ("NATS_URL".to_string(), nats.url()),
+        ("NATS_URL".to_string(), nats_url.to_string()),
         ("COACHWIRE_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
         ("COACHWIRE_LOG_FORMAT".to_string(), "json".to_string()),
         ("RUST_LOG".to_string(), "warn".to_string()),
@@ -187,23 +332,12 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
-async fn spawn(
-    binary: &'static str,
-    listen_var: &str,
-    env: &[(String, String)],
-) -> anyhow::Result<Service> {
-    let port = free_port()?;
-    let child = Command::new(bin_dir().join(binary))
+fn launch(binary: &str, env: &[(String, String)]) -> anyhow::Result<Child> {
+    Command::new(bin_dir().join(binary))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env(listen_var, format!("127.0.0.1:{port}"))
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("spawning {binary} (build the workspace first)"))?;
-    Ok(Service {
-        name: binary,
-        port,
-        child,
-    })
+        .with_context(|| format!("spawning {binary} (build the workspace first)"))
 }
 
 /// A conversation between two users, with their tokens.

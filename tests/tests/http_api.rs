@@ -146,3 +146,96 @@ async fn http_failures_carry_the_contract_status_and_body() {
     assert_eq!(schema["additionalProperties"], false);
     assert_eq!(schema["required"], json!(["conversationId", "content"]));
 }
+
+#[tokio::test]
+async fn conversations_are_listed_newest_activity_first_in_pages() {
+    let stack = Stack::start().await.expect("stack");
+    let (alice, bob) = (new_user(), new_user());
+    let alice_token = token(alice, None, 3600);
+    let mut ids = Vec::new();
+    for title in ["first", "second", "third"] {
+        let (status, created) = stack
+            .api(
+                Method::POST,
+                "/api/conversations",
+                Some(&alice_token),
+                Some(json!({"title": title, "participantIds": [bob.to_string()]})),
+            )
+            .await
+            .expect("create");
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().expect("id").to_string());
+    }
+    let listed = |query: &str| {
+        let path = format!("/api/conversations{query}");
+        let (stack, token) = (&stack, &alice_token);
+        async move {
+            let (status, body) = stack
+                .api(Method::GET, &path, Some(token), None)
+                .await
+                .expect("list");
+            (status, body)
+        }
+    };
+    let page_ids = |body: &serde_json::Value| -> Vec<String> {
+        body["conversations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (_, before) = listed("").await;
+    assert_eq!(
+        page_ids(&before),
+        vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    );
+    assert!(before.get("nextCursor").is_none(), "one page: {before}");
+
+    // A message in the oldest conversation makes it the most recently active.
+    let path = format!("/api/conversations/{}/messages", ids[0]);
+    let (status, _) = stack
+        .api(
+            Method::POST,
+            &path,
+            Some(&alice_token),
+            Some(json!({"content": "wake up"})),
+        )
+        .await
+        .expect("post");
+    assert_eq!(status, 202);
+    let mut first = json!(null);
+    for _ in 0..200 {
+        first = listed("?limit=2").await.1;
+        if page_ids(&first).first() == Some(&ids[0]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        page_ids(&first),
+        vec![ids[0].clone(), ids[2].clone()],
+        "{first}"
+    );
+    let cursor = first["nextCursor"].as_str().expect("a next page");
+    let (status, second) = listed(&format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(page_ids(&second), vec![ids[1].clone()]);
+    assert!(
+        second.get("nextCursor").is_none(),
+        "the last page: {second}"
+    );
+
+    for (query, pointer) in [
+        ("?cursor=not-a-cursor", "/cursor"),
+        ("?limit=0", "/limit"),
+        ("?limit=201", "/limit"),
+    ] {
+        let (status, body) = listed(query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["code"], "VALIDATION_FAILED");
+        assert_eq!(body["details"][0]["path"], pointer, "{query}: {body}");
+    }
+}

@@ -19,11 +19,7 @@ async fn every_service_exits_zero_on_sigterm_within_ten_seconds() {
         .await
         .expect("alice joined");
     let within = Duration::from_secs(10);
-    for service in stack
-        .ingest
-        .iter_mut()
-        .chain([&mut stack.persister, &mut stack.fanout])
-    {
+    for service in stack.services_mut() {
         let status = service.terminate(within).await.expect("exits in time");
         assert!(status.success(), "{} exited with {status}", service.name);
     }
@@ -105,7 +101,7 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
             .await
             .expect("insert");
     }
-    let nats = async_nats::connect(stack.nats.url()).await.expect("nats");
+    let nats = async_nats::connect(stack.nats_url()).await.expect("nats");
     let event = RoomEvent::Message(MessageEnvelope {
         message: arrived,
         origin: None,
@@ -185,7 +181,7 @@ async fn every_service_answers_health_readiness_and_metrics() {
         .await
         .expect("post");
     assert_eq!(status, 202);
-    for service in stack.ingest.iter().chain([&stack.persister, &stack.fanout]) {
+    for service in stack.services() {
         for route in ["/healthz", "/readyz"] {
             let response = stack
                 .http
@@ -215,7 +211,7 @@ async fn every_service_answers_health_readiness_and_metrics() {
     );
     let mut persister = String::new();
     for _ in 0..200 {
-        persister = metrics(stack.persister.url()).await;
+        persister = metrics(stack.persisters[0].url()).await;
         if persister.contains("coachwire_persisted_total 1") {
             break;
         }

@@ -13,6 +13,7 @@ fn env(pairs: &[(&str, &str)]) -> StackOptions {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..Default::default()
     }
 }
 

@@ -21,7 +21,7 @@ async fn a_message_sent_while_nats_is_down_is_unavailable_and_its_retry_is_store
     let payload = json!({"conversationId": room.id.to_string(), "content": "through the outage",
                          "clientMessageId": uuid::Uuid::now_v7().to_string()});
 
-    stack.nats.kill().await;
+    stack.nats_server().kill().await;
     let during = alice
         .emit_ack_within("message", vec![payload.clone()], ACK_WAIT)
         .await
@@ -29,7 +29,7 @@ async fn a_message_sent_while_nats_is_down_is_unavailable_and_its_retry_is_store
     assert_eq!(during["success"], false, "no false success: {during}");
     assert_eq!(during["code"], "UNAVAILABLE", "{during}");
 
-    stack.nats.restart().await.expect("nats back");
+    stack.nats_server().restart().await.expect("nats back");
     let mut retried = json!(null);
     for _ in 0..40 {
         retried = alice

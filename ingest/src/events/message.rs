@@ -22,6 +22,13 @@ pub async fn handle(
     reply: Reply,
 ) {
     let received = Instant::now();
+    let Some(_inflight) = app.drain.admit() else {
+        let draining = Failure::new(
+            coachwire_shared::error::ErrorCode::Unavailable,
+            "this server is shutting down; retry with the same clientMessageId",
+        );
+        return reply.send(Err::<Accepted, _>(draining));
+    };
     let outcome = send(&s, &app, principal, &joined, turn, payload).await;
     if let Err(failure) = &outcome
         && failure.code != coachwire_shared::error::ErrorCode::Unavailable

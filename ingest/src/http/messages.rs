@@ -1,6 +1,6 @@
 //! `GET` and `POST /api/conversations/{id}/messages`.
 
-use super::{ApiError, JsonBody};
+use super::{ApiError, JsonBody, int_param};
 use crate::accept::Draft;
 use crate::app::AppRef;
 use crate::auth::Principal;
@@ -74,24 +74,4 @@ fn path_conversation(id: &str) -> Result<ConversationId, ApiError> {
     ConversationId::parse(id).ok_or_else(|| {
         Failure::validation(vec![Detail::new("/conversationId", "must be a UUID")]).into()
     })
-}
-
-fn int_param(
-    query: &HashMap<String, String>,
-    name: &str,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, ApiError> {
-    let Some(raw) = query.get(name) else {
-        return Ok(default);
-    };
-    match raw.parse::<i64>() {
-        Ok(v) if (min..=max).contains(&v) => Ok(v),
-        _ => Err(Failure::validation(vec![Detail::new(
-            format!("/{name}"),
-            format!("must be an integer from {min} to {max}"),
-        )])
-        .into()),
-    }
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
+use std::collections::HashMap;
 
 /// Largest HTTP body accepted, as for Socket.IO packets (§5).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -95,5 +96,27 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|_| Failure::validation(vec![Detail::new("", "is not valid JSON")]).into())
+    }
+}
+
+/// An integer query parameter within `min..=max`, `default` when absent; anything else is
+/// `VALIDATION_FAILED` at `/<name>`.
+pub(crate) fn int_param(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    let Some(raw) = query.get(name) else {
+        return Ok(default);
+    };
+    match raw.parse::<i64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(Failure::validation(vec![Detail::new(
+            format!("/{name}"),
+            format!("must be an integer from {min} to {max}"),
+        )])
+        .into()),
     }
 }

@@ -17,6 +17,7 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
 use socketioxide::socket::Sid;
 use std::net::{IpAddr, SocketAddr};
+use tokio_util::sync::CancellationToken;
 
 /// Refuses or admits a handshake; the refusal reaches the client as `connect_error` with
 /// `err.message` = `"CODE: reason"`.
@@ -39,8 +40,10 @@ pub async fn authenticate(
     s.extensions.insert(SendOrder::default());
     // A room named after the socket lets broadcasts exclude it (`except(sid)`).
     s.join(s.id.to_string());
+    let gone = CancellationToken::new();
+    s.extensions.insert(Gone(gone.clone()));
     register_handlers(&s);
-    expire_at(io, s.id, principal);
+    expire_at(io, s.id, principal, gone);
     metrics::gauge!(CONNECTIONS).increment(1.0);
     Ok(())
 }
@@ -105,14 +108,24 @@ pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
         .map(|ConnectInfo(addr)| addr.ip())
 }
 
+/// Cancelled when the socket disconnects, so its timers end with it.
+#[derive(Clone)]
+struct Gone(CancellationToken);
+
 /// Disconnects the socket when its token expires, even if it never sends another event.
-fn expire_at(io: SocketIo, sid: Sid, principal: Principal) {
+/// The timer ends with the socket: with long-lived tokens and connection churn, timers
+/// sleeping until `exp` for sockets long gone would pile up.
+fn expire_at(io: SocketIo, sid: Sid, principal: Principal, gone: CancellationToken) {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let left = u64::try_from(principal.valid_until.saturating_mul(1000) - now_ms).unwrap_or(0);
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(left)).await;
-        if let Some(socket) = io.get_socket(sid) {
-            let _ = socket.disconnect();
+        tokio::select! {
+            _ = gone.cancelled() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(left)) => {
+                if let Some(socket) = io.get_socket(sid) {
+                    let _ = socket.disconnect();
+                }
+            }
         }
     });
 }
@@ -122,7 +135,9 @@ async fn on_disconnect(
     State(app): State<AppRef>,
     Extension(principal): Extension<Principal>,
     Extension(joined): Extension<JoinedRooms>,
+    Extension(Gone(gone)): Extension<Gone>,
 ) {
+    gone.cancel();
     metrics::gauge!(CONNECTIONS).decrement(1.0);
     let origin = Origin {
         node: app.node.clone(),

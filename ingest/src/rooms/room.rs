@@ -1,0 +1,236 @@
+//! One conversation's room on this node: who is in it, the last `seq` emitted to it (the
+//! cursor), and the rules that make each member's stream complete, ordered and free of
+//! repeats (see the module doc of [`super`]).
+
+use super::presence;
+use chrono::Utc;
+use coachwire_shared::db;
+use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
+use coachwire_shared::error::Failure;
+use coachwire_shared::ids::{ConversationId, Seq};
+use coachwire_shared::message::{Message, MessageDelivered};
+use coachwire_shared::metrics::END_TO_END_SECONDS;
+use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError, SocketIo};
+use sqlx::PgPool;
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Messages read from Postgres per query while filling a gap: a long outage's gap is
+/// emitted in bounded steps rather than loaded whole.
+const GAP_PAGE: i64 = 200;
+const GAP_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// A gap is waited for, never skipped (§7.4): retries go on at this pace while Postgres is
+/// down, and the room resumes once it answers.
+const GAP_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How long a stored message is given to arrive through the fanout before a room that
+/// has not seen it treats its event as lost.
+pub(super) const SETTLED_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether a catch-up left rows too fresh to judge.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum CatchUp {
+    Done,
+    Again,
+}
+
+/// The answer to a join: where the socket's stream of messages starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Joined {
+    pub last_seq: Seq,
+    /// `false` when the socket was already in the room (no `user_joined` then).
+    pub newly: bool,
+}
+
+pub(super) struct Room {
+    conversation: ConversationId,
+    io: SocketIo,
+    pool: PgPool,
+    node: String,
+    /// The Socket.IO room name, used for presence broadcasts.
+    name: String,
+    cursor: Seq,
+    members: HashSet<Sid>,
+}
+
+impl Room {
+    pub(super) fn new(
+        conversation: ConversationId,
+        io: SocketIo,
+        pool: PgPool,
+        node: String,
+    ) -> Self {
+        Self {
+            conversation,
+            io,
+            pool,
+            node,
+            name: conversation.to_string(),
+            cursor: Seq::ZERO,
+            members: HashSet::new(),
+        }
+    }
+
+    pub(super) fn conversation(&self) -> ConversationId {
+        self.conversation
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub(super) async fn load_cursor(&mut self) -> Result<(), sqlx::Error> {
+        self.cursor = db::last_seq(&self.pool, self.conversation).await?;
+        Ok(())
+    }
+
+    pub(super) fn join(&mut self, sid: Sid) -> Result<Joined, Failure> {
+        let socket = self.io.get_socket(sid).ok_or_else(Failure::internal)?;
+        socket.join(self.name.clone());
+        let newly = self.members.insert(sid);
+        Ok(Joined {
+            last_seq: self.cursor,
+            newly,
+        })
+    }
+
+    pub(super) fn leave(&mut self, sid: Sid) {
+        if self.members.remove(&sid)
+            && let Some(socket) = self.io.get_socket(sid)
+        {
+            socket.leave(self.name.clone());
+        }
+    }
+
+    /// Drops members whose socket is gone without a leave (a join that raced a disconnect).
+    pub(super) fn prune(&mut self) {
+        let io = &self.io;
+        self.members.retain(|sid| io.get_socket(*sid).is_some());
+    }
+
+    pub(super) fn disconnect_all(&mut self) {
+        for sid in self.members.drain() {
+            if let Some(socket) = self.io.get_socket(sid) {
+                let _ = socket.disconnect();
+            }
+        }
+    }
+
+    pub(super) async fn on_event(&mut self, payload: &[u8]) {
+        match serde_json::from_slice(payload) {
+            Ok(RoomEvent::Message(envelope)) => self.deliver(envelope).await,
+            Ok(other) => presence::emit(&self.io, &self.name, &self.node, other).await,
+            Err(e) => tracing::warn!(error = %e, "undecodable room event"),
+        }
+    }
+
+    /// Emits what Postgres has held beyond the cursor for [`SETTLED_AFTER`]: the tail a
+    /// lost event would hide. Rows newer than that are most likely still on their way
+    /// through the fanout, with the origin that lets their sender get `message_delivered`;
+    /// [`CatchUp::Again`] asks for another look once they have settled.
+    pub(super) async fn catch_up(&mut self) -> Result<CatchUp, sqlx::Error> {
+        let (settled, newest) =
+            crate::db::seqs_beyond(&self.pool, self.conversation, self.cursor, SETTLED_AFTER)
+                .await?;
+        if let Some(settled) = settled {
+            tracing::info!(conversation = %self.conversation, cursor = %self.cursor, %settled, "room caught up a lost tail");
+            self.fill_to(settled).await;
+        }
+        Ok(match newest {
+            Some(newest) if newest > self.cursor => CatchUp::Again,
+            _ => CatchUp::Done,
+        })
+    }
+
+    async fn deliver(&mut self, envelope: MessageEnvelope) {
+        let Some(seq) = envelope.message.seq else {
+            return;
+        };
+        if seq <= self.cursor {
+            return;
+        }
+        if seq > self.cursor.next() {
+            self.fill_to(Seq(seq.0 - 1)).await;
+        }
+        let sender = envelope.origin.filter(|o| o.node == self.node);
+        let sender_sid = sender.and_then(|o| Sid::from_str(&o.sid).ok());
+        self.emit_message(&envelope.message, sender_sid);
+        if let Some(sid) = sender_sid
+            && let Some(socket) = self.io.get_socket(sid)
+        {
+            let delivered = MessageDelivered {
+                id: envelope.message.id,
+                client_message_id: envelope.message.client_message_id,
+                conversation_id: envelope.message.conversation_id,
+                seq,
+                created_at: envelope.message.created_at,
+            };
+            self.send_or_drop(sid, socket.emit("message_delivered", &delivered));
+        }
+    }
+
+    /// Emits every message up to `target` from Postgres, a page at a time, retrying until
+    /// Postgres answers: the rows exist, since the persister publishes only after commit.
+    async fn fill_to(&mut self, target: Seq) {
+        let mut backoff = GAP_FIRST_BACKOFF;
+        while self.cursor < target {
+            let want = (target.0 - self.cursor.0).min(GAP_PAGE);
+            match db::messages_after(&self.pool, self.conversation, self.cursor, want).await {
+                Ok((page, _)) if !page.is_empty() => {
+                    for message in page.iter().filter(|m| m.seq <= Some(target)) {
+                        self.emit_message(message, None);
+                    }
+                    backoff = GAP_FIRST_BACKOFF;
+                    continue;
+                }
+                Ok(_) => {
+                    tracing::warn!(conversation = %self.conversation, cursor = %self.cursor, %target, "gap not in Postgres yet; waiting")
+                }
+                Err(e) => tracing::warn!(error = %e, "gap fill failed; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(GAP_MAX_BACKOFF);
+        }
+    }
+
+    /// Emits to each member but `except` (the sender, which gets `message_delivered`).
+    fn emit_message(&mut self, message: &Message, except: Option<Sid>) {
+        let members: Vec<Sid> = self.members.iter().copied().collect();
+        for sid in members.into_iter().filter(|sid| Some(*sid) != except) {
+            match self.io.get_socket(sid) {
+                Some(socket) => self.send_or_drop(sid, socket.emit("message", message)),
+                None => {
+                    self.members.remove(&sid);
+                }
+            }
+        }
+        if let Some(seq) = message.seq {
+            self.cursor = self.cursor.max(seq);
+        }
+        let age = (Utc::now() - message.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!(END_TO_END_SECONDS).record(age.as_secs_f64());
+    }
+
+    /// A socket that cannot take another packet is disconnected rather than skipped
+    /// (§7.4): its client reconnects and syncs from the last `seq` it saw.
+    fn send_or_drop(&mut self, sid: Sid, sent: Result<(), SendError>) {
+        match sent {
+            Ok(()) => {}
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                tracing::info!(conversation = %self.conversation, %sid, "socket too slow for its room; disconnecting it");
+                self.members.remove(&sid);
+                if let Some(socket) = self.io.get_socket(sid) {
+                    let _ = socket.disconnect();
+                }
+            }
+            Err(SendError::Socket(SocketError::Closed)) => {
+                self.members.remove(&sid);
+            }
+            Err(e) => tracing::error!(error = %e, "emit failed"),
+        }
+    }
+}

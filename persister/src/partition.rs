@@ -1,0 +1,281 @@
+//! One partition's loop: a puller that never stops pulling, and a writer that processes
+//! what it pulled one batch at a time.
+//!
+//! Why two tasks: the partition is pinned to this persister only while it keeps pulling
+//! (`pinned_ttl`). A writer stuck on a Postgres outage holds its batch (kept alive by
+//! `Progress` acks); if pulling stopped meanwhile, the pin would lapse and another
+//! persister would store the next messages before this one stores the batch it holds,
+//! breaking stream order. So the puller runs on its own, forwarding deliveries into a
+//! channel that is larger than the consumer's `max_ack_pending` (it never blocks), and the
+//! pin stays as long as this process is alive and connected.
+//!
+//! When the partition is pinned here (at start, or after another persister held it), the
+//! first batch waits until every message outstanding on the partition has come here, and
+//! every batch is written in stream order (see [`Held`]).
+//!
+//! At shutdown the partition is handed back at once rather than after timeouts: what was
+//! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
+//! released (else the next persister would wait `pinned_ttl`).
+
+use crate::batch::Persister;
+use crate::consumer::ConsumerTuning;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::{AckKind, Message};
+use coachwire_shared::metrics::CONSUMER_REDELIVERED_TOTAL;
+use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTER_GROUP};
+use futures::{FutureExt, StreamExt};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long one pull request waits on the server; renewed continuously, well inside
+/// `pinned_ttl`, so a live persister never loses its pin.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Pause before re-opening a pull stream that failed.
+const REOPEN_DELAY: Duration = Duration::from_secs(1);
+/// How often a held batch re-reads the consumer's state, and keeps itself alive.
+const HOLD_RECHECK: Duration = Duration::from_millis(100);
+const HOLD_PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// The header with which the server tells a pulling client it is the pinned one.
+const PIN_ID_HEADER: &str = "Nats-Pin-Id";
+
+/// Runs the partition until `shutdown`, finishing the batch in hand.
+pub async fn run_partition(
+    persister: Persister,
+    consumer: PullConsumer,
+    tuning: ConsumerTuning,
+    shutdown: CancellationToken,
+) {
+    // Deliveries outstanding are bounded by max_ack_pending (2 × max_batch): with room for
+    // them all, the puller's sends never wait.
+    let (deliveries, mut pulled) = mpsc::channel(tuning.max_batch * 2 + 1);
+    let puller = tokio::spawn(pull(
+        consumer.clone(),
+        tuning.max_batch,
+        deliveries,
+        shutdown.clone(),
+    ));
+    let mut pin = None;
+    let mut verified_pin = None;
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            first = pulled.recv() => match first {
+                Some(first) => first,
+                None => break,
+            },
+        };
+        let mut batch = vec![first];
+        take_ready(&mut pulled, &mut batch, tuning.max_batch);
+        pin = batch.iter().rev().find_map(pin_id).or(pin);
+        if pin.is_some() && pin != verified_pin {
+            let held = Held {
+                consumer: &consumer,
+                pulled: &mut pulled,
+                batch: &mut batch,
+            };
+            if !held.wait_until_sole_holder(&tuning, &shutdown).await {
+                hand_back(batch).await;
+                break;
+            }
+            verified_pin = pin.clone();
+        }
+        batch.sort_by_key(stream_sequence);
+        count_redeliveries(&consumer, &batch);
+        persister.process(batch, &shutdown).await;
+    }
+    if puller.await.is_err() {
+        tracing::error!("a partition's puller failed");
+    }
+    pulled.close();
+    let mut unprocessed = Vec::new();
+    while let Some(message) = pulled.recv().await {
+        unprocessed.push(message);
+    }
+    hand_back(unprocessed).await;
+    if let Some(pin) = pin {
+        unpin(&persister.js, &consumer, &pin).await;
+    }
+}
+
+/// Pulls until `shutdown` (re-opening the pull stream if it ends), forwarding every
+/// delivery; at shutdown NAKs what the client had already received.
+async fn pull(
+    consumer: PullConsumer,
+    max_batch: usize,
+    deliveries: mpsc::Sender<Message>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let stream = consumer
+            .stream()
+            .group(PERSISTER_GROUP)
+            .max_messages_per_batch(max_batch)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await;
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the pull stream failed");
+                tokio::time::sleep(REOPEN_DELAY).await;
+                continue;
+            }
+        };
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                item = stream.next() => item,
+            };
+            match item {
+                Some(Ok(message)) => {
+                    if deliveries.send(message).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "pull stream notice"),
+                None => break,
+            }
+        }
+        if shutdown.is_cancelled() {
+            let mut buffered = Vec::new();
+            while let Some(Some(item)) = stream.next().now_or_never() {
+                buffered.extend(item.ok());
+            }
+            hand_back(buffered).await;
+        }
+    }
+}
+
+/// Moves what is already pulled into `batch`, up to `max` messages.
+fn take_ready(pulled: &mut mpsc::Receiver<Message>, batch: &mut Vec<Message>, max: usize) {
+    while batch.len() < max {
+        match pulled.try_recv() {
+            Ok(message) => batch.push(message),
+            Err(_) => break,
+        }
+    }
+}
+
+fn stream_sequence(message: &Message) -> u64 {
+    message.info().map_or(0, |i| i.stream_sequence)
+}
+
+fn count_redeliveries(consumer: &PullConsumer, batch: &[Message]) {
+    let redelivered = batch
+        .iter()
+        .filter(|m| m.info().is_ok_and(|i| i.delivered > 1))
+        .count();
+    if redelivered > 0 {
+        let name = consumer.cached_info().name.clone();
+        metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => name)
+            .increment(redelivered as u64);
+    }
+}
+
+/// A batch taken on when the partition was (re)pinned to this persister.
+///
+/// Why wait: the previous holder (a persister that crashed, or lost its connection) may
+/// still have earlier messages of this partition outstanding. The server hands them over
+/// only once their `ack_wait` has passed, and not necessarily before the new messages it
+/// already sent here; writing the new ones first would store them out of stream order. So
+/// the batch is held (kept alive by progress acks) until the consumer's ack-pending count
+/// shows that everything outstanding is here, and then written in stream order.
+struct Held<'a> {
+    consumer: &'a PullConsumer,
+    pulled: &'a mut mpsc::Receiver<Message>,
+    batch: &'a mut Vec<Message>,
+}
+
+impl Held<'_> {
+    /// `false` on shutdown.
+    async fn wait_until_sole_holder(
+        self,
+        tuning: &ConsumerTuning,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        // The server redelivers an expired message within about two ack_waits; a third
+        // is slack. Past that something else is wrong, and the partition must not stall.
+        let deadline = Instant::now() + tuning.ack_wait * 3;
+        let mut last_progress = Instant::now();
+        loop {
+            take_ready(self.pulled, self.batch, usize::MAX);
+            let pending = self
+                .consumer
+                .clone()
+                .info()
+                .await
+                .map(|i| i.num_ack_pending);
+            match pending {
+                Ok(pending) if pending <= self.batch.len() => return true,
+                Ok(pending) => tracing::debug!(
+                    pending,
+                    held = self.batch.len(),
+                    "earlier messages are still with a previous holder; waiting"
+                ),
+                Err(e) => tracing::warn!(error = %e, "reading the consumer's state failed"),
+            }
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    held = self.batch.len(),
+                    "a previous holder's messages never came back; writing what is here"
+                );
+                return true;
+            }
+            if last_progress.elapsed() >= HOLD_PROGRESS_EVERY {
+                for message in self.batch.iter() {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+                last_progress = Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(HOLD_RECHECK) => {}
+            }
+        }
+    }
+}
+
+fn pin_id(message: &Message) -> Option<String> {
+    let headers = message.headers.as_ref()?;
+    Some(headers.get(PIN_ID_HEADER)?.as_str().to_string())
+}
+
+/// NAKs messages pulled but not processed, so they are redelivered now, not after ack_wait.
+async fn hand_back(messages: Vec<Message>) {
+    let mut handed_back = 0;
+    for message in messages {
+        if message.ack_with(AckKind::Nak(None)).await.is_ok() {
+            handed_back += 1;
+        }
+    }
+    if handed_back > 0 {
+        tracing::info!(handed_back, "returned unprocessed messages at shutdown");
+    }
+}
+
+/// Releases the partition if this process still holds it (never another persister's pin).
+async fn unpin(js: &async_nats::jetstream::Context, consumer: &PullConsumer, pin: &str) {
+    let mut consumer = consumer.clone();
+    let Ok(info) = consumer.info().await else {
+        return;
+    };
+    let ours = info
+        .priority_groups
+        .iter()
+        .any(|g| g.group == PERSISTER_GROUP && g.pinned_client_id.as_deref() == Some(pin));
+    if !ours {
+        return;
+    }
+    let name = info.name.clone();
+    let released = match js.get_stream(MESSAGES_STREAM).await {
+        Ok(stream) => stream.unpin_consumer(&name, PERSISTER_GROUP).await.is_ok(),
+        Err(_) => false,
+    };
+    tracing::debug!(consumer = %name, released, "unpinning at shutdown");
+}

@@ -1,0 +1,422 @@
+// Load driver for coachwire's fault tests (tests/src/load.rs bridges it to Rust).
+//
+// It plays real clients doing their part of CONTRACT §7: every client sends chat
+// messages at an open-loop rate (a timer schedules sends whatever the acks do), retries
+// a send that failed with UNAVAILABLE, timed out or was cut by a disconnect with the
+// SAME clientMessageId until it succeeds, and a client whose socket the server or the
+// network dropped reconnects (to the next ingest URL), re-joins and calls `sync` from
+// the last seq it saw. Everything is recorded; the Rust checker judges it.
+//
+// Config: one JSON argument
+//   { urls: [..], rate: msgs/s, ackTimeoutMs?, stopDeadlineMs?, settleTimeoutMs?,
+//     reportPath, clients: [{ name, userId, token, conversationId, urlIndex? }] }
+// Control (JSON lines on stdin) → answers (JSON lines on stdout):
+//   {"cmd":"start"}                   → {"event":"started"}  (sending begins)
+//   {"cmd":"progress"}                → {"event":"progress", ...counts}
+//   {"cmd":"stop"}                    → {"event":"stopped", ...counts} once every send is
+//                                        acked or stopDeadlineMs passed
+//   {"cmd":"settle","lastSeq":{conv:n}} → {"event":"report","path":..} once every socket
+//                                        saw seq 1..n of its conversation (bounded wait)
+// and unprompted: {"event":"ready"} once every client is connected and joined.
+// stdout carries protocol lines only; diagnostics go to stderr.
+//
+// One clock: performance.now() (ms since the driver started) for every recorded time,
+// so "A's ack arrived before B was first sent" is a plain comparison.
+import { createInterface } from "node:readline";
+import { randomUUID } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { io } from "socket.io-client";
+
+const config = JSON.parse(process.argv[2] ?? "{}");
+const URLS = config.urls;
+const RATE = config.rate ?? 100;
+/** Longer than ingest's PubAck timeout (5 s), so a slow NATS answers UNAVAILABLE first. */
+const ACK_TIMEOUT_MS = config.ackTimeoutMs ?? 6000;
+const STOP_DEADLINE_MS = config.stopDeadlineMs ?? 60000;
+const SETTLE_TIMEOUT_MS = config.settleTimeoutMs ?? 30000;
+/** Retry backoff: first retry after BASE, doubling up to MAX (plus jitter). */
+const RETRY_BASE_MS = 100;
+const RETRY_MAX_MS = 2000;
+/** Reconnect backoff after a dropped socket or a failed connect. */
+const RECONNECT_BASE_MS = 200;
+const RECONNECT_MAX_MS = 2000;
+/** Tick of the open-loop send scheduler; sends due in a tick go out together. */
+const TICK_MS = 10;
+const SYNC_PAGE = 500;
+const SETTLE_POLL_MS = 100;
+
+const now = () => Math.round(performance.now() * 1000) / 1000;
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+const log = (...args) => process.stderr.write(`[load] ${args.join(" ")}\n`);
+
+/** One logical client: a user in a conversation, with however many sockets it takes. */
+class Client {
+  constructor(spec, index) {
+    this.index = index;
+    this.name = spec.name;
+    this.userId = spec.userId;
+    this.token = spec.token;
+    this.conversationId = spec.conversationId;
+    this.urlIndex = spec.urlIndex ?? index % URLS.length;
+    this.socket = null;
+    /** Joined on the current socket: only then may sends go out. */
+    this.joined = false;
+    this.sent = 0;
+    /** Messages not yet acked with success, in creation order. */
+    this.outbox = [];
+    // Recorded for the report.
+    this.firstJoinLastSeq = null;
+    this.joins = []; // [{ at, lastSeq, url }]
+    this.disconnects = []; // [{ at, reason }]
+    this.reconnectedAt = [];
+    /** [kind, seq, id, conversationId, at]: "m" = message, "d" = message_delivered. */
+    this.events = [];
+    this.synced = []; // [seq, id]
+    this.syncs = []; // [{ at, afterSeq, count, error? }]
+    this.maxSeen = 0;
+    this.errors = [];
+  }
+
+  url() {
+    return URLS[this.urlIndex % URLS.length];
+  }
+
+  connect() {
+    const socket = io(this.url(), {
+      auth: { token: this.token },
+      reconnection: false,
+      forceNew: true,
+      timeout: 5000,
+      transports: ["websocket"],
+    });
+    this.socket = socket;
+    this.joined = false;
+    socket.on("message", (m) => this.seen("m", m));
+    socket.on("message_delivered", (m) => this.seen("d", m));
+    socket.on("connect", () => void this.onConnect(socket));
+    socket.on("connect_error", (err) => {
+      if (socket !== this.socket) return;
+      this.errors.push({ at: now(), what: "connect_error", error: String(err && err.message) });
+      this.retryConnect();
+    });
+    socket.on("disconnect", (reason) => {
+      if (socket !== this.socket) return;
+      this.joined = false;
+      this.disconnects.push({ at: now(), reason });
+      if (reason === "io client disconnect" || shuttingDown) return;
+      // The node went away: the next URL is another node (when there is one).
+      this.urlIndex += 1;
+      this.retryConnect();
+    });
+  }
+
+  retryConnect() {
+    const attempt = (this.connectAttempts = (this.connectAttempts ?? 0) + 1);
+    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** Math.min(attempt - 1, 5));
+    if (this.socket) this.socket.removeAllListeners().disconnect();
+    this.socket = null;
+    if (attempt > 1) this.urlIndex += 1;
+    setTimeout(() => this.connect(), delay + Math.random() * 100);
+  }
+
+  async onConnect(socket) {
+    // The cursor is taken before joining: live events arriving between the join and the
+    // sync would otherwise move it past messages only the sync can still return.
+    const resumeFrom = this.maxSeen;
+    try {
+      const ack = await socket
+        .timeout(ACK_TIMEOUT_MS)
+        .emitWithAck("join_conversation", { conversationId: this.conversationId });
+      if (!ack || ack.success !== true) throw new Error(`join refused: ${JSON.stringify(ack)}`);
+      const first = this.firstJoinLastSeq === null;
+      if (first) this.firstJoinLastSeq = ack.lastSeq;
+      this.joins.push({ at: now(), lastSeq: ack.lastSeq, url: this.url() });
+      if (!first) {
+        this.reconnectedAt.push(now());
+        await this.syncFrom(socket, resumeFrom);
+      }
+      if (socket !== this.socket || !socket.connected) return;
+      this.connectAttempts = 0;
+      this.joined = true;
+      readyCheck();
+      this.flush();
+    } catch (err) {
+      this.errors.push({ at: now(), what: "join/sync", error: String(err && err.message) });
+      if (socket === this.socket) this.retryConnect();
+    }
+  }
+
+  /** Pages `sync` from the last seq this client saw before reconnecting until hasMore is false. */
+  async syncFrom(socket, resumeFrom) {
+    let afterSeq = resumeFrom;
+    for (;;) {
+      const ack = await socket
+        .timeout(ACK_TIMEOUT_MS)
+        .emitWithAck("sync", { conversationId: this.conversationId, afterSeq, limit: SYNC_PAGE });
+      if (!ack || ack.success !== true) {
+        this.syncs.push({ at: now(), afterSeq, count: 0, error: JSON.stringify(ack) });
+        throw new Error(`sync refused: ${JSON.stringify(ack)}`);
+      }
+      for (const m of ack.messages) {
+        this.synced.push([m.seq, m.id]);
+        if (m.seq > this.maxSeen) this.maxSeen = m.seq;
+        if (m.seq > afterSeq) afterSeq = m.seq;
+      }
+      this.syncs.push({ at: now(), afterSeq, count: ack.messages.length });
+      if (!ack.hasMore) return;
+    }
+  }
+
+  seen(kind, m) {
+    this.events.push([kind, m.seq, m.id, m.conversationId, now()]);
+    if (typeof m.seq === "number" && m.seq > this.maxSeen) this.maxSeen = m.seq;
+  }
+
+  /** Creates one message and sends it if the socket is ready; it waits in the outbox otherwise. */
+  newMessage() {
+    this.sent += 1;
+    const msg = {
+      clientMessageId: randomUUID(),
+      client: this.name,
+      userId: this.userId,
+      conversationId: this.conversationId,
+      content: `${this.name}-${this.sent}`,
+      createdAt: now(),
+      firstSendAt: null,
+      attempts: [], // [at, outcome]: "ok" | "duplicate" | a failure code | "timeout" | "disconnected"
+      id: null,
+      duplicate: null,
+      ackAt: null,
+      ackSeq: null,
+      inFlight: false,
+      retryAt: 0,
+      failures: 0,
+    };
+    messages.push(msg);
+    this.outbox.push(msg);
+    if (this.joined) this.send(msg);
+  }
+
+  /** Sends whatever is due in the outbox (after a reconnect, or on the retry timer). */
+  flush() {
+    if (!this.joined) return;
+    const t = now();
+    for (const msg of this.outbox) if (!msg.inFlight && msg.retryAt <= t) this.send(msg);
+  }
+
+  send(msg) {
+    const socket = this.socket;
+    msg.inFlight = true;
+    if (msg.firstSendAt === null) msg.firstSendAt = now();
+    const payload = { conversationId: msg.conversationId, content: msg.content, clientMessageId: msg.clientMessageId };
+    socket.timeout(ACK_TIMEOUT_MS).emit("message", payload, (err, ack) => {
+      const at = now();
+      msg.inFlight = false;
+      if (err) {
+        const outcome = err.message === "operation has timed out" ? "timeout" : "disconnected";
+        return this.failed(msg, at, outcome, 0);
+      }
+      if (ack && ack.success === true) {
+        msg.attempts.push([at, ack.duplicate ? "duplicate" : "ok"]);
+        if (msg.id !== null && msg.id !== ack.message.id) {
+          this.errors.push({ at, what: "ack id changed", cmid: msg.clientMessageId, was: msg.id, now: ack.message.id });
+        }
+        if (msg.ackAt === null) {
+          msg.id = ack.message.id;
+          msg.duplicate = ack.duplicate;
+          msg.ackAt = at;
+          msg.ackSeq = ack.message.seq ?? null;
+          this.outbox.splice(this.outbox.indexOf(msg), 1);
+          acked += 1;
+          if (stopping) stopCheck();
+        }
+        return;
+      }
+      this.failed(msg, at, (ack && ack.code) || "NO_CODE", (ack && ack.retryAfterMs) || 0);
+    });
+  }
+
+  failed(msg, at, outcome, retryAfterMs) {
+    msg.attempts.push([at, outcome]);
+    failures[outcome] = (failures[outcome] ?? 0) + 1;
+    msg.failures += 1;
+    const backoff = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(msg.failures - 1, 5));
+    msg.retryAt = at + Math.max(backoff, retryAfterMs) + Math.random() * 50;
+  }
+
+  report() {
+    return {
+      name: this.name,
+      userId: this.userId,
+      conversationId: this.conversationId,
+      firstJoinLastSeq: this.firstJoinLastSeq,
+      joins: this.joins,
+      stayedJoined: this.disconnects.length === 0,
+      reconnected: this.reconnectedAt.length > 0,
+      reconnectedAt: this.reconnectedAt,
+      disconnects: this.disconnects,
+      events: this.events,
+      synced: this.synced,
+      syncs: this.syncs,
+      errors: this.errors,
+    };
+  }
+}
+
+const clients = config.clients.map((spec, i) => new Client(spec, i));
+const messages = [];
+const failures = {};
+let acked = 0;
+let readySent = false;
+let sending = false;
+let stopping = false;
+let settling = false;
+let shuttingDown = false;
+let stopTimer = null;
+let settleTarget = null;
+let settleDeadline = 0;
+let settleStartedAt = 0;
+
+function readyCheck() {
+  if (!readySent && clients.every((c) => c.joined)) {
+    readySent = true;
+    out({ event: "ready", at: now() });
+  }
+}
+
+function counts() {
+  const inFlight = messages.filter((m) => m.inFlight).length;
+  return {
+    at: now(),
+    sent: messages.length,
+    acked,
+    unacked: messages.length - acked,
+    inFlight,
+    failures,
+    connected: clients.filter((c) => c.joined).length,
+    reconnects: clients.reduce((n, c) => n + c.reconnectedAt.length, 0),
+  };
+}
+
+// The open-loop scheduler: sends due since the start go out whatever the acks do;
+// each send goes to the next client round-robin. The retry pass rides the same timer.
+let startedAt = 0;
+let scheduled = 0;
+let nextClient = 0;
+const ticker = setInterval(() => {
+  if (sending) {
+    const due = Math.floor(((now() - startedAt) * RATE) / 1000);
+    for (; scheduled < due; scheduled++) {
+      clients[nextClient].newMessage();
+      nextClient = (nextClient + 1) % clients.length;
+    }
+  }
+  for (const c of clients) if (c.outbox.length) c.flush();
+}, TICK_MS);
+
+// Settling is polled, not checked per event: the check walks every client's record.
+setInterval(() => {
+  if (!settling) return;
+  if (now() >= settleDeadline) finishSettle(true);
+  else settleCheck();
+}, SETTLE_POLL_MS);
+
+function stopCheck() {
+  if (!stopping || messages.length !== acked) return;
+  finishStop(false);
+}
+
+function finishStop(timedOut) {
+  if (!stopping) return;
+  stopping = false;
+  clearTimeout(stopTimer);
+  out({ event: "stopped", timedOut, ...counts() });
+}
+
+/** Every socket has seen every seq up to the target of its conversation. */
+function settleCheck() {
+  if (!settling) return;
+  const done = clients.every((c) => c.maxSeen >= (settleTarget[c.conversationId] ?? 0) && missingCount(c) === 0);
+  if (done) finishSettle(false);
+}
+
+/** How many seqs in (firstJoinLastSeq, target] this client has not seen by any path. */
+function missingCount(c) {
+  const target = settleTarget[c.conversationId] ?? 0;
+  const from = c.firstJoinLastSeq ?? 0;
+  if (target <= from) return 0;
+  const seen = new Uint8Array(target + 1);
+  for (const e of c.events) if (e[1] > from && e[1] <= target) seen[e[1]] = 1;
+  for (const s of c.synced) if (s[0] > from && s[0] <= target) seen[s[0]] = 1;
+  let missing = 0;
+  for (let s = from + 1; s <= target; s++) if (!seen[s]) missing++;
+  return missing;
+}
+
+function finishSettle(timedOut) {
+  if (!settling) return;
+  settling = false;
+  const report = {
+    timedOut,
+    settleMs: now() - settleStartedAt,
+    rate: RATE,
+    urls: URLS,
+    startedAt,
+    counts: counts(),
+    clients: clients.map((c) => c.report()),
+    messages: messages.map(({ inFlight, retryAt, failures: _f, ...m }) => ({ ...m, inFlight })),
+  };
+  writeFileSync(config.reportPath, JSON.stringify(report));
+  out({ event: "report", path: config.reportPath, timedOut });
+}
+
+function handle(cmd) {
+  switch (cmd.cmd) {
+    case "start":
+      startedAt = now();
+      sending = true;
+      return out({ event: "started", at: startedAt });
+    case "progress":
+      return out({ event: "progress", ...counts() });
+    case "stop":
+      sending = false;
+      stopping = true;
+      stopTimer = setTimeout(() => finishStop(true), STOP_DEADLINE_MS);
+      return stopCheck();
+    case "settle":
+      settleTarget = cmd.lastSeq ?? {};
+      settling = true;
+      settleStartedAt = now();
+      settleDeadline = now() + (cmd.timeoutMs ?? SETTLE_TIMEOUT_MS);
+      return settleCheck();
+    case "exit":
+      return shutdown();
+    default:
+      log("unknown command", JSON.stringify(cmd));
+  }
+}
+
+function shutdown() {
+  shuttingDown = true;
+  clearInterval(ticker);
+  for (const c of clients) if (c.socket) c.socket.disconnect();
+  setImmediate(() => process.exit(0));
+}
+
+process.on("uncaughtException", (err) => log("uncaught exception:", err && err.stack));
+process.on("unhandledRejection", (err) => log("unhandled rejection:", err && err.stack));
+process.stdout.on("error", () => process.exit(0));
+
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+rl.on("line", (line) => {
+  if (!line.trim()) return;
+  try {
+    handle(JSON.parse(line));
+  } catch (err) {
+    log("bad command:", line, String(err && err.message));
+  }
+});
+rl.on("close", () => shutdown());
+
+for (const c of clients) c.connect();

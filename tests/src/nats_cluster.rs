@@ -1,0 +1,237 @@
+//! A private three-node nats-server cluster per test, shaped like `nats/prod-node-*.conf`
+//! (one cluster name, unique `server_name` and store per node, routes to all three,
+//! JetStream with `sync_interval: always`), on random loopback ports. Nodes can be
+//! killed and restarted on the same ports and store, and their monitoring endpoints tell
+//! a test who is connected where.
+
+use crate::nats_server::free_port;
+use anyhow::Context;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// Nodes in the cluster: the production shape (a majority survives one loss).
+pub const NODES: usize = 3;
+/// A fresh cluster elects its JetStream meta leader in a few seconds; allow for a slow,
+/// busy machine.
+const LEADER_WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+
+/// One node's ports and its child process while it runs.
+struct Node {
+    client_port: u16,
+    cluster_port: u16,
+    http_port: u16,
+    child: Option<Child>,
+}
+
+pub struct NatsCluster {
+    dir: PathBuf,
+    nodes: Vec<Node>,
+    http: reqwest::Client,
+}
+
+/// A client connection as `/connz` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub cid: u64,
+    /// The name the client gave (`coachwire-ingest`, …), empty if none.
+    pub name: String,
+}
+
+impl NatsCluster {
+    /// Writes the three configs, starts the nodes and waits until every node reports the
+    /// same JetStream meta leader.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("cw-nats-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut nodes = Vec::new();
+        for _ in 0..NODES {
+            nodes.push(Node {
+                client_port: free_port()?,
+                cluster_port: free_port()?,
+                http_port: free_port()?,
+                child: None,
+            });
+        }
+        let mut cluster = Self {
+            dir,
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        };
+        cluster.write_configs()?;
+        for i in 0..NODES {
+            cluster.spawn(i)?;
+        }
+        for i in 0..NODES {
+            cluster.wait_listening(i).await?;
+        }
+        cluster.wait_for_leader().await?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated (a `NATS_URL` for a cluster).
+    pub fn urls(&self) -> String {
+        (0..NODES)
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One node's client URL.
+    pub fn url(&self, node: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[node].client_port)
+    }
+
+    /// One node's monitoring base URL (`/varz`, `/jsz`, `/connz`).
+    pub fn monitor_url(&self, node: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[node].http_port)
+    }
+
+    /// SIGKILL one node, as in a crash or a power cut of its host.
+    pub async fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts a node again on the same ports and store (killing it first if it runs),
+    /// and waits until it listens.
+    pub async fn restart(&mut self, node: usize) -> anyhow::Result<()> {
+        self.kill(node).await;
+        self.spawn(node)?;
+        self.wait_listening(node).await
+    }
+
+    /// The client connections one node holds now.
+    pub async fn client_connections(&self, node: usize) -> anyhow::Result<Vec<Connection>> {
+        let connz = self.monitor(node, "/connz?limit=1024").await?;
+        let list = connz["connections"].as_array().cloned().unwrap_or_default();
+        Ok(list
+            .iter()
+            .map(|c| Connection {
+                cid: c["cid"].as_u64().unwrap_or_default(),
+                name: c["name"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    /// The JetStream meta leader's `server_name` as one node sees it (`None` while there
+    /// is none).
+    pub async fn meta_leader(&self, node: usize) -> anyhow::Result<Option<String>> {
+        let jsz = self.monitor(node, "/jsz").await?;
+        Ok(jsz["meta_cluster"]["leader"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string))
+    }
+
+    /// A monitoring endpoint's JSON.
+    pub async fn monitor(&self, node: usize, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.monitor_url(node));
+        Ok(self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Waits until every running node reports one and the same meta leader.
+    pub async fn wait_for_leader(&self) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut seen = Vec::new();
+        while tokio::time::Instant::now() < deadline {
+            seen.clear();
+            for i in (0..NODES).filter(|&i| self.nodes[i].child.is_some()) {
+                seen.push(self.meta_leader(i).await.ok().flatten());
+            }
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|l| l.as_deref() == Some(leader.as_str()))
+            {
+                return Ok(leader.clone());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        anyhow::bail!("no JetStream meta leader agreed within {LEADER_WAIT:?}: {seen:?}")
+    }
+
+    fn config_path(&self, node: usize) -> PathBuf {
+        self.dir.join(format!("node-{}.conf", node + 1))
+    }
+
+    fn write_configs(&self) -> anyhow::Result<()> {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("    nats-route://127.0.0.1:{}", n.cluster_port))
+            .collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let store = self.dir.join(format!("store-{}", i + 1));
+            let config = format!(
+                "server_name: cw-test-{n}\n\
+                 listen: 127.0.0.1:{client}\n\
+                 http: 127.0.0.1:{http}\n\
+                 jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n}}\n\
+                 cluster {{\n  name: coachwire\n  listen: 127.0.0.1:{cluster}\n  routes: [\n{routes}\n  ]\n}}\n",
+                n = i + 1,
+                client = node.client_port,
+                http = node.http_port,
+                store = store.display(),
+                cluster = node.cluster_port,
+                routes = routes.join("\n"),
+            );
+            std::fs::write(self.config_path(i), config)?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, node: usize) -> anyhow::Result<()> {
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(self.config_path(node))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server (run scripts/test.sh once to install it)")?;
+        self.nodes[node].child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_listening(&self, node: usize) -> anyhow::Result<()> {
+        let addr = format!("127.0.0.1:{}", self.nodes[node].client_port);
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::bail!("nats-server node {} did not listen on {addr}", node + 1)
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(child) = node.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The pinned server, found as [`crate::nats_server`] finds it.
+fn binary() -> PathBuf {
+    std::env::var_os("COACHWIRE_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("tools/nats/bin/nats-server"))
+}
