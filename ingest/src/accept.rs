@@ -16,11 +16,16 @@ use coachwire_shared::metrics::MESSAGES_TOTAL;
 use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
 use serde::Serialize;
 use sqlx::PgPool;
+use std::sync::Mutex;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// A retry lookup must not stall the send path when Postgres is slow or down (§7.5: ingest
 /// keeps accepting then); JetStream's duplicate window still catches recent retries.
 const STORED_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long lookups are skipped after one failed: short enough that lookups resume within
+/// seconds of Postgres coming back.
+const LOOKUP_PAUSE: Duration = Duration::from_secs(2);
 
 /// A validated `message` payload with its ids parsed.
 #[derive(Clone, Debug)]
@@ -64,11 +69,16 @@ pub struct Accepted {
 pub struct Acceptor {
     js: jetstream::Context,
     pool: PgPool,
+    lookups: Breaker,
 }
 
 impl Acceptor {
     pub fn new(js: jetstream::Context, pool: PgPool) -> Self {
-        Self { js, pool }
+        Self {
+            js,
+            pool,
+            lookups: Breaker::default(),
+        }
     }
 
     /// Makes `draft` durable on behalf of `author`; `origin` is the sending socket, if any.
@@ -139,14 +149,24 @@ impl Acceptor {
     }
 
     /// The message as already persisted, if it is (a retry after the duplicate window).
+    /// While Postgres is failing the lookup is skipped altogether, so sends keep their
+    /// normal latency instead of each waiting out the lookup's timeout (§7.5).
     async fn stored(&self, id: MessageId) -> Option<Message> {
+        let probe = self.lookups.admit()?;
         match tokio::time::timeout(STORED_LOOKUP_TIMEOUT, db::message_by_id(&self.pool, id)).await {
-            Ok(Ok(found)) => found,
+            Ok(Ok(found)) => {
+                probe.succeeded();
+                found
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "retry lookup failed; relying on the stream's dedupe");
+                probe.failed();
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                probe.failed();
+                None
+            }
         }
     }
 
@@ -161,6 +181,60 @@ impl Acceptor {
     }
 }
 
+/// A circuit breaker for retry lookups: after one fails, lookups stop for
+/// [`LOOKUP_PAUSE`]; then a single probe is let through while the others still skip, and
+/// its success closes the breaker. A Postgres outage so costs one slow send per pause
+/// rather than every send. What a skipped lookup would have caught, JetStream's duplicate
+/// window (10 min) still catches, and past it the persister's primary key: the message is
+/// stored once either way.
+#[derive(Default)]
+struct Breaker(Mutex<Circuit>);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Circuit {
+    #[default]
+    Closed,
+    Open {
+        until: Instant,
+    },
+    Probing,
+}
+
+/// Permission for one lookup; report how it went.
+#[must_use]
+struct Probe<'a> {
+    breaker: &'a Breaker,
+}
+
+impl Breaker {
+    /// `None` when this lookup must be skipped.
+    fn admit(&self) -> Option<Probe<'_>> {
+        let mut circuit = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match *circuit {
+            Circuit::Closed => {}
+            Circuit::Open { until } if Instant::now() >= until => *circuit = Circuit::Probing,
+            Circuit::Open { .. } | Circuit::Probing => return None,
+        }
+        Some(Probe { breaker: self })
+    }
+
+    fn set(&self, to: Circuit) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+impl Probe<'_> {
+    fn succeeded(self) {
+        self.breaker.set(Circuit::Closed);
+    }
+
+    fn failed(self) {
+        self.breaker.set(Circuit::Open {
+            until: Instant::now() + LOOKUP_PAUSE,
+        });
+    }
+}
+
 fn outcome(message: Message, duplicate: bool) -> Accepted {
     let label = if duplicate { "duplicate" } else { "accepted" };
     metrics::counter!(MESSAGES_TOTAL, "outcome" => label).increment(1);
@@ -168,5 +242,33 @@ fn outcome(message: Message, duplicate: bool) -> Accepted {
         success: true,
         message,
         duplicate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_lookup_pauses_lookups_then_lets_one_probe_through() {
+        let breaker = Breaker::default();
+        assert!(breaker.admit().is_some_and(|p| {
+            p.failed();
+            true
+        }));
+        assert!(breaker.admit().is_none(), "paused after a failure");
+        tokio::time::advance(LOOKUP_PAUSE).await;
+        let probe = breaker.admit().expect("one probe after the pause");
+        assert!(breaker.admit().is_none(), "only one probe at a time");
+        probe.failed();
+        assert!(breaker.admit().is_none(), "a failed probe pauses again");
+        tokio::time::advance(LOOKUP_PAUSE).await;
+        breaker.admit().expect("the next probe").succeeded();
+        for _ in 0..3 {
+            breaker
+                .admit()
+                .expect("closed again: every lookup runs")
+                .succeeded();
+        }
     }
 }

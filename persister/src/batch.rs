@@ -7,10 +7,9 @@
 //! its data is split into single messages, and a single message that still fails is
 //! dead-lettered so it never blocks the messages behind it.
 
-use crate::nats::{dead_letter, propagated, publish_persisted};
+use crate::nats::{Author, dead_letter, propagated, publish_persisted};
 use crate::store::{Incoming, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind, Message};
-use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -185,6 +184,7 @@ impl Persister {
         tracing::error!(stream_seq, reason, "dead-lettering a message");
         match dead_letter(
             &self.js,
+            Author::Service,
             conversation,
             stream_seq,
             reason,
@@ -205,13 +205,5 @@ impl Persister {
 
 fn decode(message: &Message) -> Result<Incoming, String> {
     let stream_seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-    let envelope: MessageEnvelope =
-        serde_json::from_slice(&message.payload).map_err(|e| format!("undecodable: {e}"))?;
-    if envelope.message.seq.is_some() {
-        return Err("an accepted message must not carry a seq".into());
-    }
-    Ok(Incoming {
-        stream_seq,
-        envelope,
-    })
+    Incoming::decode(stream_seq, &message.payload)
 }

@@ -61,34 +61,33 @@ pub const STREAM_SEQ_HEADER: &str = "Coachwire-Stream-Seq";
 /// Longest reason kept in a dead letter (a header, so bounded).
 const MAX_REASON_CHARS: usize = 512;
 
-/// Stores a message that cannot be persisted in the dead-letter stream, with the reason
-/// and its original stream sequence, for `dlq list` / `dlq retry`.
-///
-/// The `Nats-Msg-Id` is `dlq-{stream_seq}`: a persister that crashes between this publish
-/// and terminating the delivery re-publishes the same entry, and the stream drops it.
-pub async fn dead_letter(
-    js: &jetstream::Context,
-    conversation: &str,
-    stream_seq: u64,
-    reason: &str,
-    payload: bytes::Bytes,
-) -> Result<(), PublishError> {
-    let id = format!("dlq-{stream_seq}");
-    publish_dead_letter(js, conversation, stream_seq, reason, payload, id).await
+/// Who writes a dead letter, which decides its `Nats-Msg-Id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Author {
+    /// The service, on a delivery: `dlq-{stream_seq}`, so a persister that crashes between
+    /// this publish and terminating the delivery re-publishes the same entry, and the
+    /// stream drops the copy.
+    Service,
+    /// An operator command (`replay`, `dlq retry`): unique per failure, since an entry for
+    /// the same stream sequence may have been published and removed inside the stream's
+    /// duplicate window, which would swallow a re-publish silently.
+    Operator,
 }
 
-/// A dead letter written by an operator command (`replay`, `dlq retry`): its id is unique
-/// per failure, since an entry for the same stream sequence may have been published and
-/// removed inside the dead-letter stream's duplicate window, which would swallow a
-/// [`dead_letter`] re-publish silently.
-pub async fn dead_letter_again(
+/// Stores a message that cannot be persisted in the dead-letter stream, with the reason
+/// and its original stream sequence, for `dlq list` / `dlq retry`.
+pub async fn dead_letter(
     js: &jetstream::Context,
+    author: Author,
     conversation: &str,
     stream_seq: u64,
     reason: &str,
     payload: bytes::Bytes,
 ) -> Result<(), PublishError> {
-    let id = format!("dlq-{stream_seq}-{}", uuid::Uuid::now_v7());
+    let id = match author {
+        Author::Service => format!("dlq-{stream_seq}"),
+        Author::Operator => format!("dlq-{stream_seq}-{}", uuid::Uuid::now_v7()),
+    };
     publish_dead_letter(js, conversation, stream_seq, reason, payload, id).await
 }
 

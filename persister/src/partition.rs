@@ -9,9 +9,10 @@
 //! channel that is larger than the consumer's `max_ack_pending` (it never blocks), and the
 //! pin stays as long as this process is alive and connected.
 //!
-//! When the partition is pinned here (at start, or after another persister held it), the
-//! first batch waits until every message outstanding on the partition has come here, and
-//! every batch is written in stream order (see [`Held`]).
+//! A batch that follows a gap in the consumer's deliveries (at start, after another
+//! persister held the partition, after a broken connection) waits until every message
+//! outstanding on the partition has come here, and every batch is written in stream order
+//! (see [`Held`]).
 //!
 //! At shutdown the partition is handed back at once rather than after timeouts: what was
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
@@ -58,7 +59,7 @@ pub async fn run_partition(
         shutdown.clone(),
     ));
     let mut pin = None;
-    let mut verified_pin = None;
+    let mut last_delivery = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -71,7 +72,7 @@ pub async fn run_partition(
         let mut batch = vec![first];
         take_ready(&mut pulled, &mut batch, tuning.max_batch);
         pin = batch.iter().rev().find_map(pin_id).or(pin);
-        if pin.is_some() && pin != verified_pin {
+        if !deliveries_follow(last_delivery, &mut batch) {
             let held = Held {
                 consumer: &consumer,
                 pulled: &mut pulled,
@@ -81,8 +82,8 @@ pub async fn run_partition(
                 hand_back(batch).await;
                 break;
             }
-            verified_pin = pin.clone();
         }
+        last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
         batch.sort_by_key(stream_sequence);
         count_redeliveries(&consumer, &batch);
         persister.process(batch, &shutdown).await;
@@ -166,6 +167,30 @@ fn stream_sequence(message: &Message) -> u64 {
     message.info().map_or(0, |i| i.stream_sequence)
 }
 
+/// The consumer's delivery counter, which counts every delivery (redeliveries too).
+fn delivery_sequence(message: &Message) -> u64 {
+    message.info().map_or(0, |i| i.consumer_sequence)
+}
+
+/// Whether `batch` (sorted here by delivery) continues the deliveries seen so far without
+/// a gap. A gap means deliveries went elsewhere: to another persister before the partition
+/// was pinned here, or into a connection that broke (a NATS node lost) — those messages
+/// are still outstanding and come back only after their `ack_wait`. So does the first
+/// batch, since nothing is known yet.
+fn deliveries_follow(last: Option<u64>, batch: &mut [Message]) -> bool {
+    batch.sort_by_key(delivery_sequence);
+    let Some(mut expected) = last.map(|l| l + 1) else {
+        return false;
+    };
+    for message in batch.iter() {
+        if delivery_sequence(message) != expected {
+            return false;
+        }
+        expected += 1;
+    }
+    true
+}
+
 fn count_redeliveries(consumer: &PullConsumer, batch: &[Message]) {
     let redelivered = batch
         .iter()
@@ -178,10 +203,10 @@ fn count_redeliveries(consumer: &PullConsumer, batch: &[Message]) {
     }
 }
 
-/// A batch taken on when the partition was (re)pinned to this persister.
+/// A batch that follows a gap in the deliveries (see [`deliveries_follow`]).
 ///
-/// Why wait: the previous holder (a persister that crashed, or lost its connection) may
-/// still have earlier messages of this partition outstanding. The server hands them over
+/// Why wait: earlier messages of this partition may still be outstanding elsewhere (with
+/// a persister that crashed, or lost in a broken connection). The server hands them over
 /// only once their `ack_wait` has passed, and not necessarily before the new messages it
 /// already sent here; writing the new ones first would store them out of stream order. So
 /// the batch is held (kept alive by progress acks) until the consumer's ack-pending count

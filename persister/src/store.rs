@@ -25,6 +25,22 @@ pub struct Incoming {
     pub envelope: MessageEnvelope,
 }
 
+impl Incoming {
+    /// An accepted message from the stream: an envelope without a `seq`; `Err` says why
+    /// a payload is not one (it is then dead-lettered).
+    pub fn decode(stream_seq: u64, payload: &[u8]) -> Result<Incoming, String> {
+        let envelope: MessageEnvelope =
+            serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
+        if envelope.message.seq.is_some() {
+            return Err("an accepted message must not carry a seq".into());
+        }
+        Ok(Incoming {
+            stream_seq,
+            envelope,
+        })
+    }
+}
+
 /// The stored form of an incoming message; `fresh` is false for one stored earlier.
 #[derive(Clone, Debug)]
 pub struct Stored {

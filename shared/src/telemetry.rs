@@ -7,12 +7,19 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber: `RUST_LOG` filter (default `info`), JSON or pretty.
 pub fn init(format: Option<LogFormat>) {
+    init_with_default(format, "info");
+}
+
+/// As [`init`], with `default_level` when `RUST_LOG` is unset (operator commands use
+/// `warn`: their stdout is the answer, and info-level chatter would bury it).
+pub fn init_with_default(format: Option<LogFormat>, default_level: &str) {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {
         LogFormat::Json
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry

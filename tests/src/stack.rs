@@ -32,8 +32,10 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
 }
 
-/// How long a (re)started service may take to answer `/readyz` with 200.
-const READY_WAIT: Duration = Duration::from_secs(10);
+/// How long a (re)started service may take to answer `/readyz` with 200: on a fresh
+/// 3-node cluster, declaring R3 streams alone takes 5–15 s (the services retry for up
+/// to 45 s, `DECLARE_PATIENCE`).
+const READY_WAIT: Duration = Duration::from_secs(50);
 
 const INGEST: &str = "coachwire-ingest";
 const PERSISTER: &str = "coachwire-persister";

@@ -13,6 +13,8 @@ use coachwire_shared::subjects::{
 };
 use coachwire_testkit::checker::{self, Summary};
 use coachwire_testkit::load::{Load, LoadClient, LoadConfig, LoadReport, Progress};
+use coachwire_testkit::nats_cluster::NatsCluster;
+use coachwire_testkit::pg_server::PgServer;
 use coachwire_testkit::stack::{Stack, StackOptions, new_user, token};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -192,9 +194,7 @@ impl Run {
             self.name, report.settle_ms, report.timed_out
         );
         let checked = checker::check(&report, &self.stack.db.pool).await;
-        let nats = async_nats::connect(self.stack.nats_url())
-            .await
-            .expect("nats for the stream order");
+        let nats = nats_client(&self.stack.nats_url()).await;
         let stream_order = checker::check_stream_order(
             &self.stack.db.pool,
             &async_nats::jetstream::new(nats),
@@ -224,6 +224,16 @@ impl Run {
     }
 }
 
+/// A client of the stack's NATS: one server, or a cluster's comma-separated list.
+async fn nats_client(url: &str) -> async_nats::Client {
+    let servers = coachwire_shared::nats::server_addrs(url).expect("NATS url");
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(servers)
+        .await
+        .expect("nats for the checks")
+}
+
 /// One consumer's state as the server reports it.
 #[derive(Clone, Debug, Default)]
 struct ConsumerState {
@@ -240,13 +250,8 @@ struct Consumers {
 
 impl Consumers {
     async fn connect(nats_url: &str) -> Consumers {
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(nats_url)
-            .await
-            .expect("nats for consumer info");
         Consumers {
-            js: async_nats::jetstream::new(client),
+            js: async_nats::jetstream::new(nats_client(nats_url).await),
         }
     }
 
@@ -606,4 +611,144 @@ async fn a_fanout_terminated_under_load_exits_cleanly_and_loses_nothing() {
 #[tokio::test]
 async fn an_ingest_node_terminated_under_load_exits_cleanly_and_loses_nothing() {
     sigterm_scenario("ingest-sigterm", two_ingest_nodes(), Victim::Ingest).await;
+}
+
+/// Ack latency percentiles (ms) of the messages first sent within `[from, to)` on the
+/// driver's clock.
+fn ack_latency(report: &LoadReport, from: f64, to: f64) -> (usize, f64, f64) {
+    let mut latencies: Vec<f64> = report
+        .messages
+        .iter()
+        .filter_map(|m| Some((m.first_send_at?, m.ack_at?)))
+        .filter(|(sent, _)| (from..to).contains(sent))
+        .map(|(sent, acked)| acked - sent)
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (latencies.len(), at(0.5), at(0.99))
+}
+
+/// `/readyz` of a service: status code and body.
+async fn readiness(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// How long the contract's outage scenario keeps Postgres stopped.
+const POSTGRES_OUTAGE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn postgres_stopped_for_30_s_ingest_keeps_acking_and_the_persister_catches_up() {
+    let mut pg = PgServer::start().await.expect("a private Postgres");
+    let options = StackOptions {
+        database_admin_url: Some(pg.admin_url()),
+        ..Default::default()
+    };
+    let mut run = Run::start(plan("postgres-outage", options)).await;
+    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
+        .await;
+    pg.stop().await.expect("Postgres stopped");
+    let down_at = run.progress().await.at;
+    let persister = run.stack.persisters[0].admin_url();
+    let mut seen = (200, serde_json::Value::Null);
+    for _ in 0..100 {
+        seen = readiness(&persister).await;
+        if seen.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "postgres-outage: persister /readyz while down: {} {}",
+        seen.0, seen.1
+    );
+    assert_eq!(seen.0, 503, "the persister is not ready without Postgres");
+    let reason = seen.1["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("Postgres"), "it says why: {}", seen.1);
+    let (status, body) = readiness(&run.stack.ingest[0].url()).await;
+    assert_eq!(status, 200, "ingest stays ready (§7.5, §8): {body}");
+    assert_ne!(
+        body["postgres"], "ok",
+        "ingest reports Postgres down: {body}"
+    );
+    let acked_when_down = run.progress().await.acked;
+
+    tokio::time::sleep(POSTGRES_OUTAGE).await;
+    let up_at = run.progress().await.at;
+    let acked_while_down = run.progress().await.acked - acked_when_down;
+    pg.start_again().await.expect("Postgres back");
+    println!(
+        "postgres-outage: Postgres back after {POSTGRES_OUTAGE:?}; {acked_while_down} acked meanwhile"
+    );
+    run.run_until(run.started.elapsed() + Duration::from_secs(3))
+        .await;
+    let (stack, report, _) = run.finish().await;
+    let (n_before, p50_before, p99_before) = ack_latency(&report, 0.0, down_at);
+    let (n_down, p50_down, p99_down) = ack_latency(&report, down_at, up_at);
+    println!(
+        "postgres-outage: ack latency before: n {n_before} p50 {p50_before:.1} ms p99 {p99_before:.1} ms; \
+         while down: n {n_down} p50 {p50_down:.1} ms p99 {p99_down:.1} ms"
+    );
+    assert!(
+        acked_while_down > 1000,
+        "ingest kept acking for 30 s: {acked_while_down}"
+    );
+    assert!(
+        p99_down < 100.0,
+        "acks kept their normal latency while Postgres was down (p99 {p99_down:.1} ms)"
+    );
+    let (status, _) = readiness(&stack.persisters[0].admin_url()).await;
+    assert_eq!(status, 200, "the persister is ready again");
+}
+
+#[tokio::test]
+async fn the_nats_node_the_services_use_is_killed_and_nothing_acked_is_lost() {
+    let mut cluster = NatsCluster::start().await.expect("a 3-node cluster");
+    let options = StackOptions {
+        nats_url: Some(cluster.urls()),
+        env: vec![("COACHWIRE_STREAM_REPLICAS".into(), "3".into())],
+        ..Default::default()
+    };
+    let mut run = Run::start(plan("nats-node-kill", options)).await;
+    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
+        .await;
+    let mut busiest = (0, 0);
+    for node in 0..3 {
+        let ours = cluster
+            .client_connections(node)
+            .await
+            .expect("connz")
+            .iter()
+            .filter(|c| c.name.starts_with("coachwire-"))
+            .count();
+        println!("nats-node-kill: node {node} has {ours} coachwire connections");
+        if ours > busiest.1 {
+            busiest = (node, ours);
+        }
+    }
+    assert!(busiest.1 > 0, "the services are connected somewhere");
+    cluster.kill(busiest.0).await;
+    println!(
+        "nats-node-kill: killed node {} ({} service connections)",
+        busiest.0, busiest.1
+    );
+    let acked_at_kill = run.progress().await.acked;
+    run.run_until(run.started.elapsed() + Duration::from_secs(8))
+        .await;
+    let acked_after = run.progress().await.acked - acked_at_kill;
+    let (_, _, summary) = run.finish().await;
+    assert!(
+        acked_after > 500,
+        "the services carried on through the other nodes: {acked_after} acked after the kill"
+    );
+    assert_eq!(
+        summary.reconnected, 0,
+        "no socket was dropped by a NATS node's loss"
+    );
 }

@@ -5,8 +5,6 @@ use async_nats::jetstream;
 use coachwire_shared::settings::{CommonSettings, LogFormat};
 use coachwire_shared::{db, nats};
 use sqlx::PgPool;
-use std::io::IsTerminal;
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// A command runs one thing at a time; a second connection covers a dry run's open
 /// transaction next to anything else.
@@ -14,25 +12,9 @@ const MAX_CONNECTIONS: u32 = 2;
 /// The client name operators see in the server's connection list.
 const CLIENT_NAME: &str = "coachwire-persister-ops";
 
-/// Logs to stderr only, `warn` unless `RUST_LOG` says otherwise: an operator command's
-/// stdout is its answer, and info-level chatter would bury it. The format defaults as the
-/// service's does (§2): pretty on a terminal, else JSON.
+/// Logs to stderr only, `warn` unless `RUST_LOG` says otherwise, in the service's format.
 pub fn quiet_logging(format: Option<LogFormat>) {
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
-    });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init(),
-        LogFormat::Pretty => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .try_init(),
-    };
+    coachwire_shared::telemetry::init_with_default(format, "warn");
 }
 
 /// NATS with the streams declared (so a command works on a fresh server).

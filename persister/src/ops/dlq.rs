@@ -11,7 +11,7 @@ use super::output::{Output, Report};
 use super::retry::Retries;
 use anyhow::Context;
 use async_nats::jetstream::{self, stream::Stream};
-use coachwire_persister::nats::{dead_letter_again, publish_persisted};
+use coachwire_persister::nats::{Author, dead_letter, publish_persisted};
 use coachwire_persister::store::{Fault, Incoming, StoreError, Stored, store_batch};
 use coachwire_shared::settings::CommonSettings;
 use coachwire_shared::subjects::DEAD_LETTER_STREAM;
@@ -170,8 +170,9 @@ async fn redead_letter(
     entry: &Entry,
     reason: &str,
 ) -> anyhow::Result<()> {
-    dead_letter_again(
+    dead_letter(
         js,
+        Author::Operator,
         &entry.subject_conversation,
         entry.stream_seq,
         reason,

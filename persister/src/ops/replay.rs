@@ -29,9 +29,8 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::{self, Message};
 use chrono::{DateTime, Utc};
-use coachwire_persister::nats::dead_letter_again;
+use coachwire_persister::nats::{Author, dead_letter};
 use coachwire_persister::store::{Fault, Incoming, StoreError, Stored};
-use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::settings::CommonSettings;
 use coachwire_shared::subjects::{DEAD_LETTER_STREAM, MESSAGES_STREAM};
@@ -232,7 +231,7 @@ impl Replay {
         self.report.scanned += messages.len() as u64;
         let mut decoded = Vec::with_capacity(messages.len());
         for (seq, message) in messages {
-            match decode(seq, &message) {
+            match Incoming::decode(seq, &message.payload) {
                 Ok(incoming) => decoded.push((message, incoming)),
                 Err(reason) => self.bury(&message, seq, &reason).await?,
             }
@@ -290,26 +289,20 @@ impl Replay {
             .rsplit('.')
             .next()
             .unwrap_or("unknown");
-        dead_letter_again(&self.js, conversation, seq, reason, message.payload.clone())
-            .await
-            .with_context(|| format!("dead-lettering stream seq {seq}"))?;
+        dead_letter(
+            &self.js,
+            Author::Operator,
+            conversation,
+            seq,
+            reason,
+            message.payload.clone(),
+        )
+        .await
+        .with_context(|| format!("dead-lettering stream seq {seq}"))?;
         Ok(())
     }
 }
 
 fn gave_up(first: u64, last: u64, e: StoreError) -> anyhow::Error {
     anyhow::anyhow!("storing stream seq {first}..={last} kept failing (a database fault): {e}")
-}
-
-/// As the service decodes (`batch.rs`): an envelope without a `seq`.
-fn decode(stream_seq: u64, message: &Message) -> Result<Incoming, String> {
-    let envelope: MessageEnvelope =
-        serde_json::from_slice(&message.payload).map_err(|e| format!("undecodable: {e}"))?;
-    if envelope.message.seq.is_some() {
-        return Err("an accepted message must not carry a seq".into());
-    }
-    Ok(Incoming {
-        stream_seq,
-        envelope,
-    })
 }
