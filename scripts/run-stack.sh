@@ -146,7 +146,7 @@ start() {
   # Admin ports set explicitly: one inherited COACHWIRE_ADMIN_LISTEN would make them collide.
   start_service persister COACHWIRE_ADMIN_LISTEN=127.0.0.1:9101
   start_service fanout COACHWIRE_ADMIN_LISTEN=127.0.0.1:9102
-  start_service ingest COACHWIRE_LISTEN="$listen"
+  start_service ingest COACHWIRE_LISTEN="$listen" COACHWIRE_ADMIN_LISTEN=127.0.0.1:9100
   wait_ready
   make_demo
 }

@@ -21,4 +21,8 @@ step cargo clippy --workspace --all-targets -- -D warnings
 # e2e tests spawn the real binaries, so build them before nextest runs the tests.
 step cargo build --workspace
 export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
-step cargo nextest run --workspace --no-fail-fast "$@"
+# The scenarios that measure under load (faults, leaks, slow sockets) run after the rest,
+# one at a time, so that no other test competes with them for the two cores.
+HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket)'
+step cargo nextest run --workspace --no-fail-fast -E "not ($HEAVY)" "$@"
+step cargo nextest run --workspace --no-fail-fast --test-threads 1 -E "$HEAVY" "$@"

@@ -79,9 +79,19 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
-    tracing::info!(listen = %settings.listen, node = %app.node, "ingest ready");
+    let admin = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", settings.admin_listen))?;
+    tracing::info!(listen = %settings.listen, admin = %settings.admin_listen, node = %app.node, "ingest ready");
     let shutdown = shutdown::on_signal();
-    let server = tokio::spawn(startup::run(listener, router, io, app, shutdown.clone()));
+    let server = tokio::spawn(startup::run(
+        listener,
+        admin,
+        router,
+        io,
+        app,
+        shutdown.clone(),
+    ));
     supervise(server, shutdown)
         .await
         .map_err(anyhow::Error::msg)

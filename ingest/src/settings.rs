@@ -11,6 +11,9 @@ pub struct IngestSettings {
     /// Address of the Socket.IO + HTTP listener.
     #[arg(long, env = "COACHWIRE_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// Address of `/metrics` (and the probes) for operators, apart from the public port.
+    #[arg(long, env = "COACHWIRE_ADMIN_LISTEN", default_value = "127.0.0.1:9100")]
+    pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub jwt: JwtSettings,
     #[command(flatten)]

@@ -76,7 +76,7 @@ pub fn build(
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     let router = http::router(app.clone())
-        .merge(health::router(app.probe.clone(), Requires::Nats))
+        .merge(health::probes(app.probe.clone(), Requires::Nats))
         .layer(layer);
     (router, io, app)
 }
@@ -85,11 +85,19 @@ pub fn build(
 /// every socket and lets HTTP requests finish.
 pub async fn run(
     listener: TcpListener,
+    admin: TcpListener,
     router: Router,
     io: SocketIo,
     app: AppRef,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let admin_router = health::router(app.probe.clone(), Requires::Nats);
+    let admin_shutdown = shutdown.clone();
+    let admin = tokio::spawn(async move {
+        axum::serve(admin, admin_router)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+    });
     tokio::spawn(prune_limiters(app.clone(), shutdown.clone()));
     tokio::spawn(crate::rooms::resync::on_reconnect(
         app.nats.clone(),
@@ -117,7 +125,7 @@ pub async fn run(
     if let Err(e) = app.nats.flush().await {
         tracing::warn!(error = %e, "NATS flush at shutdown failed");
     }
-    Ok(())
+    admin.await.map_err(std::io::Error::other)?
 }
 
 async fn prune_limiters(app: AppRef, shutdown: CancellationToken) {

@@ -75,12 +75,21 @@ impl Probe {
     }
 }
 
-/// The three routes, ready to be served alone (persister, fanout) or merged (ingest).
+/// The admin address's routes: the probes and `/metrics`.
 pub fn router(probe: Probe, requires: Requires) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .with_state((probe, requires))
+}
+
+/// Only `/healthz` and `/readyz`, for ingest's public port, where load balancers probe;
+/// the operator's numbers stay on the admin address (§2).
+pub fn probes(probe: Probe, requires: Requires) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .with_state((probe, requires))
 }
 

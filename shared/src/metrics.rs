@@ -12,6 +12,7 @@ pub const END_TO_END_SECONDS: &str = "coachwire_end_to_end_seconds";
 pub const CONNECTIONS: &str = "coachwire_connections";
 pub const RATE_LIMITED_TOTAL: &str = "coachwire_rate_limited_total";
 pub const CONSUMER_PENDING: &str = "coachwire_consumer_pending";
+pub const JOINED_ROOMS: &str = "coachwire_joined_rooms";
 pub const CONSUMER_REDELIVERED_TOTAL: &str = "coachwire_consumer_redelivered_total";
 pub const DEAD_LETTERS_TOTAL: &str = "coachwire_dead_letters_total";
 

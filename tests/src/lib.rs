@@ -4,6 +4,9 @@
 //! - [`nats_server::NatsServer`]: a private nats-server on a random port, killable.
 //! - [`nats_cluster::NatsCluster`]: a private three-node cluster shaped like production.
 //! - [`pg_server::PgServer`]: a private Postgres on a random port, stoppable (outage tests).
+//! - [`tcp_proxy::TcpProxy`]: a TCP proxy a test can cut, to partition one service from NATS.
+//! - [`scenario`]: the fault suite's machinery: a stack under load, replayable fault times,
+//!   the checks that end every scenario.
 //! - [`stack::Stack`]: the three real binaries wired to those, with typed helpers.
 //! - [`js`]: the official `socket.io-client`, driven from Rust through a Node process.
 //! - [`load`]: steady load from many such clients, recorded for the fault scenarios.
@@ -16,7 +19,9 @@ pub mod load;
 pub mod nats_cluster;
 pub mod nats_server;
 pub mod pg_server;
+pub mod scenario;
 pub mod stack;
+pub mod tcp_proxy;
 
 /// The repository root (tests locate scripts, tools and binaries from it).
 pub fn repo_root() -> std::path::PathBuf {

@@ -7,6 +7,8 @@ use tokio::process::{Child, Command};
 
 pub struct NatsServer {
     pub port: u16,
+    /// The HTTP monitoring port (`/varz`, `/connz`, `/subsz`).
+    pub monitor_port: u16,
     pub store: PathBuf,
     child: Option<Child>,
 }
@@ -19,6 +21,7 @@ impl NatsServer {
         let store = std::env::temp_dir().join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple()));
         let mut server = Self {
             port,
+            monitor_port: free_port()?,
             store,
             child: None,
         };
@@ -28,6 +31,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The monitoring base URL, e.g. for `/connz?subs=1` (subscriptions per client).
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
     }
 
     /// SIGKILL, as in a crash.
@@ -51,6 +59,8 @@ impl NatsServer {
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-m",
+                &self.monitor_port.to_string(),
                 "-sd",
             ])
             .arg(&self.store)

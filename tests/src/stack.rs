@@ -233,6 +233,12 @@ impl Stack {
             .chain(&mut self.fanouts)
     }
 
+    /// The environment every service was started with, for a test that starts one more
+    /// with part of it replaced (e.g. `NATS_URL` through a [`crate::tcp_proxy::TcpProxy`]).
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env.clone()
+    }
+
     /// The NATS URL the services use (private or external).
     pub fn nats_url(&self) -> String {
         self.nats_url.clone()

@@ -182,16 +182,29 @@ async fn every_service_answers_health_readiness_and_metrics() {
         .expect("post");
     assert_eq!(status, 202);
     for service in stack.services() {
-        for route in ["/healthz", "/readyz"] {
-            let response = stack
-                .http
-                .get(format!("{}{route}", service.url()))
-                .send()
-                .await
-                .expect("get");
-            assert_eq!(response.status(), 200, "{} {route}", service.name);
+        for base in [service.url(), service.admin_url()] {
+            for route in ["/healthz", "/readyz"] {
+                let response = stack
+                    .http
+                    .get(format!("{base}{route}"))
+                    .send()
+                    .await
+                    .expect("get");
+                assert_eq!(response.status(), 200, "{} {base}{route}", service.name);
+            }
         }
     }
+    let public = stack
+        .http
+        .get(format!("{}/metrics", stack.url()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        public.status(),
+        404,
+        "ingest's metrics are for operators, not on the public port"
+    );
     let metrics = |url: String| {
         let http = stack.http.clone();
         async move {
@@ -204,14 +217,14 @@ async fn every_service_answers_health_readiness_and_metrics() {
                 .expect("text")
         }
     };
-    let ingest = metrics(stack.url()).await;
+    let ingest = metrics(stack.ingest[0].admin_url()).await;
     assert!(
         ingest.contains(r#"coachwire_messages_total{outcome="accepted"} 1"#),
         "{ingest}"
     );
     let mut persister = String::new();
     for _ in 0..200 {
-        persister = metrics(stack.persisters[0].url()).await;
+        persister = metrics(stack.persisters[0].admin_url()).await;
         if persister.contains("coachwire_persisted_total 1") {
             break;
         }

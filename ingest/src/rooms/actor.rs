@@ -5,6 +5,7 @@
 use super::room::{CatchUp, Joined, Room, SETTLED_AFTER};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::ConversationId;
+use coachwire_shared::metrics::JOINED_ROOMS;
 use coachwire_shared::subjects::room_subject;
 use futures::StreamExt;
 use socketioxide::socket::Sid;
@@ -34,6 +35,12 @@ pub(super) enum Command {
 }
 
 pub(super) type Registry = Arc<Mutex<HashMap<ConversationId, mpsc::UnboundedSender<Command>>>>;
+
+/// Publishes how many rooms have an actor on this node (`coachwire_joined_rooms`); called
+/// under the registry lock after every change, so the gauge is never stale.
+pub(super) fn record_size(registry: &HashMap<ConversationId, mpsc::UnboundedSender<Command>>) {
+    metrics::gauge!(JOINED_ROOMS).set(registry.len() as f64);
+}
 
 /// Locks the registry, ignoring poisoning: it holds only senders, valid whatever panicked.
 pub(super) fn lock(
@@ -126,6 +133,7 @@ fn fail_pending(
 ) {
     let mut registry = lock(registry);
     registry.remove(&conversation);
+    record_size(&registry);
     while let Ok(command) = commands.try_recv() {
         if let Command::Join { reply, .. } = command {
             let _ = reply.send(Err(failure.clone()));
@@ -145,12 +153,16 @@ fn retire(
         return false;
     }
     registry.remove(&conversation);
+    record_size(&registry);
     true
 }
 
 /// The subscription ended (the NATS client is closing): disconnect the members, whose
 /// clients reconnect and sync, rather than leave them joined to a room that hears nothing.
 fn retire_now(room: &mut Room, registry: &Registry) {
-    lock(registry).remove(&room.conversation());
+    let mut registry = lock(registry);
+    registry.remove(&room.conversation());
+    record_size(&registry);
+    drop(registry);
     room.disconnect_all();
 }

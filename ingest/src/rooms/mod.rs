@@ -82,7 +82,9 @@ impl Rooms {
             let sender = registry
                 .entry(conversation)
                 .or_insert_with(|| self.spawn(io, conversation));
-            match sender.send(command) {
+            let sent = sender.send(command);
+            actor::record_size(&registry);
+            match sent {
                 Ok(()) => break,
                 Err(tokio::sync::mpsc::error::SendError(returned)) => {
                     tracing::error!(%conversation, "a room actor had died; starting a new one");
@@ -99,11 +101,6 @@ impl Rooms {
         if let Some(sender) = registry.get(&conversation) {
             let _ = sender.send(Command::Leave { sid });
         }
-    }
-
-    /// Rooms with a running actor on this node (the `coachwire_joined_rooms` gauge).
-    pub fn active(&self) -> usize {
-        actor::lock(&self.registry).len()
     }
 
     /// Publishes presence or typing to every node with the room (including this one).
