@@ -24,5 +24,5 @@ export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
 # The scenarios that measure under load (faults, leaks, slow sockets) run after the rest,
 # one at a time, so that no other test competes with them for the two cores.
 HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket)'
-step cargo nextest run --workspace --no-fail-fast -E "not ($HEAVY)" "$@"
-step cargo nextest run --workspace --no-fail-fast --test-threads 1 -E "$HEAVY" "$@"
+step cargo nextest run --workspace --no-fail-fast --no-tests=warn -E "not ($HEAVY)" "$@"
+step cargo nextest run --workspace --no-fail-fast --no-tests=warn --test-threads 1 -E "$HEAVY" "$@"

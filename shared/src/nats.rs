@@ -18,9 +18,10 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Oldest server we run on: 2.12 brings priority groups that the persister's pinned
-/// partitions need, partition transforms, and the replicated-stream fixes of 2.12.x.
-pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 12, 0);
+/// Oldest server we run on. 2.12 brings the priority groups the persister's pinned
+/// partitions need and `partition()` transforms; 2.12.3 fixes lost pending writes in
+/// replicated streams and 2.12.4 replicas stuck `UNSYNCED` (see nats/README.md).
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 12, 4);
 /// How long JetStream remembers a `Nats-Msg-Id`. Retries after it are still caught by the
 /// deterministic id and Postgres' primary key; the window only saves a round trip. Memory
 /// on the server grows with rate × window, hence not hours.
@@ -380,7 +381,8 @@ mod tests {
     fn versions_compare_numerically() {
         assert!(check_version("2.9.10").is_err());
         assert!(check_version("2.11.4").is_err());
-        assert!(check_version("2.12.0").is_ok());
+        assert!(check_version("2.12.3").is_err(), "replicated-stream fixes missing");
+        assert!(check_version("2.12.4").is_ok());
         assert!(check_version("2.15.1").is_ok());
         assert!(check_version("2.14.0-beta.1").is_ok());
         assert!(check_version("10.0.0").is_ok());

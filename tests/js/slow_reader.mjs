@@ -18,7 +18,7 @@ import readline from "node:readline";
 const [base, token, conversationId] = process.argv.slice(2);
 const wsUrl = base.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
 /// How long a resumed client waits for the server to have ended its session.
-const RESUME_WAIT_MS = 30_000;
+const RESUME_WAIT_MS = 10_000;
 /// `sync` page size (the contract's maximum).
 const SYNC_LIMIT = 500;
 
