@@ -34,6 +34,10 @@ const MAX_ACKS_IN_FLIGHT: usize = 2048;
 /// How long shutdown waits for in-flight acks: a PubAck times out after
 /// [`PUBLISH_ACK_TIMEOUT`], so every admitted handler has answered by then.
 const DRAIN_ACKS_WITHIN: Duration = Duration::from_secs(6);
+/// Between the last in-flight ack and closing the sockets: the acks just sent, and the
+/// `UNAVAILABLE` answers to messages that arrive meanwhile, reach their clients before
+/// the connections close, so a client learns the fate of all but what is on the wire.
+const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// How often limiter state for idle keys is dropped.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -119,6 +123,7 @@ pub async fn run(
             if tokio::time::timeout(DRAIN_ACKS_WITHIN, acks).await.is_err() {
                 tracing::warn!("messages still in flight at shutdown; their clients will retry");
             }
+            tokio::time::sleep(CLOSE_GRACE).await;
             io.close().await;
         })
         .await?;

@@ -381,7 +381,10 @@ mod tests {
     fn versions_compare_numerically() {
         assert!(check_version("2.9.10").is_err());
         assert!(check_version("2.11.4").is_err());
-        assert!(check_version("2.12.3").is_err(), "replicated-stream fixes missing");
+        assert!(
+            check_version("2.12.3").is_err(),
+            "replicated-stream fixes missing"
+        );
         assert!(check_version("2.12.4").is_ok());
         assert!(check_version("2.15.1").is_ok());
         assert!(check_version("2.14.0-beta.1").is_ok());

@@ -251,10 +251,26 @@ async fn sigterm_scenario(name: &'static str, options: StackOptions, victim: Vic
     tokio::time::sleep(Duration::from_secs(1)).await;
     service.restart().await.expect("restarted");
     run.run_until(fault + Duration::from_secs(10)).await;
-    let (_, _, summary) = run.finish().await;
+    let (_, report, summary) = run.finish().await;
     let peaks = sampler.finish();
     println!("{name}: peak num_redelivered per consumer during the run: {peaks:?}");
     assert!(summary.acked > 0);
+    let cut: usize = report
+        .messages
+        .iter()
+        .flat_map(|m| &m.attempts)
+        .filter(|(_, outcome)| outcome == "disconnected")
+        .count();
+    println!("{name}: {cut} send(s) cut by a disconnect before their ack");
+    if matches!(victim, Victim::Ingest) {
+        // A success ack lost at shutdown would show when its client retries: the retry is
+        // answered `duplicate: true`. The sends cut by the close (on the wire, or answered
+        // in its last moments) were never stored, so their retries are not duplicates.
+        assert_eq!(
+            summary.duplicates_acked, 0,
+            "a success ack was lost at shutdown ({cut} sends cut by the close)"
+        );
+    }
 }
 
 enum Victim {

@@ -5,11 +5,12 @@
 //!
 //! The slow client (`tests/js/slow_reader.mjs`) stops reading its TCP socket after its
 //! join, so the server's send buffer, the client's receive buffer and then the socket's
-//! outgoing queue (`SOCKET_BUFFER_PACKETS` in ingest) fill; the next emit to it fails and
-//! the room disconnects it.
+//! outgoing queue (`SOCKET_BUFFER_PACKETS` in ingest) fill and an emit to it fails. It
+//! reads again well before the Engine.IO heartbeat could have closed it (a ping that
+//! cannot be queued closes a socket too), so the disconnect it then sees is the room's.
 
 use coachwire_shared::ids::ConversationId;
-use coachwire_testkit::js::Driver;
+use coachwire_testkit::js::{Client, Driver};
 use coachwire_testkit::repo_root;
 use coachwire_testkit::stack::{Stack, new_user, token};
 use futures::StreamExt;
@@ -22,25 +23,23 @@ use tokio::time::Instant;
 
 /// Characters per message: near the 10,000 maximum, so the buffers fill in fewer messages.
 const CONTENT_CHARS: usize = 9_000;
-/// Messages sent between two looks at whether the slow socket is gone yet.
-const CHUNK: usize = 100;
 /// HTTP sends in flight at once: fast enough to fill the buffers in seconds, slow enough
 /// that the reading client keeps up on two cores shared by every process of the test.
 const SENDS_IN_FLIGHT: usize = 8;
-/// The burst stops here if the slow socket is still connected. Measured here: the
-/// 1024-packet queue plus the kernel buffers hold about 1,470 messages of
-/// [`CONTENT_CHARS`] (the server's send buffer grows to 4 MB), so twice that is ample.
-const MAX_BURST: usize = 3_000;
-/// Messages sent after the disconnect was seen: the slow client must get these by `sync`.
-const AFTER_DISCONNECT: usize = 200;
-/// How long the server may take to drop the slow socket once the burst is over (the room
-/// emits a little behind the sends).
-const DISCONNECT_WITHIN: Duration = Duration::from_secs(5);
+/// Messages in the burst. Measured here: the 1024-packet queue plus the kernel buffers
+/// (the server's send buffer grows to 4 MB) hold about 1,470 messages of
+/// [`CONTENT_CHARS`]; twice that leaves no doubt the queue overflowed.
+const BURST: usize = 3_000;
 /// The Engine.IO ping interval (socketioxide's default). A ping that cannot be queued
-/// closes the socket too, so a disconnect seen this long after the slow client connected
-/// may be the heartbeat's doing rather than the room's, and proves nothing.
+/// closes the socket, so the slow client must read again well before this, or a
+/// disconnect it sees may be the heartbeat's rather than the room's.
 const HEARTBEAT: Duration = Duration::from_secs(25);
-/// How long the whole burst may take to be stored.
+/// Margin kept before [`HEARTBEAT`] when the slow client reads again.
+const HEARTBEAT_MARGIN: Duration = Duration::from_secs(5);
+/// How long the slow client, reading again, waits for the end of its session: draining
+/// what was buffered for it takes well under a second.
+const RESUME_WAIT: Duration = Duration::from_secs(10);
+/// How long the whole burst may take to be stored, and the live tail to arrive.
 const STORED_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,51 +62,61 @@ async fn a_socket_that_stops_reading_is_disconnected_and_recovers_everything_by_
     let mut slow_reader = SlowReader::start(&stack, &token(slow, None, 3600), conversation).await;
     assert_eq!(connections(&stack).await, 2.0, "both clients are connected");
 
-    // The burst, until the server has dropped the slow socket.
-    let mut sent = 0;
-    let mut dropped = false;
-    while sent < MAX_BURST && !dropped {
-        send(&stack, &sender_token, conversation, sent, CHUNK).await;
-        sent += CHUNK;
-        dropped = connections(&stack).await < 2.0;
-    }
-    let dropped = dropped || wait_disconnect(&stack).await;
-    let dropped_after = connected.elapsed();
-    if !dropped {
-        // Show what a client that stalled for a few seconds lives with now.
-        wait_stored(&stack, conversation, sent).await;
-        let report = slow_reader.resume().await;
+    let burst_started = Instant::now();
+    send(&stack, &sender_token, conversation, 0, BURST).await;
+    let gauge_after_burst = connections(&stack).await;
+    println!(
+        "{BURST} messages of {CONTENT_CHARS} chars sent in {:?}; connections gauge then \
+         {gauge_after_burst} (2: the slow socket was still connected while it did not read)",
+        burst_started.elapsed()
+    );
+
+    // The slow client reads again: an unbroken prefix, then the server's disconnect.
+    let resumed_after = connected.elapsed();
+    assert!(
+        resumed_after < HEARTBEAT - HEARTBEAT_MARGIN,
+        "inconclusive: the burst took until {resumed_after:?} after the slow client \
+         connected, too close to the heartbeat"
+    );
+    let report = slow_reader.resume().await;
+    let before: Vec<i64> = serde_json::from_value(report["seqs"].clone()).expect("seqs");
+    if report["how"] == "never" {
+        let why = explain_skip(
+            &stack,
+            &mut slow_reader,
+            &reader,
+            &sender_token,
+            conversation,
+        )
+        .await;
         panic!(
-            "the server did not disconnect the slow socket: {sent} messages sent, the \
-             connections gauge still {} {dropped_after:?} after it connected; once it read \
-             again it got {} of {sent}, and then {}",
-            connections(&stack).await,
+            "the server did not disconnect the slow socket: once it read again \
+             ({resumed_after:?} after connecting) it got {} of {BURST} and then nothing \
+             for {RESUME_WAIT:?}, still connected; {why}",
             describe(&report["seqs"]),
-            match report["how"].as_str() {
-                Some("never") => format!(
-                    "nothing more while still connected (gauge {}): the rest was silently \
-                     skipped",
-                    connections(&stack).await
-                ),
-                how => format!("the session ended ({how:?})"),
-            }
         );
     }
-    assert!(
-        dropped_after < HEARTBEAT,
-        "the slow socket went only {dropped_after:?} after connecting, maybe by heartbeat"
-    );
     println!(
-        "slow socket dropped once {sent} messages of {CONTENT_CHARS} chars were sent \
-         ({dropped_after:?} after it connected)"
+        "slow client had {} messages ({} MB of content) before it was disconnected ({})",
+        before.len(),
+        before.len() * CONTENT_CHARS / 1_000_000,
+        report["how"]
     );
-    send(&stack, &sender_token, conversation, sent, AFTER_DISCONNECT).await;
-    let total = sent + AFTER_DISCONNECT;
-    wait_stored(&stack, conversation, total).await;
+    assert_eq!(
+        before,
+        (1..=before.len() as i64).collect::<Vec<_>>(),
+        "up to its disconnect the slow socket missed nothing: {}",
+        describe(&report["seqs"])
+    );
+    assert!(
+        before.len() < BURST,
+        "the slow socket was cut off before the end of the burst"
+    );
 
     // The reading client: every message, in order, once.
+    wait_stored(&stack, conversation, BURST).await;
     let received = reader
-        .next_events("message", total)
+        .next_events("message", BURST)
         .await
         .expect("the normal client gets every message");
     let seqs: Vec<i64> = received
@@ -116,7 +125,7 @@ async fn a_socket_that_stops_reading_is_disconnected_and_recovers_everything_by_
         .collect();
     assert_eq!(
         seqs,
-        (1..=total as i64).collect::<Vec<_>>(),
+        (1..=BURST as i64).collect::<Vec<_>>(),
         "normal client in order"
     );
     assert!(
@@ -127,47 +136,57 @@ async fn a_socket_that_stops_reading_is_disconnected_and_recovers_everything_by_
         "and nothing more"
     );
 
-    // The slow client reads again: an unbroken prefix, then the server's disconnect.
-    let report = slow_reader.resume().await;
-    let before: Vec<i64> = serde_json::from_value(report["seqs"].clone()).expect("seqs");
-    println!(
-        "slow client had {} messages ({} MB of content) before it was disconnected ({})",
-        before.len(),
-        before.len() * CONTENT_CHARS / 1_000_000,
-        report["how"]
-    );
-    assert_ne!(report["how"], "never", "the server ended the slow session");
-    assert_eq!(
-        before,
-        (1..=before.len() as i64).collect::<Vec<_>>(),
-        "up to its disconnect the slow socket missed nothing: {}",
-        describe(&report["seqs"])
-    );
-    assert!(
-        before.len() < total,
-        "the slow socket was cut off before the end of the burst"
-    );
-
-    // It reconnects, joins and syncs from the last seq it saw: exactly the rest.
+    // The slow client reconnected, joined and synced from the last seq it saw. Messages
+    // after its join's `lastSeq` arrive live; `sync` may return some of them too (it
+    // reads Postgres, which can be ahead of the room), and a client keeps each seq once.
     let synced = slow_reader.synced().await;
     println!("after reconnecting: {}", compact(&synced));
+    let join_last_seq = synced["joinLastSeq"].as_i64().expect("joinLastSeq");
     let from_sync: Vec<i64> = serde_json::from_value(synced["synced"].clone()).expect("synced");
-    let live: Vec<i64> = serde_json::from_value(synced["live"].clone()).expect("live");
+    let live = slow_reader.live_until(BURST as i64).await;
     assert_eq!(
-        synced["joinLastSeq"], total,
-        "the rejoin starts at the room's end"
+        live,
+        (join_last_seq + 1..=BURST as i64).collect::<Vec<_>>(),
+        "after the rejoin, each later message arrived live once, in order"
     );
-    assert!(
-        live.is_empty(),
-        "nothing was sent after the rejoin: {live:?}"
-    );
-    let everything: Vec<i64> = before.iter().chain(&from_sync).copied().collect();
+    let synced_to = from_sync.last().copied().unwrap_or(before.len() as i64);
+    let everything: Vec<i64> = before
+        .iter()
+        .chain(&from_sync)
+        .chain(live.iter().filter(|&&seq| seq > synced_to))
+        .copied()
+        .collect();
     assert_eq!(
         everything,
-        (1..=total as i64).collect::<Vec<_>>(),
-        "after sync the slow client has every seq exactly once"
+        (1..=BURST as i64).collect::<Vec<_>>(),
+        "with what it got before, by sync and live, the slow client has every seq once"
     );
     slow_reader.finish().await;
+}
+
+/// What became of a slow socket the server did not disconnect: one more message is
+/// sent, and the report says whether it reached the still-connected slow client.
+async fn explain_skip(
+    stack: &Stack,
+    slow_reader: &mut SlowReader,
+    reader: &Client,
+    sender_token: &str,
+    conversation: ConversationId,
+) -> String {
+    wait_stored(stack, conversation, BURST).await;
+    send(stack, sender_token, conversation, BURST, 1).await;
+    let reading = reader
+        .next_events("message", BURST + 1)
+        .await
+        .map(|m| describe(&Value::Array(m.iter().map(|m| m["seq"].clone()).collect())));
+    let later = slow_reader.report().await;
+    format!(
+        "connections gauge {}. One more message then reached the reading client \
+         ({reading:?}); the slow one, still connected, has {}: every message after its \
+         queue filled was silently skipped, and so is everything after",
+        connections(stack).await,
+        describe(&later["seqs"]),
+    )
 }
 
 /// `tests/js/slow_reader.mjs`, joined and no longer reading.
@@ -180,7 +199,12 @@ impl SlowReader {
     async fn start(stack: &Stack, token: &str, conversation: ConversationId) -> Self {
         let mut child = tokio::process::Command::new("node")
             .arg(repo_root().join("tests/js/slow_reader.mjs"))
-            .args([stack.url(), token.to_string(), conversation.to_string()])
+            .args([
+                stack.url(),
+                token.to_string(),
+                conversation.to_string(),
+                RESUME_WAIT.as_millis().to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -202,6 +226,28 @@ impl SlowReader {
         stdin.write_all(b"resume\n").await.expect("resume");
         stdin.flush().await.expect("resume");
         self.next("disconnected").await
+    }
+
+    /// Asks a still-connected client what it has received so far.
+    async fn report(&mut self) -> Value {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"report\n").await.expect("report");
+        stdin.flush().await.expect("report");
+        self.next("report").await
+    }
+
+    /// The seqs that arrived live on the second session, once the last is `last` (asking
+    /// again until then, for at most [`STORED_WITHIN`]).
+    async fn live_until(&mut self, last: i64) -> Vec<i64> {
+        let deadline = Instant::now() + STORED_WITHIN;
+        loop {
+            let report = self.report().await;
+            let live: Vec<i64> = serde_json::from_value(report["live"].clone()).expect("live");
+            if live.last() >= Some(&last) || Instant::now() > deadline {
+                return live;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn synced(&mut self) -> Value {
@@ -279,18 +325,6 @@ async fn connections(stack: &Stack) -> f64 {
         })
         .next()
         .unwrap_or(0.0)
-}
-
-/// Whether the slow socket is dropped within [`DISCONNECT_WITHIN`] of the burst's end.
-async fn wait_disconnect(stack: &Stack) -> bool {
-    let deadline = Instant::now() + DISCONNECT_WITHIN;
-    while Instant::now() < deadline {
-        if connections(stack).await < 2.0 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 async fn wait_stored(stack: &Stack, conversation: ConversationId, total: usize) {
