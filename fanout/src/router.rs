@@ -73,6 +73,7 @@ pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: Can
 
 /// Publishes a batch to the room subjects and acks it once the server has it all.
 pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
+    coachwire_shared::metrics::record_pulled(FANOUT_CONSUMER, messages);
     for message in messages {
         let Ok(envelope) = serde_json::from_slice::<MessageEnvelope>(&message.payload) else {
             tracing::error!("undecodable persisted event; dropping it");

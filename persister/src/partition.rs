@@ -22,7 +22,6 @@ use crate::batch::Persister;
 use crate::consumer::ConsumerTuning;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
-use coachwire_shared::metrics::CONSUMER_REDELIVERED_TOTAL;
 use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTER_GROUP};
 use futures::{FutureExt, StreamExt};
 use std::time::Duration;
@@ -85,7 +84,7 @@ pub async fn run_partition(
         }
         last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
         batch.sort_by_key(stream_sequence);
-        count_redeliveries(&consumer, &batch);
+        coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
         persister.process(batch, &shutdown).await;
     }
     if puller.await.is_err() {
@@ -189,18 +188,6 @@ fn deliveries_follow(last: Option<u64>, batch: &mut [Message]) -> bool {
         expected += 1;
     }
     true
-}
-
-fn count_redeliveries(consumer: &PullConsumer, batch: &[Message]) {
-    let redelivered = batch
-        .iter()
-        .filter(|m| m.info().is_ok_and(|i| i.delivered > 1))
-        .count();
-    if redelivered > 0 {
-        let name = consumer.cached_info().name.clone();
-        metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => name)
-            .increment(redelivered as u64);
-    }
 }
 
 /// A batch that follows a gap in the deliveries (see [`deliveries_follow`]).

@@ -104,6 +104,7 @@ async fn readyz(State((probe, requires)): State<(Probe, Requires)>) -> impl Into
 }
 
 async fn metrics(State((probe, _)): State<(Probe, Requires)>) -> impl IntoResponse {
+    crate::metrics::record_pool(&probe.pool);
     (
         [("content-type", "text/plain; version=0.0.4")],
         probe.metrics.render(),

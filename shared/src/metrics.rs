@@ -13,6 +13,7 @@ pub const CONNECTIONS: &str = "coachwire_connections";
 pub const RATE_LIMITED_TOTAL: &str = "coachwire_rate_limited_total";
 pub const CONSUMER_PENDING: &str = "coachwire_consumer_pending";
 pub const JOINED_ROOMS: &str = "coachwire_joined_rooms";
+pub const DB_POOL_CONNECTIONS: &str = "coachwire_db_pool_connections";
 pub const CONSUMER_REDELIVERED_TOTAL: &str = "coachwire_consumer_redelivered_total";
 pub const DEAD_LETTERS_TOTAL: &str = "coachwire_dead_letters_total";
 
@@ -48,4 +49,28 @@ pub fn install() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// After each batch pulled from a durable consumer: how many messages still wait for it
+/// (the server's count on the batch's last delivery, so no extra request) and how many of
+/// the batch were redeliveries.
+pub fn record_pulled(consumer: &str, batch: &[async_nats::jetstream::Message]) {
+    let infos: Vec<_> = batch.iter().filter_map(|m| m.info().ok()).collect();
+    if let Some(last) = infos.iter().max_by_key(|i| i.consumer_sequence) {
+        metrics::gauge!(CONSUMER_PENDING, "consumer" => consumer.to_string())
+            .set(last.pending as f64);
+    }
+    let redelivered = infos.iter().filter(|i| i.delivered > 1).count();
+    if redelivered > 0 {
+        metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => consumer.to_string())
+            .increment(redelivered as u64);
+    }
+}
+
+/// The pool's connections by state, read when `/metrics` is scraped.
+pub fn record_pool(pool: &sqlx::PgPool) {
+    let idle = pool.num_idle() as f64;
+    let size = f64::from(pool.size());
+    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
+    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "used").set((size - idle).max(0.0));
 }

@@ -238,4 +238,16 @@ async fn every_service_answers_health_readiness_and_metrics() {
         persister.contains("coachwire_persist_batch_size_bucket"),
         "{persister}"
     );
+    assert!(
+        persister.contains(r#"coachwire_consumer_pending{consumer="persister-p"#),
+        "{persister}"
+    );
+    for service in stack.services() {
+        let text = metrics(service.admin_url()).await;
+        assert!(
+            text.contains(r#"coachwire_db_pool_connections{state="idle"}"#),
+            "{}: {text}",
+            service.name
+        );
+    }
 }
