@@ -143,7 +143,7 @@ async fn a_socket_that_stops_reading_is_disconnected_and_recovers_everything_by_
     println!("after reconnecting: {}", compact(&synced));
     let join_last_seq = synced["joinLastSeq"].as_i64().expect("joinLastSeq");
     let from_sync: Vec<i64> = serde_json::from_value(synced["synced"].clone()).expect("synced");
-    let live = slow_reader.live_until(BURST as i64).await;
+    let live = slow_reader.live_until(join_last_seq, BURST as i64).await;
     assert_eq!(
         live,
         (join_last_seq + 1..=BURST as i64).collect::<Vec<_>>(),
@@ -236,14 +236,15 @@ impl SlowReader {
         self.next("report").await
     }
 
-    /// The seqs that arrived live on the second session, once the last is `last` (asking
-    /// again until then, for at most [`STORED_WITHIN`]).
-    async fn live_until(&mut self, last: i64) -> Vec<i64> {
+    /// The seqs that arrived live on the second session, once they reach `last` (asking
+    /// again until then, for at most [`STORED_WITHIN`]); none are due when the join's
+    /// `lastSeq` was already `last`.
+    async fn live_until(&mut self, join_last_seq: i64, last: i64) -> Vec<i64> {
         let deadline = Instant::now() + STORED_WITHIN;
         loop {
             let report = self.report().await;
             let live: Vec<i64> = serde_json::from_value(report["live"].clone()).expect("live");
-            if live.last() >= Some(&last) || Instant::now() > deadline {
+            if live.last().copied().unwrap_or(join_last_seq) >= last || Instant::now() > deadline {
                 return live;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -112,9 +112,7 @@ impl Room {
 
     pub(super) fn disconnect_all(&mut self) {
         for sid in self.members.drain() {
-            if let Some(socket) = self.io.get_socket(sid) {
-                let _ = socket.disconnect();
-            }
+            crate::socket::evict::disconnect(&self.io, sid);
         }
     }
 
@@ -223,9 +221,7 @@ impl Room {
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                 tracing::info!(conversation = %self.conversation, %sid, "socket too slow for its room; disconnecting it");
                 self.members.remove(&sid);
-                if let Some(socket) = self.io.get_socket(sid) {
-                    let _ = socket.disconnect();
-                }
+                crate::socket::evict::disconnect(&self.io, sid);
             }
             Err(SendError::Socket(SocketError::Closed)) => {
                 self.members.remove(&sid);

@@ -122,9 +122,7 @@ fn expire_at(io: SocketIo, sid: Sid, principal: Principal, gone: CancellationTok
         tokio::select! {
             _ = gone.cancelled() => {}
             _ = tokio::time::sleep(std::time::Duration::from_millis(left)) => {
-                if let Some(socket) = io.get_socket(sid) {
-                    let _ = socket.disconnect();
-                }
+                crate::socket::evict::disconnect(&io, sid);
             }
         }
     });
