@@ -10,11 +10,7 @@ runs=${1:-1}
 [ $# -eq 0 ] || shift
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "usage: scripts/faults.sh [RUNS] [nextest args]"
 
-export_defaults
-ensure_postgres
-ensure_nats_binary
-ensure_node_deps
-ensure_nextest
+ensure_test_tools
 cd "$ROOT"
 cargo build --workspace || die "cargo build failed"
 export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug

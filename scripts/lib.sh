@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Helpers shared by scripts/test.sh and scripts/run-stack.sh.
-#   . scripts/lib.sh; export_defaults; ensure_postgres; ensure_nats_binary; ensure_node_deps
+#   . scripts/lib.sh; ensure_test_tools   (or export_defaults; ensure_postgres; …)
 #   scripts/lib.sh ensure_postgres        # or run one helper directly
 # Every ensure_* is idempotent: it checks first and only acts on what is missing,
 # because CI runs on a fresh clone where Postgres is stopped and tools/ is empty.
@@ -163,9 +163,18 @@ ensure_node_deps() {
   log "node: ok (tests/js/node_modules)"
 }
 
+# Everything the tests need: Postgres, the pinned nats-server, socket.io-client, nextest.
+ensure_test_tools() {
+  export_defaults
+  ensure_postgres
+  ensure_nats_binary
+  ensure_node_deps
+  ensure_nextest
+}
+
 # Run as a program: scripts/lib.sh FUNCTION [ARGS...]
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
-  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_nextest|export_defaults"
+  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_nextest|ensure_test_tools|export_defaults"
   "$@"
 fi

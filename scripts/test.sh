@@ -8,11 +8,7 @@ set -euo pipefail
 start=$SECONDS
 trap 'log "finished with exit code $? in $((SECONDS - start)) s"' EXIT
 
-export_defaults
-ensure_postgres
-ensure_nats_binary
-ensure_node_deps
-ensure_nextest
+ensure_test_tools
 cd "$ROOT"
 
 step() { log "+ $*"; "$@" || die "failed: $*"; }

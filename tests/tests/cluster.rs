@@ -3,9 +3,10 @@
 //! Declaring streams and consumers then races other services and a settling cluster;
 //! the services must ride that out and serve.
 
+use coachwire_shared::ids::ConversationId;
 use coachwire_shared::subjects::{DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSISTED_STREAM};
 use coachwire_testkit::db::TestDb;
-use coachwire_testkit::js::Driver;
+use coachwire_testkit::js::{Client, Driver};
 use coachwire_testkit::nats_cluster::{NODES, NatsCluster};
 use coachwire_testkit::nats_server::free_port;
 use coachwire_testkit::stack::{JWT_SECRET, bin_dir, new_user, token};
@@ -125,19 +126,8 @@ async fn on_the_cluster_a_message_is_acked_stored_and_delivered() {
     let services = start_all(&db, &cluster).await;
     let ingest = format!("http://127.0.0.1:{}", services[0].port);
 
-    let (alice, bob) = (new_user(), new_user());
-    let conversation = db.conversation(&[alice, bob]).await.expect("conversation");
     let driver = Driver::start().await.expect("driver");
-    let alice_client = driver
-        .connect("alice", &ingest, Some(&token(alice, None, 3600)))
-        .await
-        .expect("alice connects");
-    let bob_client = driver
-        .connect("bob", &ingest, Some(&token(bob, None, 3600)))
-        .await
-        .expect("bob connects");
-    alice_client.join(conversation).await.expect("alice joins");
-    bob_client.join(conversation).await.expect("bob joins");
+    let (conversation, alice_client, bob_client) = joined_pair(&db, &driver, &ingest).await;
 
     let ack = alice_client
         .emit_ack(
@@ -168,19 +158,8 @@ async fn losing_the_node_ingest_is_connected_to_loses_no_acked_message() {
     let mut cluster = NatsCluster::start().await.expect("cluster");
     let services = start_all(&db, &cluster).await;
     let ingest = format!("http://127.0.0.1:{}", services[0].port);
-    let (alice, bob) = (new_user(), new_user());
-    let conversation = db.conversation(&[alice, bob]).await.expect("conversation");
     let driver = Driver::start().await.expect("driver");
-    let alice_client = driver
-        .connect("alice", &ingest, Some(&token(alice, None, 3600)))
-        .await
-        .expect("alice connects");
-    let bob_client = driver
-        .connect("bob", &ingest, Some(&token(bob, None, 3600)))
-        .await
-        .expect("bob connects");
-    alice_client.join(conversation).await.expect("alice joins");
-    bob_client.join(conversation).await.expect("bob joins");
+    let (conversation, alice_client, bob_client) = joined_pair(&db, &driver, &ingest).await;
 
     let mut ingest_node = None;
     for node in 0..NODES {
@@ -235,4 +214,25 @@ async fn losing_the_node_ingest_is_connected_to_loses_no_acked_message() {
 
     cluster.restart(ingest_node).await.expect("restart");
     cluster.wait_for_leader().await.expect("the node rejoins");
+}
+
+/// A fresh two-person conversation with both people connected to `ingest` and joined.
+async fn joined_pair(
+    db: &TestDb,
+    driver: &Driver,
+    ingest: &str,
+) -> (ConversationId, Client, Client) {
+    let (alice, bob) = (new_user(), new_user());
+    let conversation = db.conversation(&[alice, bob]).await.expect("conversation");
+    let alice_client = driver
+        .connect("alice", ingest, Some(&token(alice, None, 3600)))
+        .await
+        .expect("alice connects");
+    let bob_client = driver
+        .connect("bob", ingest, Some(&token(bob, None, 3600)))
+        .await
+        .expect("bob connects");
+    alice_client.join(conversation).await.expect("alice joins");
+    bob_client.join(conversation).await.expect("bob joins");
+    (conversation, alice_client, bob_client)
 }
