@@ -2,18 +2,20 @@
 //! binary against a private database and nats-server, with the persister service run
 //! in-process (or as the binary) to fill Postgres and the dead letters.
 
+mod common;
+
 use async_nats::jetstream;
 use coachwire_persister::batch::Persister;
-use coachwire_persister::consumer::{self, ConsumerTuning};
+use coachwire_persister::consumer;
 use coachwire_shared::envelope::MessageEnvelope;
-use coachwire_shared::ids::{ConversationId, MessageId, UserId};
-use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
+use coachwire_shared::ids::{ConversationId, MessageId};
 use coachwire_shared::subjects::{
     DEAD_LETTER_STREAM, MESSAGES_STREAM, PARTITIONS, PERSISTED_STREAM, message_subject,
     persisted_subject,
 };
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::{NatsServer, free_port};
+use common::{fast_tuning, message, user};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -136,7 +138,7 @@ impl Ops {
     }
 
     async fn send(&self, conversation: ConversationId, content: &str) -> MessageEnvelope {
-        let envelope = message(conversation, content);
+        let envelope = message(conversation, user(), content);
         self.publish(&envelope).await;
         envelope
     }
@@ -189,31 +191,6 @@ impl Service {
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.expect("persister task");
-    }
-}
-
-fn fast_tuning() -> ConsumerTuning {
-    ConsumerTuning {
-        ack_wait: Duration::from_secs(1),
-        pinned_ttl: Duration::from_secs(2),
-        max_batch: 50,
-    }
-}
-
-fn message(conversation: ConversationId, content: &str) -> MessageEnvelope {
-    MessageEnvelope {
-        message: Message {
-            id: MessageId::generate(),
-            conversation_id: conversation,
-            user_id: UserId(uuid::Uuid::new_v4()),
-            content: content.into(),
-            kind: MessageType::User,
-            metadata: Metadata::default(),
-            client_message_id: None,
-            seq: None,
-            created_at: now_millis(),
-        },
-        origin: None,
     }
 }
 
@@ -432,7 +409,7 @@ async fn a_replay_longer_than_one_batch_keeps_stream_order_across_batches() {
     let ops = Ops::new().await;
     let conversations = [conversation(), conversation(), conversation()];
     let payloads: Vec<MessageEnvelope> = (0..1200)
-        .map(|i| message(conversations[i % 3], &format!("m{i:04}")))
+        .map(|i| message(conversations[i % 3], user(), &format!("m{i:04}")))
         .collect();
     // A window of in-flight publishes: awaiting each ack alone would dominate the test.
     for chunk in payloads.chunks(200) {

@@ -1,40 +1,21 @@
 //! The persister against real Postgres and a private nats-server: idempotent batches,
 //! crash between commit and ack, and stream order → seq order under concurrency.
 
+mod common;
+
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use coachwire_persister::batch::Persister;
-use coachwire_persister::consumer::{self, ConsumerTuning};
+use coachwire_persister::consumer;
 use coachwire_persister::store::{Incoming, store_batch};
 use coachwire_shared::envelope::MessageEnvelope;
-use coachwire_shared::ids::{ConversationId, MessageId, UserId};
-use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
+use coachwire_shared::ids::ConversationId;
 use coachwire_shared::subjects::{PERSISTED_STREAM, message_subject};
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::NatsServer;
+use common::{fast_tuning, message, user};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-fn message(conversation: ConversationId, user: UserId, content: &str) -> MessageEnvelope {
-    MessageEnvelope {
-        message: Message {
-            id: MessageId::generate(),
-            conversation_id: conversation,
-            user_id: user,
-            content: content.into(),
-            kind: MessageType::User,
-            metadata: Metadata::default(),
-            client_message_id: None,
-            seq: None,
-            created_at: now_millis(),
-        },
-        origin: None,
-    }
-}
-
-fn user() -> UserId {
-    UserId(uuid::Uuid::new_v4())
-}
 
 /// Contiguous 1..=n and in the expected content order.
 fn assert_contiguous(rows: &[(i64, String)], expected: &[String]) {
@@ -137,14 +118,6 @@ async fn await_rows(db: &TestDb, conversation: ConversationId, n: usize) -> Vec<
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     db.seqs(conversation).await.expect("rows")
-}
-
-fn fast_tuning() -> ConsumerTuning {
-    ConsumerTuning {
-        ack_wait: Duration::from_secs(1),
-        pinned_ttl: Duration::from_secs(2),
-        max_batch: 50,
-    }
 }
 
 #[tokio::test]

@@ -77,9 +77,7 @@ impl Probe {
 
 /// The admin address's routes: the probes and `/metrics`.
 pub fn router(probe: Probe, requires: Requires) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    probe_routes()
         .route("/metrics", get(metrics))
         .with_state((probe, requires))
 }
@@ -87,10 +85,13 @@ pub fn router(probe: Probe, requires: Requires) -> Router {
 /// Only `/healthz` and `/readyz`, for ingest's public port, where load balancers probe;
 /// the operator's numbers stay on the admin address (§2).
 pub fn probes(probe: Probe, requires: Requires) -> Router {
+    probe_routes().with_state((probe, requires))
+}
+
+fn probe_routes() -> Router<(Probe, Requires)> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state((probe, requires))
 }
 
 async fn readyz(State((probe, requires)): State<(Probe, Requires)>) -> impl IntoResponse {

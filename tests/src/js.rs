@@ -172,6 +172,51 @@ impl Shared {
     }
 }
 
+/// A Node script of `tests/js` running with piped stdin and stdout; its stderr is forwarded
+/// through `eprintln!`, so the test harness shows it only for failing tests.
+pub(crate) struct NodeScript {
+    pub child: Child,
+    pub stdin: ChildStdin,
+    pub stdout: tokio::process::ChildStdout,
+}
+
+impl NodeScript {
+    /// `node tests/js/<script> <args>` (or `$NODE`), killed when its `Child` is dropped.
+    pub(crate) fn spawn(script: &str, args: &[String]) -> Result<NodeScript> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+        if !dir.join("node_modules/socket.io-client").is_dir() {
+            bail!("{} has no node_modules: run `npm ci` there", dir.display());
+        }
+        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
+        let mut child = Command::new(&node)
+            .arg(dir.join(script))
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning `{node}` for {script}"))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            bail!("{script} spawned without pipes");
+        };
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("{line}");
+            }
+        });
+        Ok(NodeScript {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+}
+
 /// One `node driver.mjs` process; killed when dropped.
 pub struct Driver {
     shared: Arc<Shared>,
@@ -204,25 +249,11 @@ impl Driver {
     /// Spawns the driver. Its stderr is forwarded through `eprintln!`, so the
     /// test harness shows it only for failing tests.
     pub async fn start() -> Result<Driver> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
-        if !dir.join("node_modules/socket.io-client").is_dir() {
-            bail!("{} has no node_modules: run `npm ci` there", dir.display());
-        }
-        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-        let mut child = Command::new(&node)
-            .arg(dir.join("driver.mjs"))
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning `{node}` for the js driver"))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            bail!("js driver spawned without pipes");
-        };
+        let NodeScript {
+            child,
+            stdin,
+            stdout,
+        } = NodeScript::spawn("driver.mjs", &[])?;
         let shared = Arc::new(Shared {
             stdin: tokio::sync::Mutex::new(stdin),
             next_id: AtomicU64::new(1),
@@ -240,12 +271,6 @@ impl Driver {
             reader.closed.store(true, Ordering::SeqCst);
             lock(&reader.pending).clear(); // fails every outstanding request
             reader.notify.notify_waiters();
-        });
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("{line}");
-            }
         });
         Ok(Driver { shared, child })
     }

@@ -7,16 +7,16 @@
 //! driver schedules sends on its own timer (open loop), so a stalled service shows up as
 //! a growing backlog rather than as a slower test.
 
+use crate::js::NodeScript;
 use anyhow::{Context, Result, bail};
 use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
@@ -176,10 +176,6 @@ pub struct Load {
 impl Load {
     /// Spawns the driver and waits until every client is connected and joined.
     pub async fn start(config: &LoadConfig) -> Result<Load> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
-        if !dir.join("node_modules/socket.io-client").is_dir() {
-            bail!("{} has no node_modules: run `npm ci` there", dir.display());
-        }
         let report_path =
             std::env::temp_dir().join(format!("cw-load-{}.json", uuid::Uuid::new_v4().simple()));
         let clients: Vec<Value> = config
@@ -196,22 +192,11 @@ impl Load {
             "stopDeadlineMs": config.stop_deadline.as_millis() as u64,
             "reportPath": report_path,
         });
-        let node = std::env::var("NODE").unwrap_or_else(|_| "node".to_owned());
-        let mut child = Command::new(&node)
-            .arg(dir.join("load.mjs"))
-            .arg(arg.to_string())
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning `{node}` for the load driver"))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            bail!("load driver spawned without pipes");
-        };
+        let NodeScript {
+            child,
+            stdin,
+            stdout,
+        } = NodeScript::spawn("load.mjs", &[arg.to_string()])?;
         let (tx, lines) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -222,12 +207,6 @@ impl Load {
                     }
                     Err(_) => eprintln!("[load, not JSON] {line}"),
                 }
-            }
-        });
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("{line}");
             }
         });
         let mut load = Load {

@@ -194,11 +194,17 @@ impl Room {
     }
 
     /// Emits to each member but `except` (the sender, which gets `message_delivered`).
+    /// Each member gets its own emit (so a full queue is known per socket), but the
+    /// message is serialized once for all of them.
     fn emit_message(&mut self, message: &Message, except: Option<Sid>) {
+        let payload = match serde_json::value::to_raw_value(message) {
+            Ok(payload) => payload,
+            Err(e) => return tracing::error!(error = %e, "unserializable message"),
+        };
         let members: Vec<Sid> = self.members.iter().copied().collect();
         for sid in members.into_iter().filter(|sid| Some(*sid) != except) {
             match self.io.get_socket(sid) {
-                Some(socket) => self.send_or_drop(sid, socket.emit("message", message)),
+                Some(socket) => self.send_or_drop(sid, socket.emit("message", &payload)),
                 None => {
                     self.members.remove(&sid);
                 }

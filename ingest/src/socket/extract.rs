@@ -7,6 +7,7 @@
 use coachwire_shared::error::{Detail, Failure};
 use coachwire_shared::ids::ConversationId;
 use serde::Serialize;
+use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::{FromMessageParts, Value};
@@ -60,6 +61,7 @@ impl Payload {
 /// the socket as an `error` event (`{ event, error, code, … }`) and successes are dropped.
 pub struct Reply {
     socket: SocketRef,
+    io: SocketIo,
     ack: AckSender,
     wants_ack: bool,
     event: String,
@@ -75,11 +77,13 @@ impl FromMessageParts<LocalAdapter> for Reply {
     ) -> Result<Self, Infallible> {
         let Ok(socket) = SocketRef::from_message_parts(s, v, ack_id);
         let Ok(ack) = AckSender::from_message_parts(s, v, ack_id);
+        let Ok(io) = SocketIo::from_message_parts(s, v, ack_id);
         let event = Event::from_message_parts(s, v, ack_id)
             .map(|e| e.0)
             .unwrap_or_default();
         Ok(Reply {
             socket,
+            io,
             ack,
             wants_ack: ack_id.is_some(),
             event,
@@ -102,7 +106,7 @@ impl Reply {
             tracing::debug!(error = %e, event = %self.event, "could not answer");
         }
         if expired {
-            let _ = self.socket.disconnect();
+            crate::socket::evict::disconnect(&self.io, self.socket.id);
         }
     }
 }

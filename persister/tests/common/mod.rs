@@ -1,0 +1,39 @@
+//! Helpers both persister test files use: messages as ingest would accept them, and
+//! consumer timing short enough for tests.
+
+use coachwire_persister::consumer::ConsumerTuning;
+use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::ids::{ConversationId, MessageId, UserId};
+use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
+use std::time::Duration;
+
+/// An accepted message (no `seq` yet) from `user` in `conversation`.
+pub fn message(conversation: ConversationId, user: UserId, content: &str) -> MessageEnvelope {
+    MessageEnvelope {
+        message: Message {
+            id: MessageId::generate(),
+            conversation_id: conversation,
+            user_id: user,
+            content: content.into(),
+            kind: MessageType::User,
+            metadata: Metadata::default(),
+            client_message_id: None,
+            seq: None,
+            created_at: now_millis(),
+        },
+        origin: None,
+    }
+}
+
+pub fn user() -> UserId {
+    UserId(uuid::Uuid::new_v4())
+}
+
+/// Redeliveries after 1 s and hand-overs after 2 s, instead of production's 10 s and 20 s.
+pub fn fast_tuning() -> ConsumerTuning {
+    ConsumerTuning {
+        ack_wait: Duration::from_secs(1),
+        pinned_ttl: Duration::from_secs(2),
+        max_batch: 50,
+    }
+}
