@@ -82,7 +82,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
-    telemetry::init(settings.common.log_format);
+    let telemetry = telemetry::init(settings.common.log_format, BINARY);
     let metrics = metrics::install();
     let clients = Clients::connect(&settings.common, BINARY, 4).await?;
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
@@ -96,9 +96,9 @@ async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     tracing::info!(admin = %settings.admin_listen, "fanout ready");
     let service = tokio::spawn(startup::run(clients.js, admin, probe, shutdown.clone()));
-    supervise(service, shutdown)
-        .await
-        .map_err(anyhow::Error::msg)
+    let result = supervise(service, shutdown).await;
+    telemetry.shutdown().await;
+    result.map_err(anyhow::Error::msg)
 }
 
 /// Reads only: no migrations and no stream declarations, so an operator's command never

@@ -2,14 +2,17 @@
 //! flush, then ack. A crash before the ack republishes; nodes drop what they already
 //! emitted (`seq <= cursor`), so at-least-once here is exactly-once at the socket.
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, Message};
 use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
 use coachwire_shared::nats::{self, DeclareError};
 use coachwire_shared::subjects::{FANOUT_CONSUMER, PERSISTED_STREAM, room_subject};
+use coachwire_shared::telemetry::propagation;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 /// Events per batch between flushes.
 const MAX_BATCH: usize = 500;
@@ -71,6 +74,20 @@ pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: Can
     }
 }
 
+/// The span of one event's routing, continuing the message's trace.
+fn route_span(envelope: &MessageEnvelope, headers: Option<&HeaderMap>) -> Span {
+    let span = tracing::info_span!(
+        "fanout.route",
+        otel.kind = "producer",
+        messaging.system = "nats",
+        coachwire.conversation_id = %envelope.message.conversation_id,
+        coachwire.message_id = %envelope.message.id,
+        coachwire.seq = envelope.message.seq.map(|seq| seq.0),
+    );
+    propagation::continue_from_nats(&span, headers);
+    span
+}
+
 /// Publishes a batch to the room subjects and acks it once the server has it all.
 pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
     coachwire_shared::metrics::record_pulled(FANOUT_CONSUMER, messages);
@@ -80,17 +97,16 @@ pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
             let _ = message.ack().await;
             continue;
         };
+        let span = route_span(&envelope, message.headers.as_ref());
         let Ok((subject, payload)) = room_event(envelope) else {
             continue;
         };
-        let published = match &message.headers {
-            Some(headers) => {
-                nats.publish_with_headers(subject, headers.clone(), payload.into())
-                    .await
-            }
-            None => nats.publish(subject, payload.into()).await,
-        };
-        if let Err(e) = published {
+        let headers = propagation::nats_headers(&span);
+        if let Err(e) = nats
+            .publish_with_headers(subject, headers, payload.into())
+            .instrument(span)
+            .await
+        {
             tracing::warn!(error = %e, "room publish failed; the event will be redelivered");
             return;
         }

@@ -9,16 +9,18 @@ use crate::socket::order::Ticket;
 use async_nats::jetstream::{self, message::PublishMessage};
 use coachwire_shared::db;
 use coachwire_shared::envelope::{MessageEnvelope, Origin};
-use coachwire_shared::error::{Detail, Failure};
+use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use coachwire_shared::message::{Message, MessagePayload, MessageType, Metadata, now_millis};
 use coachwire_shared::metrics::MESSAGES_TOTAL;
 use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
+use coachwire_shared::telemetry::propagation;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::{Instrument, Span, field::Empty};
 
 /// A retry lookup must not stall the send path when Postgres is slow or down (§7.5: ingest
 /// keeps accepting then); JetStream's duplicate window still catches recent retries.
@@ -93,6 +95,7 @@ impl Acceptor {
             Some(cmid) => MessageId::derive(author, cmid),
             None => MessageId::generate(),
         };
+        Span::current().record("coachwire.message_id", tracing::field::display(id));
         if draft.client_message_id.is_some()
             && let Some(stored) = self.stored(id).await
         {
@@ -129,22 +132,38 @@ impl Acceptor {
         envelope: &MessageEnvelope,
         turn: Option<Ticket>,
     ) -> Result<jetstream::publish::PublishAck, Failure> {
+        let subject = message_subject(envelope.message.conversation_id);
+        let span = tracing::info_span!(
+            "jetstream.publish",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            coachwire.message_id = %envelope.message.id,
+            otel.status_code = Empty,
+        );
         let payload = serde_json::to_vec(envelope).map_err(|_| Failure::internal())?;
         let message = PublishMessage::build()
             .payload(payload.into())
+            .headers(propagation::nats_headers(&span))
             .message_id(envelope.message.id.to_string());
-        let subject = message_subject(envelope.message.conversation_id);
-        if let Some(turn) = &turn {
-            turn.wait_turn().await;
+        async {
+            if let Some(turn) = &turn {
+                turn.wait_turn().await;
+            }
+            let pending = self.js.send_publish(subject, message).await.map_err(|e| {
+                tracing::warn!(error = %e, "publish failed");
+                Failure::unavailable()
+            })?;
+            drop(turn);
+            pending.await.map_err(|e| {
+                tracing::warn!(error = %e, "no PubAck");
+                Failure::unavailable()
+            })
         }
-        let pending = self.js.send_publish(subject, message).await.map_err(|e| {
-            tracing::warn!(error = %e, "publish failed");
-            Failure::unavailable()
-        })?;
-        drop(turn);
-        pending.await.map_err(|e| {
-            tracing::warn!(error = %e, "no PubAck");
-            Failure::unavailable()
+        .instrument(span.clone())
+        .await
+        .inspect_err(|_| {
+            span.record("otel.status_code", "error");
         })
     }
 
@@ -233,6 +252,37 @@ impl Probe<'_> {
             until: Instant::now() + LOOKUP_PAUSE,
         });
     }
+}
+
+/// Records how a request for `span` ended: its outcome, the error code of a refusal, and
+/// an error status only for the server's own failures (a refusal is the client's).
+pub fn record_outcome(span: &Span, outcome: &Result<Accepted, Failure>) {
+    match outcome {
+        Ok(accepted) => {
+            let label = if accepted.duplicate {
+                "duplicate"
+            } else {
+                "accepted"
+            };
+            span.record("coachwire.outcome", label);
+        }
+        Err(failure) => {
+            let server_side = matches!(failure.code, ErrorCode::Unavailable | ErrorCode::Internal);
+            span.record(
+                "coachwire.outcome",
+                if failure.code == ErrorCode::Unavailable {
+                    "unavailable"
+                } else {
+                    "rejected"
+                },
+            );
+            span.record("coachwire.error_code", failure.code.as_str());
+            if server_side {
+                span.record("otel.status_code", "error");
+            }
+        }
+    }
+    tracing::debug!(parent: span, "answered");
 }
 
 fn outcome(message: Message, duplicate: bool) -> Accepted {

@@ -69,10 +69,16 @@ fn token(
 }
 
 async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
-    telemetry::init(settings.common.log_format);
+    let telemetry = telemetry::init(settings.common.log_format, "coachwire-ingest");
     // The key is configuration: refuse a bad one before touching anything else.
     let verifier = Verifier::new(&settings.jwt)?;
     let metrics = metrics::install();
+    for outcome in ["accepted", "duplicate", "rejected", "unavailable"] {
+        metrics::start_at_zero(metrics::MESSAGES_TOTAL, &[("outcome", outcome)]);
+    }
+    for kind in ["message", "connection", "typing"] {
+        metrics::start_at_zero(metrics::RATE_LIMITED_TOTAL, &[("kind", kind)]);
+    }
     let clients = Clients::connect(&settings.common, "coachwire-ingest", 32).await?;
     let (router, io, app) =
         startup::build(&settings, verifier, clients.pool, clients.nats, metrics);
@@ -92,7 +98,7 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
         app,
         shutdown.clone(),
     ));
-    supervise(server, shutdown)
-        .await
-        .map_err(anyhow::Error::msg)
+    let result = supervise(server, shutdown).await;
+    telemetry.shutdown().await;
+    result.map_err(anyhow::Error::msg)
 }

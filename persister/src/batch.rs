@@ -7,18 +7,29 @@
 //! its data is split into single messages, and a single message that still fails is
 //! dead-lettered so it never blocks the messages behind it.
 
-use crate::nats::{Author, dead_letter, propagated, publish_persisted};
+use crate::nats::{Author, dead_letter, publish_persisted};
 use crate::store::{Incoming, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind, Message};
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
+use coachwire_shared::telemetry::propagation;
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::{Span, field::Empty};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Below the consumer's ack wait, so a batch stuck on an outage is never redelivered.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// One message of a batch: its delivery, what it decoded to, and its span in the
+/// message's own trace (a child of the ingest's publish). The batch's span, the caller's,
+/// links to each of them, and each links back to it.
+struct Delivery {
+    message: Message,
+    incoming: Incoming,
+    span: Span,
+}
 
 /// How isolating a failed batch ended.
 enum Isolated {
@@ -46,15 +57,23 @@ pub enum Outcome {
 impl Persister {
     /// Processes one batch (in stream order). Public so tests can step the persister.
     pub async fn process(&self, messages: Vec<Message>, shutdown: &CancellationToken) -> Outcome {
-        let mut decoded = Vec::with_capacity(messages.len());
+        let size = messages.len();
+        let mut decoded = Vec::with_capacity(size);
         for message in messages {
             match decode(&message) {
-                Ok(incoming) => decoded.push((message, incoming)),
+                Ok(incoming) => {
+                    let span = message_span(&message, &incoming, size);
+                    decoded.push(Delivery {
+                        message,
+                        incoming,
+                        span,
+                    });
+                }
                 Err(reason) => self.bury(&message, "unknown", &reason).await,
             }
         }
         metrics::histogram!(PERSIST_BATCH_SIZE).record(decoded.len() as f64);
-        let incoming: Vec<Incoming> = decoded.iter().map(|(_, i)| i.clone()).collect();
+        let incoming: Vec<Incoming> = decoded.iter().map(|d| d.incoming.clone()).collect();
         let mut backoff = FIRST_BACKOFF;
         loop {
             match self.store_retrying(&incoming, &decoded, shutdown).await {
@@ -80,16 +99,12 @@ impl Persister {
     /// unless every message of the batch failed with the same error: that is the database
     /// refusing everything (a trigger, a broken column), and dead-lettering the whole
     /// batch would bury good messages, so the batch is retried instead.
-    async fn isolate(
-        &self,
-        decoded: &[(Message, Incoming)],
-        shutdown: &CancellationToken,
-    ) -> Isolated {
+    async fn isolate(&self, decoded: &[Delivery], shutdown: &CancellationToken) -> Isolated {
         let mut fresh = 0;
         let mut failed = Vec::new();
         for one in decoded {
             let single = std::slice::from_ref(one);
-            let incoming = std::slice::from_ref(&one.1);
+            let incoming = std::slice::from_ref(&one.incoming);
             match self.store_retrying(incoming, single, shutdown).await {
                 Some(Ok(stored)) => match self.finish(single, stored, shutdown).await {
                     Outcome::Done { fresh: n } => fresh += n,
@@ -109,9 +124,17 @@ impl Persister {
         {
             return Isolated::AllFailedAlike(e);
         }
-        for ((message, incoming), e) in failed {
-            let conversation = incoming.envelope.message.conversation_id.to_string();
-            self.bury(message, &conversation, &e.to_string()).await;
+        for (delivery, e) in failed {
+            let conversation = delivery
+                .incoming
+                .envelope
+                .message
+                .conversation_id
+                .to_string();
+            delivery.span.record("coachwire.outcome", "dead_lettered");
+            delivery.span.record("otel.status_code", "error");
+            self.bury(&delivery.message, &conversation, &e.to_string())
+                .await;
         }
         Isolated::Done(Outcome::Done { fresh })
     }
@@ -120,22 +143,28 @@ impl Persister {
     async fn store_retrying(
         &self,
         batch: &[Incoming],
-        messages: &[(Message, Incoming)],
+        messages: &[Delivery],
         shutdown: &CancellationToken,
     ) -> Option<Result<Vec<Stored>, StoreError>> {
         let mut backoff = FIRST_BACKOFF;
         let mut last_progress = tokio::time::Instant::now();
         loop {
+            let writes = write_spans(messages);
             match store_batch(&self.pool, batch).await {
                 Ok(stored) => return Some(Ok(stored)),
-                Err(e) if !e.is_retriable() => return Some(Err(e)),
+                Err(e) if !e.is_retriable() => {
+                    failed(&writes);
+                    return Some(Err(e));
+                }
                 Err(e) => {
+                    failed(&writes);
                     tracing::warn!(error = %e, retry_in = ?backoff, "storing a batch failed; retrying")
                 }
             }
+            drop(writes);
             if last_progress.elapsed() >= PROGRESS_EVERY {
-                for (message, _) in messages {
-                    let _ = message.ack_with(AckKind::Progress).await;
+                for delivery in messages {
+                    let _ = delivery.message.ack_with(AckKind::Progress).await;
                 }
                 last_progress = tokio::time::Instant::now();
             }
@@ -150,16 +179,24 @@ impl Persister {
     /// Publishes the persisted events, then acks. Publishing is retried like storing.
     async fn finish(
         &self,
-        messages: &[(Message, Incoming)],
+        messages: &[Delivery],
         stored: Vec<Stored>,
         shutdown: &CancellationToken,
     ) -> Outcome {
         let fresh = stored.iter().filter(|s| s.fresh).count();
-        let events: Vec<_> = stored
-            .into_iter()
-            .zip(messages)
-            .map(|(s, (m, _))| (s.envelope, propagated(m.headers.as_ref())))
-            .collect();
+        let mut publishes = Vec::with_capacity(stored.len());
+        let mut events = Vec::with_capacity(stored.len());
+        for (stored, delivery) in stored.into_iter().zip(messages) {
+            record_stored(&delivery.span, &stored);
+            let publish = tracing::info_span!(
+                parent: &delivery.span,
+                "persisted.publish",
+                otel.kind = "producer",
+                messaging.system = "nats",
+            );
+            events.push((stored.envelope, Some(propagation::nats_headers(&publish))));
+            publishes.push(publish);
+        }
         let mut backoff = FIRST_BACKOFF;
         while let Err(e) = publish_persisted(&self.js, &events).await {
             tracing::warn!(error = %e, "publishing persisted events failed; retrying");
@@ -169,8 +206,10 @@ impl Persister {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        for (message, _) in messages {
-            if let Err(e) = message.ack().await {
+        drop(publishes);
+        for delivery in messages {
+            tracing::debug!(parent: &delivery.span, "persisted and acked");
+            if let Err(e) = delivery.message.ack().await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
             }
         }
@@ -201,6 +240,60 @@ impl Persister {
             }
         }
     }
+}
+
+/// The span of one message's handling here, continuing the trace its headers carry.
+fn message_span(message: &Message, incoming: &Incoming, batch_size: usize) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "persist",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        coachwire.conversation_id = %incoming.envelope.message.conversation_id,
+        coachwire.message_id = %incoming.envelope.message.id,
+        coachwire.batch_size = batch_size,
+        coachwire.seq = Empty,
+        coachwire.outcome = Empty,
+        otel.status_code = Empty,
+    );
+    propagation::continue_from_nats(&span, message.headers.as_ref());
+    propagation::link_both(&span, &Span::current());
+    span
+}
+
+/// One span per message for a batch's Postgres transaction: each message's trace shows
+/// the write it was part of, with the batch's true timing.
+fn write_spans(messages: &[Delivery]) -> Vec<Span> {
+    messages
+        .iter()
+        .map(|delivery| {
+            tracing::info_span!(
+                parent: &delivery.span,
+                "postgres.write",
+                otel.kind = "client",
+                db.system.name = "postgresql",
+                db.operation.name = "store_batch",
+                coachwire.batch_size = messages.len(),
+                otel.status_code = Empty,
+            )
+        })
+        .collect()
+}
+
+fn failed(spans: &[Span]) {
+    for span in spans {
+        span.record("otel.status_code", "error");
+    }
+}
+
+fn record_stored(span: &Span, stored: &Stored) {
+    if let Some(seq) = stored.envelope.message.seq {
+        span.record("coachwire.seq", seq.0);
+    }
+    span.record(
+        "coachwire.outcome",
+        if stored.fresh { "stored" } else { "duplicate" },
+    );
 }
 
 fn decode(message: &Message) -> Result<Incoming, String> {

@@ -45,8 +45,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
-    telemetry::init(settings.common.log_format);
+    let telemetry = telemetry::init(settings.common.log_format, "coachwire-persister");
     let metrics = metrics::install();
+    metrics::start_at_zero(metrics::PERSISTED_TOTAL, &[]);
+    metrics::start_at_zero(metrics::DEAD_LETTERS_TOTAL, &[]);
     let clients = Clients::connect(&settings.common, "coachwire-persister", 16).await?;
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
@@ -69,7 +71,7 @@ async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
         probe,
         shutdown.clone(),
     ));
-    supervise(service, shutdown)
-        .await
-        .map_err(anyhow::Error::msg)
+    let result = supervise(service, shutdown).await;
+    telemetry.shutdown().await;
+    result.map_err(anyhow::Error::msg)
 }

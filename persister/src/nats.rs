@@ -7,9 +7,6 @@ use coachwire_shared::subjects::{dead_letter_subject, persisted_subject};
 use futures::future::try_join_all;
 use std::future::IntoFuture;
 
-/// Headers carried over from the accepted message (the trace context) to what follows it.
-pub const PROPAGATED_HEADERS: &[&str] = &["traceparent", "tracestate"];
-
 #[derive(Debug, thiserror::Error)]
 #[error("publishing to JetStream failed: {0}")]
 pub struct PublishError(String);
@@ -40,18 +37,6 @@ pub async fn publish_persisted(
         .await
         .map_err(|e| PublishError(e.to_string()))?;
     Ok(())
-}
-
-/// Keeps only the trace headers of an incoming message.
-pub fn propagated(headers: Option<&HeaderMap>) -> Option<HeaderMap> {
-    let headers = headers?;
-    let mut out = HeaderMap::new();
-    for name in PROPAGATED_HEADERS {
-        if let Some(value) = headers.get(*name) {
-            out.insert(*name, value.clone());
-        }
-    }
-    Some(out)
 }
 
 /// Dead-letter header: why the message could not be stored.

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long one pull request waits on the server; renewed continuously, well inside
 /// `pinned_ttl`, so a live persister never loses its pin.
@@ -85,7 +86,12 @@ pub async fn run_partition(
         last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
         batch.sort_by_key(stream_sequence);
         coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
-        persister.process(batch, &shutdown).await;
+        let span = tracing::info_span!(
+            "persist.batch",
+            coachwire.partition = %consumer.cached_info().name,
+            coachwire.batch_size = batch.len(),
+        );
+        persister.process(batch, &shutdown).instrument(span).await;
     }
     if puller.await.is_err() {
         tracing::error!("a partition's puller failed");

@@ -106,6 +106,13 @@ async fn readyz(State((probe, requires)): State<(Probe, Requires)>) -> impl Into
 
 async fn metrics(State((probe, _)): State<(Probe, Requires)>) -> impl IntoResponse {
     crate::metrics::record_pool(&probe.pool);
+    let consumers = crate::metrics::record_consumers(&probe.nats);
+    if tokio::time::timeout(PROBE_TIMEOUT, consumers)
+        .await
+        .is_err()
+    {
+        tracing::debug!("reading consumer backlogs timed out; /metrics shows the last values");
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         probe.metrics.render(),

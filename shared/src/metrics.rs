@@ -1,5 +1,7 @@
 //! Prometheus metrics (§10): the names in one place, and the recorder installed once.
 
+use crate::subjects::{MESSAGES_STREAM, PERSISTED_STREAM};
+use futures::StreamExt;
 use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::OnceLock;
@@ -51,19 +53,48 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// After each batch pulled from a durable consumer: how many messages still wait for it
-/// (the server's count on the batch's last delivery, so no extra request) and how many of
-/// the batch were redeliveries.
+/// Shows `name` (with `labels`) at 0 from startup: a counter that appears only at its
+/// first increment hides that increment from `increase()`, and the alert on it never fires.
+pub fn start_at_zero(name: &'static str, labels: &[(&'static str, &'static str)]) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(key, value)| metrics::Label::new(*key, *value))
+        .collect();
+    metrics::counter!(name, labels).increment(0);
+}
+
+/// After each batch pulled from a durable consumer: how many of it were redeliveries.
 pub fn record_pulled(consumer: &str, batch: &[async_nats::jetstream::Message]) {
-    let infos: Vec<_> = batch.iter().filter_map(|m| m.info().ok()).collect();
-    if let Some(last) = infos.iter().max_by_key(|i| i.consumer_sequence) {
-        metrics::gauge!(CONSUMER_PENDING, "consumer" => consumer.to_string())
-            .set(last.pending as f64);
-    }
-    let redelivered = infos.iter().filter(|i| i.delivered > 1).count();
+    let redelivered = batch
+        .iter()
+        .filter_map(|m| m.info().ok())
+        .filter(|i| i.delivered > 1)
+        .count();
     if redelivered > 0 {
         metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => consumer.to_string())
             .increment(redelivered as u64);
+    }
+}
+
+/// Each durable consumer's backlog (messages not yet delivered plus delivered but not yet
+/// acked), read from the server when `/metrics` is scraped. Read there, not by the
+/// consumer's own process, the number is right exactly when it matters: while that
+/// process is down or stuck. Every service reports every consumer; alert on the maximum
+/// per consumer.
+pub async fn record_consumers(nats: &async_nats::Client) {
+    let js = async_nats::jetstream::new(nats.clone());
+    for name in [MESSAGES_STREAM, PERSISTED_STREAM] {
+        let Ok(stream) = js.get_stream_no_info(name).await else {
+            continue;
+        };
+        let mut consumers = stream.consumers();
+        while let Some(Ok(info)) = consumers.next().await {
+            if info.config.durable_name.is_none() {
+                continue;
+            }
+            let backlog = info.num_pending + info.num_ack_pending as u64;
+            metrics::gauge!(CONSUMER_PENDING, "consumer" => info.name).set(backlog as f64);
+        }
     }
 }
 

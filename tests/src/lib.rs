@@ -11,6 +11,8 @@
 //! - [`js`]: the official `socket.io-client`, driven from Rust through a Node process.
 //! - [`load`]: steady load from many such clients, recorded for the fault scenarios.
 //! - [`checker`]: judges a load report against Postgres for every §7 guarantee.
+//! - [`otlp::OtlpReceiver`]: an in-process OTLP collector (gRPC and HTTP) the binaries
+//!   export their spans to.
 
 pub mod checker;
 pub mod db;
@@ -18,6 +20,7 @@ pub mod js;
 pub mod load;
 pub mod nats_cluster;
 pub mod nats_server;
+pub mod otlp;
 pub mod pg_server;
 pub mod scenario;
 pub mod stack;

@@ -11,8 +11,12 @@ use anyhow::Context;
 use coachwire_shared::ids::UserId;
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::watch;
 
 pub const JWT_SECRET: &str = "test-secret-of-sufficient-length-0123456789";
 
@@ -51,7 +55,16 @@ pub struct Service {
     pub admin_port: u16,
     env: Vec<(String, String)>,
     child: Child,
+    logs: Logs,
 }
+
+/// The lines a service wrote to stderr (its logs), across restarts, newest last, and a
+/// signal for each new one.
+#[derive(Clone, Default)]
+struct Logs(Arc<(Mutex<Vec<String>>, watch::Sender<u64>)>);
+
+/// Lines kept per service: enough for any test's window, bounded for long fault runs.
+const KEPT_LOG_LINES: usize = 20_000;
 
 impl Service {
     /// Starts `binary` on free ports with `env` (plus its listen addresses).
@@ -71,14 +84,49 @@ impl Service {
             env.push(("COACHWIRE_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")));
             port
         };
-        let child = launch(binary, &env)?;
+        let logs = Logs::default();
+        let child = launch(binary, &env, &logs)?;
         Ok(Self {
             name: binary,
             port,
             admin_port,
             env,
             child,
+            logs,
         })
+    }
+
+    /// Every line the service has logged so far (it still goes to the test's stderr).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The lines logged so far that `matches` selects, once there are at least `n` of
+    /// them (waiting at most `within`).
+    pub async fn wait_for_logs(
+        &self,
+        n: usize,
+        within: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut logged = self.logs.0.1.subscribe();
+        let wait = async {
+            loop {
+                let found: Vec<String> = self.logs().into_iter().filter(|l| matches(l)).collect();
+                if found.len() >= n {
+                    return Ok(found);
+                }
+                logged.changed().await?;
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .with_context(|| format!("{} never logged {n} such line(s)", self.name))?
     }
 
     pub fn url(&self) -> String {
@@ -126,7 +174,7 @@ impl Service {
         if self.is_running() {
             self.kill().await?;
         }
-        self.child = launch(self.name, &self.env)?;
+        self.child = launch(self.name, &self.env, &self.logs)?;
         self.wait_ready(READY_WAIT).await
     }
 
@@ -340,12 +388,32 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn launch(binary: &str, env: &[(String, String)]) -> anyhow::Result<Child> {
-    Command::new(bin_dir().join(binary))
+fn launch(binary: &str, env: &[(String, String)], logs: &Logs) -> anyhow::Result<Child> {
+    let mut child = Command::new(bin_dir().join(binary))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("spawning {binary} (build the workspace first)"))
+        .with_context(|| format!("spawning {binary} (build the workspace first)"))?;
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(keep_lines(stderr, logs.clone()));
+    }
+    Ok(child)
+}
+
+/// Copies a service's stderr to the test's (so a failing test shows it) and keeps it.
+async fn keep_lines(stderr: ChildStderr, logs: Logs) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        let mut kept = logs.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == KEPT_LOG_LINES {
+            kept.drain(..KEPT_LOG_LINES / 2);
+        }
+        kept.push(line);
+        drop(kept);
+        logs.0.1.send_modify(|n| *n += 1);
+    }
 }
 
 /// A conversation between two users, with their tokens.

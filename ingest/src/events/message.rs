@@ -1,7 +1,7 @@
 //! `message`: validate → authorize → rate-limit → make durable → ack.
 
 use super::origin;
-use crate::accept::{Accepted, Draft};
+use crate::accept::{Accepted, Draft, record_outcome};
 use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
@@ -11,6 +11,7 @@ use coachwire_shared::message::MessageType;
 use coachwire_shared::metrics::{ACK_SECONDS, MESSAGES_TOTAL};
 use socketioxide::extract::{Extension, SocketRef, State};
 use std::time::Instant;
+use tracing::{Instrument, field::Empty};
 
 pub async fn handle(
     s: SocketRef,
@@ -22,19 +23,33 @@ pub async fn handle(
     reply: Reply,
 ) {
     let received = Instant::now();
-    let Some(_inflight) = app.drain.admit() else {
-        let draining = Failure::new(
-            coachwire_shared::error::ErrorCode::Unavailable,
-            "this server is shutting down; retry with the same clientMessageId",
-        );
-        return reply.send(Err::<Accepted, _>(draining));
-    };
-    let outcome = send(&s, &app, principal, &joined, turn, payload).await;
+    let span = tracing::info_span!(
+        "message",
+        otel.kind = "server",
+        coachwire.conversation_id = Empty,
+        coachwire.message_id = Empty,
+        coachwire.outcome = Empty,
+        coachwire.error_code = Empty,
+        otel.status_code = Empty,
+    );
+    let outcome = async {
+        let Some(_inflight) = app.drain.admit() else {
+            metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
+            return Err(Failure::new(
+                coachwire_shared::error::ErrorCode::Unavailable,
+                "this server is shutting down; retry with the same clientMessageId",
+            ));
+        };
+        send(&s, &app, principal, &joined, turn, payload).await
+    }
+    .instrument(span.clone())
+    .await;
     if let Err(failure) = &outcome
         && failure.code != coachwire_shared::error::ErrorCode::Unavailable
     {
         metrics::counter!(MESSAGES_TOTAL, "outcome" => "rejected").increment(1);
     }
+    record_outcome(&span, &outcome);
     reply.send(outcome);
     metrics::histogram!(ACK_SECONDS).record(received.elapsed().as_secs_f64());
 }
@@ -54,6 +69,10 @@ async fn send(
         .parse(&payload.json()?)
         .map_err(Failure::validation)?;
     let draft = Draft::try_from(request)?;
+    tracing::Span::current().record(
+        "coachwire.conversation_id",
+        tracing::field::display(draft.conversation),
+    );
     authorize(principal, &draft)?;
     limit(app, principal)?;
     if !joined.contains(draft.conversation) {

@@ -1,20 +1,22 @@
 //! `GET` and `POST /api/conversations/{id}/messages`.
 
 use super::{ApiError, JsonBody, int_param};
-use crate::accept::Draft;
+use crate::accept::{Accepted, Draft, record_outcome};
 use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::events::message::{authorize, limit};
 use crate::events::{db_unavailable, sync::history};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coachwire_shared::db;
 use coachwire_shared::error::{Detail, Failure};
 use coachwire_shared::ids::{ConversationId, Seq};
 use coachwire_shared::message::{DEFAULT_SYNC_LIMIT, MAX_SYNC_LIMIT};
+use coachwire_shared::telemetry::propagation;
 use std::collections::HashMap;
+use tracing::{Instrument, Span, field::Empty};
 
 pub async fn list(
     State(app): State<AppRef>,
@@ -29,13 +31,51 @@ pub async fn list(
     Ok(Json(page).into_response())
 }
 
+/// Continues the caller's `traceparent`, so the message's trace joins the caller's.
 pub async fn post(
     State(app): State<AppRef>,
+    headers: HeaderMap,
     principal: Principal,
     Path(id): Path<String>,
-    JsonBody(mut body): JsonBody,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let conversation = path_conversation(&id)?;
+    let span = tracing::info_span!(
+        "POST /api/conversations/{id}/messages",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/api/conversations/{id}/messages",
+        http.response.status_code = Empty,
+        coachwire.conversation_id = Empty,
+        coachwire.message_id = Empty,
+        coachwire.outcome = Empty,
+        coachwire.error_code = Empty,
+        otel.status_code = Empty,
+    );
+    propagation::continue_from_http(&span, &headers);
+    let outcome = submit(&app, principal, &id, body)
+        .instrument(span.clone())
+        .await;
+    record_outcome(&span, &outcome);
+    let status = match &outcome {
+        Ok(_) => StatusCode::ACCEPTED.as_u16(),
+        Err(failure) => failure.code.http_status(),
+    };
+    span.record("http.response.status_code", status);
+    let accepted = outcome?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+async fn submit(
+    app: &AppRef,
+    principal: Principal,
+    id: &str,
+    mut body: serde_json::Value,
+) -> Result<Accepted, Failure> {
+    let conversation = path_conversation(id)?;
+    Span::current().record(
+        "coachwire.conversation_id",
+        tracing::field::display(conversation),
+    );
     if let Some(object) = body.as_object_mut() {
         let given = object
             .entry("conversationId")
@@ -45,8 +85,7 @@ pub async fn post(
             return Err(Failure::validation(vec![Detail::new(
                 "/conversationId",
                 "must equal the conversation in the path",
-            )])
-            .into());
+            )]));
         }
     }
     let request = app
@@ -56,22 +95,17 @@ pub async fn post(
         .map_err(Failure::validation)?;
     let draft = Draft::try_from(request)?;
     authorize(principal, &draft)?;
-    limit(&app, principal)?;
+    limit(app, principal)?;
     let allowed = db::is_participant(&app.pool, conversation, principal.user)
         .await
         .map_err(db_unavailable)?;
     if !allowed {
-        return Err(Failure::forbidden().into());
+        return Err(Failure::forbidden());
     }
-    let accepted = app
-        .acceptor
-        .accept(principal.user, draft, None, None)
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    app.acceptor.accept(principal.user, draft, None, None).await
 }
 
-fn path_conversation(id: &str) -> Result<ConversationId, ApiError> {
-    ConversationId::parse(id).ok_or_else(|| {
-        Failure::validation(vec![Detail::new("/conversationId", "must be a UUID")]).into()
-    })
+fn path_conversation(id: &str) -> Result<ConversationId, Failure> {
+    ConversationId::parse(id)
+        .ok_or_else(|| Failure::validation(vec![Detail::new("/conversationId", "must be a UUID")]))
 }

@@ -3,6 +3,7 @@
 //! repeats (see the module doc of [`super`]).
 
 use super::presence;
+use async_nats::HeaderMap;
 use chrono::Utc;
 use coachwire_shared::db;
 use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
@@ -10,12 +11,14 @@ use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq};
 use coachwire_shared::message::{Message, MessageDelivered};
 use coachwire_shared::metrics::END_TO_END_SECONDS;
+use coachwire_shared::telemetry::propagation;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo};
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Messages read from Postgres per query while filling a gap: a long outage's gap is
 /// emitted in bounded steps rather than loaded whole.
@@ -116,9 +119,22 @@ impl Room {
         }
     }
 
-    pub(super) async fn on_event(&mut self, payload: &[u8]) {
+    pub(super) async fn on_event(&mut self, payload: &[u8], headers: Option<&HeaderMap>) {
         match serde_json::from_slice(payload) {
-            Ok(RoomEvent::Message(envelope)) => self.deliver(envelope).await,
+            Ok(RoomEvent::Message(envelope)) => {
+                let span = tracing::info_span!(
+                    "room.emit",
+                    otel.kind = "consumer",
+                    messaging.system = "nats",
+                    coachwire.conversation_id = %self.conversation,
+                    coachwire.message_id = %envelope.message.id,
+                    coachwire.seq = envelope.message.seq.map(|seq| seq.0),
+                    coachwire.node = %self.node,
+                    coachwire.members = self.members.len(),
+                );
+                propagation::continue_from_nats(&span, headers);
+                self.deliver(envelope).instrument(span).await
+            }
             Ok(other) => presence::emit(&self.io, &self.name, &self.node, other).await,
             Err(e) => tracing::warn!(error = %e, "undecodable room event"),
         }
