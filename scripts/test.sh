@@ -19,6 +19,6 @@ step cargo build --workspace
 export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
 # The scenarios that measure under load (faults, leaks, slow sockets) run after the rest,
 # one at a time, so that no other test competes with them for the two cores.
-HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket)'
+HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket) | binary(collector_down)'
 step cargo nextest run --workspace --no-fail-fast --no-tests=warn -E "not ($HEAVY)" "$@"
 step cargo nextest run --workspace --no-fail-fast --no-tests=warn --test-threads 1 -E "$HEAVY" "$@"

@@ -19,6 +19,22 @@ pub const DB_POOL_CONNECTIONS: &str = "coachwire_db_pool_connections";
 pub const CONSUMER_REDELIVERED_TOTAL: &str = "coachwire_consumer_redelivered_total";
 pub const DEAD_LETTERS_TOTAL: &str = "coachwire_dead_letters_total";
 
+/// Every name above: what dashboards and alert rules may refer to.
+pub const ALL: &[&str] = &[
+    MESSAGES_TOTAL,
+    ACK_SECONDS,
+    PERSISTED_TOTAL,
+    PERSIST_BATCH_SIZE,
+    END_TO_END_SECONDS,
+    CONNECTIONS,
+    RATE_LIMITED_TOTAL,
+    CONSUMER_PENDING,
+    JOINED_ROOMS,
+    DB_POOL_CONNECTIONS,
+    CONSUMER_REDELIVERED_TOTAL,
+    DEAD_LETTERS_TOTAL,
+];
+
 /// Latency buckets in seconds: sub-millisecond acks up to multi-second outages.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

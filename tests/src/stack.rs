@@ -439,6 +439,18 @@ impl Stack {
         Ok(client)
     }
 
+    /// A fresh conversation, and its first participant connected and joined.
+    pub async fn room_with_alice(
+        &self,
+        driver: &crate::js::Driver,
+    ) -> anyhow::Result<(Room, crate::js::Client)> {
+        let room = self.room().await?;
+        let alice = self
+            .joined(driver, "alice", &room.alice_token, room.id)
+            .await?;
+        Ok((room, alice))
+    }
+
     /// A fresh two-person conversation with hour-long tokens.
     pub async fn room(&self) -> anyhow::Result<Room> {
         let (alice, bob) = (new_user(), new_user());

@@ -115,12 +115,11 @@ async fn one_socket_message_is_one_trace_through_all_three_services_over_grpc() 
     })
     .await
     .expect("stack");
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
+    let (room, alice) = stack
+        .room_with_alice(&driver)
         .await
-        .expect("alice");
+        .expect("alice in a room");
     let bob = stack
         .joined(&driver, "bob", &room.bob_token, room.id)
         .await
@@ -297,12 +296,11 @@ async fn log_lines_carry_trace_ids_even_without_a_collector() {
     })
     .await
     .expect("stack");
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
+    let (room, alice) = stack
+        .room_with_alice(&driver)
         .await
-        .expect("alice");
+        .expect("alice in a room");
     let ack = alice
         .emit_ack(
             "message",
@@ -351,4 +349,123 @@ async fn log_lines_carry_trace_ids_even_without_a_collector() {
         })
         .await
         .expect("the persister's log line carries the message's trace id");
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// The backlog of all persister partitions together.
+fn persister_backlog(scrape: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| line.starts_with(r#"coachwire_consumer_pending{consumer="persister-p"#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(service: &Service) -> String {
+    reqwest::get(format!("{}/metrics", service.admin_url()))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Scrapes `service` until `done` holds (metrics change without an event to await).
+async fn scrape_until(service: &Service, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let wait = async {
+        loop {
+            let text = scrape(service).await;
+            if done(&text) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(SPANS_WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{}: {what} never showed", service.name))
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_what_was_sent_and_the_backlog_shows_a_stopped_persister() {
+    let mut stack = Stack::start().await.expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack
+        .room_with_alice(&driver)
+        .await
+        .expect("alice in a room");
+    let send = |content: &str, cmid: &str| json!({"conversationId": room.id.to_string(), "content": content, "clientMessageId": cmid});
+    let cmids: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut payloads: Vec<Value> = cmids.iter().map(|c| send("counted", c)).collect();
+    payloads.push(send("counted", &cmids[0]));
+    payloads.extend((0..3).map(|_| send("", &uuid::Uuid::new_v4().to_string())));
+    for payload in payloads {
+        alice.emit_ack("message", payload).await.expect("ack");
+    }
+    let ingest = scrape(&stack.ingest[0]).await;
+    let outcome = |scrape: &str, outcome: &str| {
+        sample(
+            scrape,
+            &format!(r#"coachwire_messages_total{{outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(outcome(&ingest, "accepted"), Some(5.0), "{ingest}");
+    assert_eq!(outcome(&ingest, "duplicate"), Some(1.0), "{ingest}");
+    assert_eq!(outcome(&ingest, "rejected"), Some(3.0), "{ingest}");
+    assert_eq!(outcome(&ingest, "unavailable"), Some(0.0), "{ingest}");
+    assert_eq!(
+        sample(&ingest, "coachwire_ack_seconds_count"),
+        Some(9.0),
+        "{ingest}"
+    );
+    let persister = scrape_until(&stack.persisters[0], "5 persisted", |text| {
+        sample(text, "coachwire_persisted_total") == Some(5.0)
+    })
+    .await;
+    assert_eq!(
+        sample(&persister, "coachwire_dead_letters_total"),
+        Some(0.0)
+    );
+
+    stack.persisters[0]
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("the persister stops");
+    for _ in 0..4 {
+        let ack = alice
+            .emit_ack(
+                "message",
+                send("while stopped", &uuid::Uuid::new_v4().to_string()),
+            )
+            .await
+            .expect("ack");
+        assert_eq!(ack["success"], true, "{ack}");
+    }
+    let seen = scrape_until(&stack.ingest[0], "a backlog of 4", |text| {
+        persister_backlog(text) == 4.0
+    })
+    .await;
+    assert_eq!(outcome(&seen, "accepted"), Some(9.0), "{seen}");
+
+    stack.persisters[0]
+        .restart()
+        .await
+        .expect("the persister restarts");
+    scrape_until(&stack.ingest[0], "the backlog drained", |text| {
+        persister_backlog(text) == 0.0
+    })
+    .await;
+    scrape_until(
+        &stack.persisters[0],
+        "4 persisted after the restart",
+        |text| sample(text, "coachwire_persisted_total") == Some(4.0),
+    )
+    .await;
 }

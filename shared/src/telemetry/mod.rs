@@ -81,6 +81,7 @@ fn install(tracer: Option<SdkTracer>, format: Option<LogFormat>, default_level: 
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
+            .with_tracked_inactivity(false)
     });
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty

@@ -44,7 +44,10 @@ struct NatsInjector<'a>(&'a mut HeaderMap);
 
 impl Injector for NatsInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key, value.as_str());
+        // An empty `tracestate` says nothing; leave the header out.
+        if !value.is_empty() {
+            self.0.insert(key, value.as_str());
+        }
     }
 }
 
