@@ -76,7 +76,7 @@ pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: Can
 
 /// The span of one event's routing, continuing the message's trace.
 fn route_span(envelope: &MessageEnvelope, headers: Option<&HeaderMap>) -> Span {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "fanout.route",
         otel.kind = "producer",
         messaging.system = "nats",

@@ -133,7 +133,7 @@ impl Acceptor {
         turn: Option<Ticket>,
     ) -> Result<jetstream::publish::PublishAck, Failure> {
         let subject = message_subject(envelope.message.conversation_id);
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "jetstream.publish",
             otel.kind = "producer",
             messaging.system = "nats",

@@ -188,7 +188,7 @@ impl Persister {
         let mut events = Vec::with_capacity(stored.len());
         for (stored, delivery) in stored.into_iter().zip(messages) {
             record_stored(&delivery.span, &stored);
-            let publish = tracing::info_span!(
+            let publish = tracing::debug_span!(
                 parent: &delivery.span,
                 "persisted.publish",
                 otel.kind = "producer",
@@ -244,7 +244,7 @@ impl Persister {
 
 /// The span of one message's handling here, continuing the trace its headers carry.
 fn message_span(message: &Message, incoming: &Incoming, batch_size: usize) -> Span {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         parent: None,
         "persist",
         otel.kind = "consumer",
@@ -267,7 +267,7 @@ fn write_spans(messages: &[Delivery]) -> Vec<Span> {
     messages
         .iter()
         .map(|delivery| {
-            tracing::info_span!(
+            tracing::debug_span!(
                 parent: &delivery.span,
                 "postgres.write",
                 otel.kind = "client",

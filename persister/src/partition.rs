@@ -86,7 +86,7 @@ pub async fn run_partition(
         last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
         batch.sort_by_key(stream_sequence);
         coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "persist.batch",
             coachwire.partition = %consumer.cached_info().name,
             coachwire.batch_size = batch.len(),

@@ -2,8 +2,10 @@
 //! exported over both OTLP protocols to an in-process collector; an HTTP caller's trace
 //! continued; log lines stamped with the trace; metrics that count exactly.
 
-use coachwire_testkit::js::Driver;
+use coachwire_shared::ids::ConversationId;
+use coachwire_testkit::js::{Client, Driver};
 use coachwire_testkit::otlp::{OtlpReceiver, ReceivedSpan};
+use coachwire_testkit::scenario::nats_client;
 use coachwire_testkit::stack::{Service, Stack, StackOptions};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -88,6 +90,18 @@ fn assert_nothing_leaks(spans: &[ReceivedSpan]) {
             );
         }
     }
+}
+
+/// Sends `content` to `conversation` and expects it accepted.
+async fn send_accepted(client: &Client, conversation: ConversationId, content: &str) {
+    let ack = client
+        .emit_ack(
+            "message",
+            json!({"conversationId": conversation.to_string(), "content": content}),
+        )
+        .await
+        .expect("send");
+    assert_eq!(ack["success"], true, "{ack}");
 }
 
 /// The first JSON line of `service` with `text` in the trace `trace_id`.
@@ -286,12 +300,15 @@ async fn an_http_post_continues_the_callers_trace_over_http_protobuf() {
 }
 
 #[tokio::test]
-async fn log_lines_carry_trace_ids_even_without_a_collector() {
+async fn log_lines_in_the_message_path_carry_its_trace_ids() {
+    let receiver = OtlpReceiver::start().await.expect("receiver");
+    let mut env = receiver.env("http/protobuf");
+    env.push((
+        "RUST_LOG".into(),
+        "info,coachwire_ingest=debug,coachwire_persister=debug".into(),
+    ));
     let stack = Stack::start_with(StackOptions {
-        env: vec![(
-            "RUST_LOG".into(),
-            "info,coachwire_ingest=debug,coachwire_persister=debug".into(),
-        )],
+        env,
         ..Default::default()
     })
     .await
@@ -301,14 +318,7 @@ async fn log_lines_carry_trace_ids_even_without_a_collector() {
         .room_with_alice(&driver)
         .await
         .expect("alice in a room");
-    let ack = alice
-        .emit_ack(
-            "message",
-            json!({"conversationId": room.id.to_string(), "content": "hi"}),
-        )
-        .await
-        .expect("send");
-    assert_eq!(ack["success"], true, "{ack}");
+    send_accepted(&alice, room.id, "hi").await;
     let refused = alice
         .emit_ack(
             "message",
@@ -468,4 +478,29 @@ async fn counters_move_by_exactly_what_was_sent_and_the_backlog_shows_a_stopped_
         |text| sample(text, "coachwire_persisted_total") == Some(4.0),
     )
     .await;
+}
+
+#[tokio::test]
+async fn without_an_endpoint_nothing_is_traced() {
+    let stack = Stack::start().await.expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack
+        .room_with_alice(&driver)
+        .await
+        .expect("alice in a room");
+    send_accepted(&alice, room.id, "untraced").await;
+    let js = async_nats::jetstream::new(nats_client(&stack.nats_url()).await);
+    let stream = js
+        .get_stream(coachwire_shared::subjects::MESSAGES_STREAM)
+        .await
+        .expect("the stream");
+    let accepted = stream
+        .get_raw_message(1)
+        .await
+        .expect("the accepted message");
+    assert!(
+        accepted.headers.get("traceparent").is_none(),
+        "no trace context is made or carried: {:?}",
+        accepted.headers
+    );
 }

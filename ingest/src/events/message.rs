@@ -23,7 +23,7 @@ pub async fn handle(
     reply: Reply,
 ) {
     let received = Instant::now();
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "message",
         otel.kind = "server",
         coachwire.conversation_id = Empty,

@@ -39,7 +39,7 @@ pub async fn post(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         "POST /api/conversations/{id}/messages",
         otel.kind = "server",
         http.request.method = "POST",

@@ -122,7 +122,7 @@ impl Room {
     pub(super) async fn on_event(&mut self, payload: &[u8], headers: Option<&HeaderMap>) {
         match serde_json::from_slice(payload) {
             Ok(RoomEvent::Message(envelope)) => {
-                let span = tracing::info_span!(
+                let span = tracing::debug_span!(
                     "room.emit",
                     otel.kind = "consumer",
                     messaging.system = "nats",

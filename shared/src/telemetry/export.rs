@@ -11,15 +11,15 @@
 use opentelemetry_otlp::{ExporterBuildError, SpanExporter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::runtime;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 
-/// The tracer provider, and whether it exports.
+/// The exporting tracer provider, or `None` when no endpoint is configured.
 pub(super) fn provider(
     service: &'static str,
-) -> Result<(SdkTracerProvider, bool), ExporterBuildError> {
+) -> Result<Option<SdkTracerProvider>, ExporterBuildError> {
     if !export_configured() {
-        return Ok((local_provider(service), false));
+        return Ok(None);
     }
     let exporter = SpanExporter::builder().build()?;
     let processor = BatchSpanProcessor::builder(exporter, runtime::Tokio).build();
@@ -27,16 +27,7 @@ pub(super) fn provider(
         .with_resource(resource(service))
         .with_span_processor(processor)
         .build();
-    Ok((provider, true))
-}
-
-/// Spans with ids for propagation and logs, exported nowhere. A trace started here is
-/// not sampled; one continued from a sampled caller stays sampled downstream.
-pub(super) fn local_provider(service: &'static str) -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_resource(resource(service))
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
-        .build()
+    Ok(Some(provider))
 }
 
 /// An endpoint is set (for all signals or for traces), and neither the SDK nor the

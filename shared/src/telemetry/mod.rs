@@ -7,9 +7,9 @@
 //! - [`propagation`]: the W3C trace context in and out of NATS and HTTP headers, so one
 //!   trace follows a message through all three services.
 //!
-//! Spans are made even without an exporter: their ids travel in NATS headers and stamp
-//! the logs, so an operator can follow one message through every service's log. Without
-//! an exporter new traces are not sampled, so spans are never recorded for export.
+//! Without an exporter (no endpoint set) nothing of OpenTelemetry is installed: no
+//! span gets ids, no header is added, and the message path pays nothing for tracing
+//! (§11). Logs then carry no trace ids; set an endpoint to get both.
 //!
 //! Neither logs nor spans carry message content, tokens or user agents: handlers record
 //! ids, counts and codes only.
@@ -23,7 +23,6 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use std::io::IsTerminal;
 use std::time::Duration;
-use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::{Layer, fmt, prelude::*};
@@ -35,22 +34,19 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The installed tracer; [`Telemetry::shutdown`] flushes what it still holds.
 #[must_use = "call shutdown() before exiting, or the last spans are lost"]
 pub struct Telemetry {
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
 }
 
 /// Installs logging and tracing for the service `service` (the default
 /// `service.name`, which `OTEL_SERVICE_NAME` overrides). `RUST_LOG` filters the logs
 /// (default `info`); the spans exported are those of coachwire's own crates.
 pub fn init(format: Option<LogFormat>, service: &'static str) -> Telemetry {
-    let (provider, exporting) = match export::provider(service) {
-        Ok(built) => built,
-        Err(e) => {
-            eprintln!("{service}: tracing export is off: {e}");
-            (export::local_provider(service), false)
-        }
-    };
-    install(Some(provider.tracer(service)), format, "info");
-    if exporting {
+    let provider = export::provider(service).unwrap_or_else(|e| {
+        eprintln!("{service}: tracing export is off: {e}");
+        None
+    });
+    install(provider.as_ref().map(|p| p.tracer(service)), format, "info");
+    if provider.is_some() {
         tracing::info!(service, "exporting traces over OTLP");
     }
     Telemetry { provider }
@@ -62,19 +58,18 @@ pub fn init_with_default(format: Option<LogFormat>, default_level: &str) {
     install(None, format, default_level);
 }
 
-/// One global filter, not one per layer: events as `RUST_LOG` says, and coachwire's own
-/// spans always (they carry no text of their own; the log lines show them only as the
-/// context of an event). Per-layer filters were tried: with two of them, events and
-/// spans that both enabled went missing.
+/// One global filter, not one per layer: events as `RUST_LOG` says, and, when spans
+/// are exported, every span of coachwire's own crates (they are `debug`, so without an
+/// exporter they cost nothing at the default level; with one, they carry no text of
+/// their own, and log lines show them only as the context of an event). Per-layer
+/// filters were tried: with two of them, events and spans that both enabled went
+/// missing.
 fn install(tracer: Option<SdkTracer>, format: Option<LogFormat>, default_level: &str) {
     let logs = log_filter(default_level);
-    let tracing = tracer.is_some();
+    let exported = tracer.is_some();
     let filter = filter_fn(move |meta| {
         logs.would_enable(meta.target(), meta.level())
-            || (tracing
-                && meta.is_span()
-                && meta.target().starts_with("coachwire")
-                && *meta.level() <= Level::INFO)
+            || (exported && meta.is_span() && meta.target().starts_with("coachwire"))
     });
     let spans = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
@@ -123,8 +118,10 @@ impl Telemetry {
     /// Exports the spans still queued, waiting at most [`FLUSH_TIMEOUT`]. The SDK's
     /// shutdown blocks its caller, so it runs on a thread of its own.
     pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
         let (done, finished) = tokio::sync::oneshot::channel();
-        let provider = self.provider;
         std::thread::spawn(move || {
             let _ = done.send(provider.shutdown());
         });

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Benchmarks coachwire against the seed's naive design on this machine, in one run.
+#   scripts/bench.sh [RATE ...]        default rates: 1000 2000 4000 6000 8000 msg/s
+# Env: BENCH_CONNECTIONS (200), BENCH_ROOM_SIZE (4), BENCH_DURATION (8s), BENCH_WARMUP (2s),
+#      BENCH_DRIVERS (Node client processes, 1), BENCH_SKIP_REFERENCE=1.
+# Starts the stack (release build, rate limits off), steps through the rates with
+# coachwire-load, then does the same against bench/reference (one Node process,
+# socket.io + pg, insert then ack) on its own database, and prints one table with the
+# ratio. Results: .run/bench/<label>-<rate>.json and .run/bench/summary.json.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+RATES=("$@"); [ ${#RATES[@]} -gt 0 ] || RATES=(1000 2000 4000 6000 8000)
+OUT=$ROOT/.run/bench
+REF_PORT=3100
+REF_DB=coachwire_bench_reference
+
+export_defaults
+ensure_postgres
+ensure_node_deps
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json
+
+# The benchmark measures the pipeline, not the abuse limits.
+export COACHWIRE_MESSAGE_LIMIT=0 COACHWIRE_CONNECTION_LIMIT=0
+scripts/run-stack.sh >/dev/null
+export COACHWIRE_JWT_SECRET=${COACHWIRE_JWT_SECRET:-$(cat .run/jwt-secret)}
+LOAD=$CARGO_TARGET_DIR/release/coachwire-load
+
+# A step that cannot finish (a server too far behind to accept the clients) is reported
+# as missing rather than ending the run.
+load() { # LABEL URL DATABASE_URL RATE
+  log "$1 at $4 msg/s"
+  "$LOAD" --label "$1" --url "$2" --database-url "$3" --rate "$4" \
+    --connections "${BENCH_CONNECTIONS:-200}" --room-size "${BENCH_ROOM_SIZE:-4}" \
+    --duration "${BENCH_DURATION:-8s}" --warmup "${BENCH_WARMUP:-2s}" \
+    --drivers "${BENCH_DRIVERS:-1}" --json "$OUT/$1-$4.json" || log "WARNING: $1 at $4 msg/s did not finish"
+}
+
+for rate in "${RATES[@]}"; do load coachwire http://127.0.0.1:3000 "$DATABASE_URL" "$rate"; done
+scripts/run-stack.sh stop >/dev/null
+
+if [ "${BENCH_SKIP_REFERENCE:-0}" != 1 ]; then
+  [ -d bench/reference/node_modules ] || (cd bench/reference && npm ci --no-audit --no-fund)
+  ref_url=${DATABASE_URL%/*}/$REF_DB
+  psql "$DATABASE_URL" -XAtqc "DROP DATABASE IF EXISTS $REF_DB" -c "CREATE DATABASE $REF_DB" >/dev/null
+  # A fresh process per step, as the stack gets a settled pipeline per step: a backlog
+  # left by an overloaded step must not count against the next one.
+  for rate in "${RATES[@]}"; do
+    DATABASE_URL=$ref_url PORT=$REF_PORT COACHWIRE_JWT_SECRET=$COACHWIRE_JWT_SECRET \
+      node bench/reference/server.mjs >>"$OUT/reference.log" 2>&1 &
+    ref_pid=$!
+    wait_for 30 curl -fsS "http://127.0.0.1:$REF_PORT/healthz" || die "reference server not up; see $OUT/reference.log"
+    load reference "http://127.0.0.1:$REF_PORT" "$ref_url" "$rate"
+    kill "$ref_pid"; wait "$ref_pid" 2>/dev/null || true
+  done
+fi
+
+python3 - "$OUT" "${RATES[@]}" <<'PY'
+import json, os, sys
+out, rates = sys.argv[1], sys.argv[2:]
+def get(label, rate):
+    path = os.path.join(out, f"{label}-{rate}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+rows = []
+print(f"{'rate':>6} | {'server':<10} {'acked/s':>8} {'acked%':>7} {'ack p50':>8} {'ack p99':>8} {'room p99':>9} {'deliv p99':>9} check")
+for rate in rates:
+    for label in ("coachwire", "reference"):
+        r = get(label, rate)
+        if not r:
+            continue
+        rows.append(r)
+        print(f"{rate:>6} | {label:<10} {r['acked_per_sec']:>8.0f} {100*r['acked_ratio']:>6.2f}% "
+              f"{r['ack_ms']['p50']:>7.1f}ms {r['ack_ms']['p99']:>7.1f}ms {r['room_ms']['p99']:>8.1f}ms "
+              f"{r['delivered_ms']['p99']:>8.1f}ms {r['check'][:40]}")
+def held(r):
+    return r and r["acked_ratio"] >= 0.99 and r["ack_ms"]["p99"] <= 10 and r["room_ms"]["p99"] <= 50 and r["check"] == "passed"
+best = {label: max([int(x) for x in rates if held(get(label, x))] or [0]) for label in ("coachwire", "reference")}
+print(f"highest rate held (>=99% acked, ack p99 <= 10 ms, send->room p99 <= 50 ms, checker passed): "
+      f"coachwire {best['coachwire']} msg/s, reference {best['reference']} msg/s"
+      + (f", ratio {best['coachwire']/best['reference']:.1f}x" if best["reference"] else ""))
+json.dump({"runs": rows, "held": best}, open(os.path.join(out, "summary.json"), "w"), indent=2)
+PY
