@@ -73,12 +73,21 @@ for rate in rates:
         rows.append(r)
         print(f"{rate:>6} | {label:<10} {r['acked_per_sec']:>8.0f} {100*r['acked_ratio']:>6.2f}% "
               f"{r['ack_ms']['p50']:>7.1f}ms {r['ack_ms']['p99']:>7.1f}ms {r['room_ms']['p99']:>8.1f}ms "
-              f"{r['delivered_ms']['p99']:>8.1f}ms {r['check'][:40]}")
-def held(r):
-    return r and r["acked_ratio"] >= 0.99 and r["ack_ms"]["p99"] <= 10 and r["room_ms"]["p99"] <= 50 and r["check"] == "passed"
-best = {label: max([int(x) for x in rates if held(get(label, x))] or [0]) for label in ("coachwire", "reference")}
-print(f"highest rate held (>=99% acked, ack p99 <= 10 ms, send->room p99 <= 50 ms, checker passed): "
-      f"coachwire {best['coachwire']} msg/s, reference {best['reference']} msg/s"
-      + (f", ratio {best['coachwire']/best['reference']:.1f}x" if best["reference"] else ""))
+              f"{r['delivered_ms']['p99']:>8.1f}ms {r['check'].splitlines()[0][:40]}")
+def held(r, ack_p99, room_p99):
+    return (r and r["acked_ratio"] >= 0.99 and r["ack_ms"]["p99"] <= ack_p99
+            and r["room_ms"]["p99"] <= room_p99 and r["check"] == "passed")
+criteria = {
+    "target (ack p99 <= 10 ms, send->room p99 <= 50 ms)": (10, 50),
+    "keeps up (ack p99 <= 250 ms, send->room p99 <= 500 ms)": (250, 500),
+}
+best = {}
+for name, (ack, room) in criteria.items():
+    best[name] = {label: max([int(x) for x in rates if held(get(label, x), ack, room)] or [0])
+                  for label in ("coachwire", "reference")}
+    b = best[name]
+    ratio = f", ratio {b['coachwire']/b['reference']:.1f}x" if b["reference"] else ""
+    print(f"highest rate held, {name}, >=99% acked, checker passed: "
+          f"coachwire {b['coachwire']} msg/s, reference {b['reference']} msg/s{ratio}")
 json.dump({"runs": rows, "held": best}, open(os.path.join(out, "summary.json"), "w"), indent=2)
 PY
