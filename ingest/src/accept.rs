@@ -1,5 +1,10 @@
 //! The durable path of a message: id → (already stored?) → publish → PubAck → ack.
 //!
+//! "Already stored?" is a Postgres lookup, asked only where JetStream's duplicate window
+//! cannot answer: for a `clientMessageId` that is not a recent UUIDv7. A recent one is a
+//! first send or a retry inside the window, and the stream's deduplication answers it
+//! without a round trip to Postgres on the ack path.
+//!
 //! Each caller awaits only its own PubAck: publishes from all sockets are pipelined on one
 //! connection, so a slow ack never holds up another socket. A PubAck that does not come in
 //! time answers `UNAVAILABLE` (the message may still be stored: the client's retry with the
@@ -13,18 +18,23 @@ use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use coachwire_shared::message::{Message, MessagePayload, MessageType, Metadata, now_millis};
 use coachwire_shared::metrics::MESSAGES_TOTAL;
+use coachwire_shared::nats::DUPLICATE_WINDOW;
 use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
 use coachwire_shared::telemetry::propagation;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tracing::{Instrument, Span, field::Empty};
 
 /// A retry lookup must not stall the send path when Postgres is slow or down (§7.5: ingest
 /// keeps accepting then); JetStream's duplicate window still catches recent retries.
 const STORED_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// A retry whose `clientMessageId` (a UUIDv7) was minted less than this long ago is
+/// caught by JetStream's duplicate window, which counts from the first publish, after the
+/// minting; half the window leaves room for a client clock minutes ahead of ours.
+const CAUGHT_BY_THE_STREAM: Duration = Duration::from_secs(DUPLICATE_WINDOW.as_secs() / 2);
 /// How long lookups are skipped after one failed: short enough that lookups resume within
 /// seconds of Postgres coming back.
 const LOOKUP_PAUSE: Duration = Duration::from_secs(2);
@@ -96,7 +106,9 @@ impl Acceptor {
             None => MessageId::generate(),
         };
         Span::current().record("coachwire.message_id", tracing::field::display(id));
-        if draft.client_message_id.is_some()
+        if draft
+            .client_message_id
+            .is_some_and(|cmid| !cmid.minted_within(CAUGHT_BY_THE_STREAM, SystemTime::now()))
             && let Some(stored) = self.stored(id).await
         {
             return Ok(outcome(stored, true));

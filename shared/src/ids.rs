@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 macro_rules! uuid_id {
@@ -47,6 +48,29 @@ uuid_id!(
 /// Namespace for deriving message ids from (user, clientMessageId); fixed forever, since
 /// changing it would give retries of old messages new ids.
 const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_3a0e_8d2b_4f5a_9c7e_0b1d_2e3f_4a5b);
+
+impl ClientMessageId {
+    /// Whether this id says it was minted less than `window` before `now`: only a
+    /// UUIDv7 says when it was minted. One from more than a minute in the future (a
+    /// client clock far ahead) says nothing either.
+    pub fn minted_within(&self, window: Duration, now: SystemTime) -> bool {
+        if self.0.get_version() != Some(uuid::Version::SortRand) {
+            return false;
+        }
+        let Some(timestamp) = self.0.get_timestamp() else {
+            return false;
+        };
+        let (secs, nanos) = timestamp.to_unix();
+        let minted = UNIX_EPOCH + Duration::new(secs, nanos);
+        match now.duration_since(minted) {
+            Ok(age) => age < window,
+            Err(ahead) => ahead.duration() <= MAX_CLOCK_AHEAD,
+        }
+    }
+}
+
+/// How far ahead of ours a client's clock may be for its UUIDv7 to count as recent.
+const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(60);
 
 impl MessageId {
     /// The id of a message that carries a `clientMessageId`: the same for every retry, at
@@ -152,6 +176,24 @@ mod tests {
         assert_eq!(id.0.get_version(), Some(uuid::Version::Custom));
         let random = MessageId::derive(user, ClientMessageId(Uuid::new_v4()));
         assert_eq!(random.0.get_version(), Some(uuid::Version::Sha1));
+    }
+
+    #[test]
+    fn only_a_recent_uuid_v7_counts_as_recently_minted() {
+        let window = Duration::from_secs(300);
+        let now = SystemTime::now();
+        let at = |t: SystemTime| {
+            let since = t.duration_since(UNIX_EPOCH).expect("after 1970");
+            let ts =
+                uuid::Timestamp::from_unix(uuid::NoContext, since.as_secs(), since.subsec_nanos());
+            ClientMessageId(Uuid::new_v7(ts))
+        };
+        assert!(at(now).minted_within(window, now));
+        assert!(at(now - Duration::from_secs(299)).minted_within(window, now));
+        assert!(!at(now - Duration::from_secs(301)).minted_within(window, now));
+        assert!(at(now + Duration::from_secs(30)).minted_within(window, now));
+        assert!(!at(now + Duration::from_secs(120)).minted_within(window, now));
+        assert!(!ClientMessageId(Uuid::new_v4()).minted_within(window, now));
     }
 
     #[test]

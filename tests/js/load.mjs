@@ -23,7 +23,7 @@
 // One clock: performance.now() (ms since the driver started) for every recorded time,
 // so "A's ack arrived before B was first sent" is a plain comparison.
 import { createInterface } from "node:readline";
-import { randomUUID } from "node:crypto";
+import { v4 as uuidv4, v7 as uuidv7 } from "uuid";
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { io } from "socket.io-client";
@@ -46,6 +46,10 @@ const TICK_MS = 10;
 const SYNC_PAGE = 500;
 const SETTLE_POLL_MS = 100;
 
+// Time-ordered, as a well-behaved client mints them: ingest then knows a recent id is
+// covered by JetStream's duplicate window and skips its Postgres lookup.
+// LOAD_CLIENT_ID=v4 mints random ones instead, to measure what that lookup costs.
+const newClientMessageId = process.env.LOAD_CLIENT_ID === "v4" ? uuidv4 : uuidv7;
 const now = () => Math.round(performance.now() * 1000) / 1000;
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 const log = (...args) => process.stderr.write(`[load] ${args.join(" ")}\n`);
@@ -177,7 +181,7 @@ class Client {
   newMessage() {
     this.sent += 1;
     const msg = {
-      clientMessageId: randomUUID(),
+      clientMessageId: newClientMessageId(),
       client: this.name,
       userId: this.userId,
       conversationId: this.conversationId,

@@ -1,6 +1,7 @@
 //! End to end through all three binaries with the official socket.io-client: connect,
 //! join, send, receive, delivery receipts, retries, ordering, several ingest nodes.
 
+use coachwire_shared::ids::{ClientMessageId, MessageId};
 use coachwire_testkit::js::{ConnectOptions, ConnectOutcome, Driver};
 use coachwire_testkit::stack::{Stack, StackOptions, new_user, token};
 use serde_json::{Value, json};
@@ -498,4 +499,48 @@ async fn sync_pages_through_history_in_seq_order() {
         .await
         .expect("sync");
     assert_eq!(too_big["details"][0]["path"], "/limit");
+}
+
+#[tokio::test]
+async fn a_retry_long_after_the_stream_forgot_it_is_still_acked_as_the_stored_duplicate() {
+    let stack = Stack::start().await.expect("stack");
+    let room = stack.room().await.expect("room");
+    let driver = Driver::start().await.expect("driver");
+    let alice = stack
+        .joined(&driver, "alice", &room.alice_token, room.id)
+        .await
+        .expect("alice joined");
+    // A UUIDv7 minted 20 minutes ago: its first send was stored, and JetStream's
+    // 10-minute duplicate window has long forgotten it.
+    let minted = std::time::SystemTime::now() - Duration::from_secs(20 * 60);
+    let since = minted
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let cmid = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        since.as_secs(),
+        since.subsec_nanos(),
+    ));
+    let id = MessageId::derive(room.alice, ClientMessageId(cmid));
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, user_id, content, type, client_message_id, seq, created_at)
+         VALUES ($1, $2, $3, 'long ago', 'user', $4, 1, now() - interval '20 minutes')",
+    )
+    .bind(id.0)
+    .bind(room.id.0)
+    .bind(room.alice.0)
+    .bind(cmid)
+    .execute(&stack.db.pool)
+    .await
+    .expect("the stored first send");
+    let mut payload = send(room.id, "long ago");
+    payload["clientMessageId"] = json!(cmid.to_string());
+    let retry = alice.emit_ack("message", payload).await.expect("ack");
+    assert_eq!(retry["duplicate"], true, "{retry}");
+    assert_eq!(retry["message"]["id"], id.to_string());
+    assert_eq!(
+        retry["message"]["seq"], 1,
+        "answered from Postgres: {retry}"
+    );
+    assert_eq!(stack.db.message_count().await.expect("count"), 1);
 }
