@@ -504,12 +504,8 @@ async fn sync_pages_through_history_in_seq_order() {
 #[tokio::test]
 async fn a_retry_long_after_the_stream_forgot_it_is_still_acked_as_the_stored_duplicate() {
     let stack = Stack::start().await.expect("stack");
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
-        .await
-        .expect("alice joined");
+    let (room, alice) = stack.room_with_alice(&driver).await.expect("alice joined");
     // A UUIDv7 minted 20 minutes ago: its first send was stored, and JetStream's
     // 10-minute duplicate window has long forgotten it.
     let minted = std::time::SystemTime::now() - Duration::from_secs(20 * 60);
