@@ -7,7 +7,7 @@
 // network dropped reconnects (to the next ingest URL), re-joins and calls `sync` from
 // the last seq it saw. Everything is recorded; the Rust checker judges it.
 //
-// Config: one JSON argument
+// Config: the path of a JSON file (one argument)
 //   { urls: [..], rate: msgs/s, ackTimeoutMs?, stopDeadlineMs?, settleTimeoutMs?,
 //     reportPath, clients: [{ name, userId, token, conversationId, urlIndex? }] }
 // Control (JSON lines on stdin) → answers (JSON lines on stdout):
@@ -24,11 +24,11 @@
 // so "A's ack arrived before B was first sent" is a plain comparison.
 import { createInterface } from "node:readline";
 import { v4 as uuidv4, v7 as uuidv7 } from "uuid";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { io } from "socket.io-client";
 
-const config = JSON.parse(process.argv[2] ?? "{}");
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const URLS = config.urls;
 const RATE = config.rate ?? 100;
 /** Longer than ingest's PubAck timeout (5 s), so a slow NATS answers UNAVAILABLE first. */

@@ -169,6 +169,7 @@ pub struct Load {
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<Value>,
     report_path: PathBuf,
+    config_path: PathBuf,
     keep_report: bool,
     stop_deadline: Duration,
 }
@@ -176,8 +177,11 @@ pub struct Load {
 impl Load {
     /// Spawns the driver and waits until every client is connected and joined.
     pub async fn start(config: &LoadConfig) -> Result<Load> {
-        let report_path =
-            std::env::temp_dir().join(format!("cw-load-{}.json", uuid::Uuid::new_v4().simple()));
+        let run = uuid::Uuid::new_v4().simple();
+        let report_path = std::env::temp_dir().join(format!("cw-load-{run}.json"));
+        // A file, not an argument: thousands of clients' tokens exceed the kernel's
+        // 128 KiB limit on one argument.
+        let config_path = std::env::temp_dir().join(format!("cw-load-config-{run}.json"));
         let clients: Vec<Value> = config
             .clients
             .iter()
@@ -196,7 +200,10 @@ impl Load {
             child,
             stdin,
             stdout,
-        } = NodeScript::spawn("load.mjs", &[arg.to_string()])?;
+        } = {
+            std::fs::write(&config_path, arg.to_string())?;
+            NodeScript::spawn("load.mjs", &[config_path.display().to_string()])?
+        };
         let (tx, lines) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -214,6 +221,7 @@ impl Load {
             stdin,
             lines,
             report_path,
+            config_path,
             keep_report: false,
             stop_deadline: config.stop_deadline,
         };
@@ -325,6 +333,7 @@ impl Load {
 
 impl Drop for Load {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config_path);
         if !self.keep_report {
             let _ = std::fs::remove_file(&self.report_path);
         }
