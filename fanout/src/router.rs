@@ -102,11 +102,16 @@ pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
             continue;
         };
         let headers = propagation::nats_headers(&span);
-        if let Err(e) = nats
-            .publish_with_headers(subject, headers, payload.into())
-            .instrument(span)
-            .await
-        {
+        let published = async {
+            match headers {
+                Some(headers) => {
+                    nats.publish_with_headers(subject, headers, payload.into())
+                        .await
+                }
+                None => nats.publish(subject, payload.into()).await,
+            }
+        };
+        if let Err(e) = published.instrument(span).await {
             tracing::warn!(error = %e, "room publish failed; the event will be redelivered");
             return;
         }

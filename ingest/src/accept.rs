@@ -154,10 +154,12 @@ impl Acceptor {
             otel.status_code = Empty,
         );
         let payload = serde_json::to_vec(envelope).map_err(|_| Failure::internal())?;
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload.into())
-            .headers(propagation::nats_headers(&span))
             .message_id(envelope.message.id.to_string());
+        if let Some(headers) = propagation::nats_headers(&span) {
+            message = message.headers(headers);
+        }
         async {
             if let Some(turn) = &turn {
                 turn.wait_turn().await;

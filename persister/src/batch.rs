@@ -194,7 +194,7 @@ impl Persister {
                 otel.kind = "producer",
                 messaging.system = "nats",
             );
-            events.push((stored.envelope, Some(propagation::nats_headers(&publish))));
+            events.push((stored.envelope, propagation::nats_headers(&publish)));
             publishes.push(publish);
         }
         let mut backoff = FIRST_BACKOFF;

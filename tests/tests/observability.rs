@@ -92,6 +92,22 @@ fn assert_nothing_leaks(spans: &[ReceivedSpan]) {
     }
 }
 
+/// A stack exporting to `receiver` over `protocol`, logging the message path's
+/// debug lines (one per message in ingest and the persister).
+async fn traced_stack(receiver: &OtlpReceiver, protocol: &str) -> Stack {
+    let mut env = receiver.env(protocol);
+    env.push((
+        "RUST_LOG".into(),
+        "info,coachwire_ingest=debug,coachwire_persister=debug".into(),
+    ));
+    Stack::start_with(StackOptions {
+        env,
+        ..Default::default()
+    })
+    .await
+    .expect("stack")
+}
+
 /// Sends `content` to `conversation` and expects it accepted.
 async fn send_accepted(client: &Client, conversation: ConversationId, content: &str) {
     let ack = client
@@ -118,17 +134,7 @@ async fn logged_in_trace(service: &Service, text: &str, trace_id: &str) -> Value
 #[tokio::test]
 async fn one_socket_message_is_one_trace_through_all_three_services_over_grpc() {
     let receiver = OtlpReceiver::start().await.expect("receiver");
-    let mut env = receiver.env("grpc");
-    env.push((
-        "RUST_LOG".into(),
-        "info,coachwire_ingest=debug,coachwire_persister=debug".into(),
-    ));
-    let stack = Stack::start_with(StackOptions {
-        env,
-        ..Default::default()
-    })
-    .await
-    .expect("stack");
+    let stack = traced_stack(&receiver, "grpc").await;
     let driver = Driver::start().await.expect("driver");
     let (room, alice) = stack
         .room_with_alice(&driver)
@@ -302,17 +308,7 @@ async fn an_http_post_continues_the_callers_trace_over_http_protobuf() {
 #[tokio::test]
 async fn log_lines_in_the_message_path_carry_its_trace_ids() {
     let receiver = OtlpReceiver::start().await.expect("receiver");
-    let mut env = receiver.env("http/protobuf");
-    env.push((
-        "RUST_LOG".into(),
-        "info,coachwire_ingest=debug,coachwire_persister=debug".into(),
-    ));
-    let stack = Stack::start_with(StackOptions {
-        env,
-        ..Default::default()
-    })
-    .await
-    .expect("stack");
+    let stack = traced_stack(&receiver, "http/protobuf").await;
     let driver = Driver::start().await.expect("driver");
     let (room, alice) = stack
         .room_with_alice(&driver)
@@ -499,7 +495,8 @@ async fn without_an_endpoint_nothing_is_traced() {
         .await
         .expect("the accepted message");
     assert!(
-        accepted.headers.get("traceparent").is_none(),
+        accepted.headers.get("traceparent").is_none()
+            && accepted.headers.get("tracestate").is_none(),
         "no trace context is made or carried: {:?}",
         accepted.headers
     );

@@ -13,11 +13,12 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Headers carrying `span`'s trace context (empty when tracing is not installed).
-pub fn nats_headers(span: &Span) -> HeaderMap {
+/// Headers carrying `span`'s trace context; `None` when there is none (no exporter
+/// installed), so an untraced message goes out as a plain publish with no header block.
+pub fn nats_headers(span: &Span) -> Option<HeaderMap> {
     let mut headers = HeaderMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut NatsInjector(&mut headers));
-    headers
+    (!headers.is_empty()).then_some(headers)
 }
 
 /// Makes `span` a child of the context in `headers`, if they carry one; otherwise the
