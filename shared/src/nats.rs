@@ -294,8 +294,12 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsEr
     Ok(client)
 }
 
+/// Connected, and the server's INFO read: the state can turn `Connected` a moment before
+/// `server_info()` holds the server's, and the version check must not read an empty one.
 async fn wait_connected(client: &async_nats::Client) {
-    while client.connection_state() != async_nats::connection::State::Connected {
+    while client.connection_state() != async_nats::connection::State::Connected
+        || client.server_info().version.is_empty()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
