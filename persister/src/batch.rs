@@ -46,7 +46,7 @@ pub struct Persister {
 }
 
 /// How a batch ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Stored, published and acked (`fresh` rows were new).
     Done { fresh: usize },

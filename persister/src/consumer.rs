@@ -12,6 +12,7 @@
 
 use crate::batch::Persister;
 use crate::partition::run_partition;
+use crate::writer::Writer;
 use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy, PullConsumer, pull};
 use coachwire_shared::subjects::{
     MESSAGES_STREAM, PARTITIONS, PERSISTER_GROUP, partition_filter, persister_consumer,
@@ -82,13 +83,21 @@ pub async fn run(
     tuning: ConsumerTuning,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
-    let tracker = TaskTracker::new();
+    let mut consumers = Vec::new();
     for partition in 0..PARTITIONS {
-        let consumer = ensure_consumer(&persister.js, partition, &tuning).await?;
-        let (persister, tuning, shutdown) = (persister.clone(), tuning.clone(), shutdown.clone());
-        tracker.spawn(async move { run_partition(persister, consumer, tuning, shutdown).await });
+        consumers.push(ensure_consumer(&persister.js, partition, &tuning).await?);
     }
+    let (writer, writing) = Writer::spawn(persister, shutdown.clone());
+    let tracker = TaskTracker::new();
+    for consumer in consumers {
+        let (writer, tuning, shutdown) = (writer.clone(), tuning.clone(), shutdown.clone());
+        tracker.spawn(async move { run_partition(writer, consumer, tuning, shutdown).await });
+    }
+    drop(writer);
     tracker.close();
     tracker.wait().await;
+    if writing.await.is_err() {
+        tracing::error!("the writer failed");
+    }
     Ok(())
 }

@@ -2,8 +2,10 @@
 //!
 //! - [`consumer`]: the durable consumers, one per partition, each pinned to one active
 //!   persister through a priority group; runs every partition.
-//! - [`partition`]: per partition, a puller that keeps the pin and a writer that takes
-//!   what was pulled one batch at a time; hands the partition back at shutdown.
+//! - [`partition`]: per partition, a puller that keeps the pin and a loop that hands what
+//!   was pulled to the writer one batch at a time; hands the partition back at shutdown.
+//! - [`writer`]: one per process; the batches all partitions have ready go to Postgres in
+//!   one transaction.
 //! - [`batch`]: what happens to one batch: decode → store (with retries) → publish the
 //!   persisted events → ack; poison messages are isolated and dead-lettered.
 //! - [`store`]: the single transaction that assigns `seq` and inserts a batch idempotently.
@@ -20,3 +22,4 @@ pub mod partition;
 pub mod settings;
 pub mod startup;
 pub mod store;
+pub mod writer;

@@ -1,5 +1,5 @@
-//! One partition's loop: a puller that never stops pulling, and a writer that processes
-//! what it pulled one batch at a time.
+//! One partition's loop: a puller that never stops pulling, and a loop that hands what it
+//! pulled to the process's [`Writer`] one batch at a time.
 //!
 //! Why two tasks: the partition is pinned to this persister only while it keeps pulling
 //! (`pinned_ttl`). A writer stuck on a Postgres outage holds its batch (kept alive by
@@ -18,8 +18,8 @@
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
 //! released (else the next persister would wait `pinned_ttl`).
 
-use crate::batch::Persister;
 use crate::consumer::ConsumerTuning;
+use crate::writer::Writer;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{AckKind, Message};
 use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTER_GROUP};
@@ -28,7 +28,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// How long one pull request waits on the server; renewed continuously, well inside
 /// `pinned_ttl`, so a live persister never loses its pin.
@@ -44,7 +43,7 @@ const PIN_ID_HEADER: &str = "Nats-Pin-Id";
 
 /// Runs the partition until `shutdown`, finishing the batch in hand.
 pub async fn run_partition(
-    persister: Persister,
+    writer: Writer,
     consumer: PullConsumer,
     tuning: ConsumerTuning,
     shutdown: CancellationToken,
@@ -86,12 +85,7 @@ pub async fn run_partition(
         last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
         batch.sort_by_key(stream_sequence);
         coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
-        let span = tracing::debug_span!(
-            "persist.batch",
-            coachwire.partition = %consumer.cached_info().name,
-            coachwire.batch_size = batch.len(),
-        );
-        persister.process(batch, &shutdown).instrument(span).await;
+        writer.write(&consumer.cached_info().name, batch).await;
     }
     if puller.await.is_err() {
         tracing::error!("a partition's puller failed");
@@ -103,7 +97,7 @@ pub async fn run_partition(
     }
     hand_back(unprocessed).await;
     if let Some(pin) = pin {
-        unpin(&persister.js, &consumer, &pin).await;
+        unpin(writer.js(), &consumer, &pin).await;
     }
 }
 

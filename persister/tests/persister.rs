@@ -7,6 +7,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
 use coachwire_persister::store::{Incoming, store_batch};
+use coachwire_persister::writer::Writer;
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::subjects::{PERSISTED_STREAM, message_subject};
@@ -163,8 +164,9 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
         pool: db.pool.clone(),
         js: js.clone(),
     };
+    let (writer, _writing) = Writer::spawn(persister, shutdown.clone());
     let runner = tokio::spawn(coachwire_persister::partition::run_partition(
-        persister,
+        writer,
         consumer.clone(),
         tuning,
         shutdown.clone(),

@@ -212,7 +212,7 @@ async fn one_socket_message_is_one_trace_through_all_three_services_over_grpc() 
         .expect("the batch span links to the message's span");
     assert!(
         batch
-            .attribute("coachwire.partition")
+            .attribute("coachwire.partitions")
             .is_some_and(|p| p.starts_with("persister-p")),
         "{batch:?}"
     );

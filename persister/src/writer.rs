@@ -1,0 +1,103 @@
+//! One writer per persister process: the batches every partition has ready go to Postgres
+//! together, in one transaction.
+//!
+//! Why: each partition committing its own batch meant, at a few thousand messages a
+//! second, eight tiny transactions at a time of two or three messages each, and Postgres
+//! spent its time on per-transaction work (planning, locks, a WAL flush per commit). A
+//! single writer takes whatever the partitions have handed over while the previous
+//! transaction ran, so batches grow with the load and commits do not.
+//!
+//! Order is unchanged: partitions own disjoint conversations, each partition's batch
+//! stays in stream order inside the combined one, and a partition hands over its next
+//! batch only after the writer has finished (stored, published, acked) the previous one.
+
+use crate::batch::{Outcome, Persister};
+use async_nats::jetstream::{self, Message};
+use coachwire_shared::subjects::PARTITIONS;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Most messages one transaction takes from the partitions' queue.
+const MAX_COMBINED: usize = 2_000;
+
+/// One partition's batch, in stream order, and where to report how it ended.
+struct Job {
+    partition: String,
+    messages: Vec<Message>,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// A partition's handle on the process's writer.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    js: jetstream::Context,
+}
+
+impl Writer {
+    /// Starts the writer. It runs until every handle is dropped, finishing the batches
+    /// in hand; at `shutdown` a batch still waiting on Postgres is abandoned unacked.
+    pub fn spawn(persister: Persister, shutdown: CancellationToken) -> (Writer, JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(PARTITIONS as usize);
+        let js = persister.js.clone();
+        let task = tokio::spawn(write(persister, queue, shutdown));
+        (Writer { jobs, js }, task)
+    }
+
+    /// Stores, publishes and acks `messages` (one partition's batch, in stream order);
+    /// `Abandoned` if the writer is gone or shutting down.
+    pub async fn write(&self, partition: &str, messages: Vec<Message>) -> Outcome {
+        let (done, outcome) = oneshot::channel();
+        let job = Job {
+            partition: partition.to_string(),
+            messages,
+            done,
+        };
+        if self.jobs.send(job).await.is_err() {
+            return Outcome::Abandoned;
+        }
+        outcome.await.unwrap_or(Outcome::Abandoned)
+    }
+
+    /// The JetStream context the writer publishes with.
+    pub fn js(&self) -> &jetstream::Context {
+        &self.js
+    }
+}
+
+async fn write(persister: Persister, mut queue: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = vec![first];
+        let mut size = jobs[0].messages.len();
+        while size < MAX_COMBINED {
+            match queue.try_recv() {
+                Ok(job) => {
+                    size += job.messages.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let partitions: Vec<&str> = jobs.iter().map(|j| j.partition.as_str()).collect();
+        let span = tracing::debug_span!(
+            "persist.batch",
+            coachwire.partitions = partitions.join(","),
+            coachwire.batch_size = size,
+        );
+        let mut messages = Vec::with_capacity(size);
+        let mut waiting = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            messages.extend(job.messages);
+            waiting.push(job.done);
+        }
+        let outcome = persister
+            .process(messages, &shutdown)
+            .instrument(span)
+            .await;
+        for done in waiting {
+            let _ = done.send(outcome.clone());
+        }
+    }
+}
