@@ -2,7 +2,10 @@
 # Benchmarks coachwire against the seed's naive design on this machine, in one run.
 #   scripts/bench.sh [RATE ...]        default rates: 1000 2000 4000 6000 8000 msg/s
 # Env: BENCH_CONNECTIONS (200), BENCH_ROOM_SIZE (4), BENCH_DURATION (8s), BENCH_WARMUP (2s),
-#      BENCH_DRIVERS (Node client processes, 1), BENCH_SKIP_REFERENCE=1.
+#      BENCH_DRIVERS (Node client processes, 1), BENCH_SKIP_REFERENCE=1,
+#      BENCH_HISTORY_ROWS (0): after the steps, insert this many messages of history
+#      (bench/history.sql) while the stack runs, and step through the rates again as
+#      "coachwire+history": statements prepared on the small table must still plan well.
 # Starts the stack (release build, rate limits off), steps through the rates with
 # coachwire-load, then does the same against bench/reference (one Node process,
 # socket.io + pg, insert then ack) on its own database, and prints one table with the
@@ -39,6 +42,14 @@ load() { # LABEL URL DATABASE_URL RATE
 }
 
 for rate in "${RATES[@]}"; do load coachwire http://127.0.0.1:3000 "$DATABASE_URL" "$rate"; done
+HISTORY=${BENCH_HISTORY_ROWS:-0}
+if [ "$HISTORY" -gt 0 ]; then
+  log "inserting $HISTORY messages of history while the stack runs"
+  psql "$DATABASE_URL" -XqAt -v ON_ERROR_STOP=1 -v conversations=$(( (HISTORY + 99) / 100 )) \
+    -v per=100 -f bench/history.sql >/dev/null
+  log "messages stored: $(psql "$DATABASE_URL" -XAtc 'SELECT count(*) FROM messages')"
+  for rate in "${RATES[@]}"; do load coachwire+history http://127.0.0.1:3000 "$DATABASE_URL" "$rate"; done
+fi
 scripts/run-stack.sh stop >/dev/null
 
 if [ "${BENCH_SKIP_REFERENCE:-0}" != 1 ]; then
@@ -64,14 +75,14 @@ def get(label, rate):
     path = os.path.join(out, f"{label}-{rate}.json")
     return json.load(open(path)) if os.path.exists(path) else None
 rows = []
-print(f"{'rate':>6} | {'server':<10} {'acked/s':>8} {'acked%':>7} {'ack p50':>8} {'ack p99':>8} {'room p99':>9} {'deliv p99':>9} check")
+print(f"{'rate':>6} | {'server':<17} {'acked/s':>8} {'acked%':>7} {'ack p50':>8} {'ack p99':>8} {'room p99':>9} {'deliv p99':>9} check")
 for rate in rates:
-    for label in ("coachwire", "reference"):
+    for label in ("coachwire", "coachwire+history", "reference"):
         r = get(label, rate)
         if not r:
             continue
         rows.append(r)
-        print(f"{rate:>6} | {label:<10} {r['acked_per_sec']:>8.0f} {100*r['acked_ratio']:>6.2f}% "
+        print(f"{rate:>6} | {label:<17} {r['acked_per_sec']:>8.0f} {100*r['acked_ratio']:>6.2f}% "
               f"{r['ack_ms']['p50']:>7.1f}ms {r['ack_ms']['p99']:>7.1f}ms {r['room_ms']['p99']:>8.1f}ms "
               f"{r['delivered_ms']['p99']:>8.1f}ms {r['check'].splitlines()[0][:40]}")
 def held(r, ack_p99, room_p99):
@@ -84,10 +95,12 @@ criteria = {
 best = {}
 for name, (ack, room) in criteria.items():
     best[name] = {label: max([int(x) for x in rates if held(get(label, x), ack, room)] or [0])
-                  for label in ("coachwire", "reference")}
+                  for label in ("coachwire", "coachwire+history", "reference")}
     b = best[name]
     ratio = f", ratio {b['coachwire']/b['reference']:.1f}x" if b["reference"] else ""
+    history = (f", with history {b['coachwire+history']} msg/s"
+               if get("coachwire+history", rates[0]) else "")
     print(f"highest rate held, {name}, >=99% acked, checker passed: "
-          f"coachwire {b['coachwire']} msg/s, reference {b['reference']} msg/s{ratio}")
+          f"coachwire {b['coachwire']} msg/s{history}, reference {b['reference']} msg/s{ratio}")
 json.dump({"runs": rows, "held": best}, open(os.path.join(out, "summary.json"), "w"), indent=2)
 PY

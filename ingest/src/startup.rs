@@ -26,6 +26,9 @@ pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 /// Per-socket outgoing queue. A room burst beyond it drops deliveries to that socket only
 /// (the client sees a seq gap and syncs); 1024 covers a 3×50 burst with room to spare.
 const SOCKET_BUFFER_PACKETS: usize = 1024;
+/// Each WebSocket keeps a read buffer of this size for its whole life; chat frames are a
+/// few hundred bytes, and a larger one grows the buffer only while it is read.
+const WS_READ_BUFFER_BYTES: usize = 1024;
 /// How long a PubAck may take before the client hears `UNAVAILABLE`.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes in flight on the connection before new ones wait (pipelining window, see
@@ -77,6 +80,7 @@ pub fn build(
         .ws_max_message_size(MAX_PACKET_BYTES)
         .ws_max_frame_size(MAX_PACKET_BYTES)
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     let router = http::router(app.clone())

@@ -1,5 +1,8 @@
-//! Helpers both persister test files use: messages as ingest would accept them, and
+//! Helpers the persister test files share: messages as ingest would accept them, and
 //! consumer timing short enough for tests.
+
+// Each test binary uses a subset of these.
+#![allow(dead_code)]
 
 use coachwire_persister::consumer::ConsumerTuning;
 use coachwire_shared::envelope::MessageEnvelope;
