@@ -86,6 +86,9 @@ pub fn build(
     let router = http::router(app.clone())
         .merge(health::probes(app.probe.clone(), Requires::Nats))
         .layer(layer);
+    // Outside the Socket.IO layer: socketioxide answers `/socket.io/` itself, so the
+    // origin check must see those requests first (browsers apply no CORS to WebSockets).
+    let router = http::cors::guard(router, settings.cors_origins.clone().unwrap_or_default());
     (router, io, app)
 }
 

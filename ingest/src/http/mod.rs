@@ -2,6 +2,7 @@
 //! same accept path as the socket: only the transport differs.
 
 pub mod conversations;
+pub mod cors;
 pub mod messages;
 
 use crate::app::AppRef;

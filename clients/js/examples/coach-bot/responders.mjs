@@ -1,0 +1,76 @@
+// Where the coach's answers come from. A responder is `{ name, respond(turn) }`, where
+// `turn` is `{ message, history }` (the person's message and the conversation's recent
+// messages, oldest first, the message itself last) and `respond` resolves with the reply
+// text, or null for no reply.
+
+/** Trading-coach rules that need no network, so the demo works offline. */
+export function ruleBasedResponder() {
+  const rules = [
+    [/stop[- ]?loss|\bstop\b/i, "Set the stop where your trade idea is proven wrong, not where the loss feels bearable. Then size the position so that stop costs at most 1% of your account."],
+    [/position siz|how (much|many)|lot size|risk per trade/i, "Size from risk: account × risk per trade (say 1%) ÷ distance to your stop. The stop comes first; the size follows from it."],
+    [/revenge|tilt|angry|frustrat|lost (again|big)|losing streak/i, "After a string of losses, step away before the next trade. Write down what happened, cut your size in half, and return only with a setup from your plan."],
+    [/fomo|missed|chas/i, "A missed move costs nothing. Chasing one usually means a late entry and a wide stop. Wait for the next setup that meets your plan."],
+    [/journal|review/i, "Log each trade with its setup, entry, stop, target, result and how you felt. Every week, look for the mistake you made most often."],
+    [/entry|enter|setup/i, "Define the setup before the market opens: the trigger, the invalidation level and the target. If price does not give you the trigger, there is no trade."],
+    [/target|take profit|exit/i, "Plan the exit before the entry. A target at least twice the distance to your stop lets you be right less than half the time and still grow."],
+    [/leverage|margin/i, "Leverage magnifies mistakes as much as wins. Keep it low enough that a normal losing streak of five trades leaves your account almost intact."],
+  ];
+  return {
+    name: "rules",
+    async respond({ message }) {
+      const rule = rules.find(([pattern]) => pattern.test(message.content));
+      if (rule) return rule[1];
+      return "Tell me about the trade you are planning: the setup, where you would enter, where your stop goes and what you are aiming for. I will help you check the risk.";
+    },
+  };
+}
+
+const SYSTEM_PROMPT =
+  "You are the AI trading coach of Elite Trading Coach. You help people trade with discipline: " +
+  "risk management, position sizing, trade plans, journaling and trading psychology. Be concise " +
+  "(at most a few sentences), concrete and kind. You do not give financial advice or predict prices.";
+
+/**
+ * An OpenAI-compatible chat-completions endpoint. `url` is the API base
+ * (`https://api.openai.com/v1`) or the full `…/chat/completions` URL.
+ */
+export function openAiCompatibleResponder({ url, model, apiKey, timeoutMs = 30_000, fetchImpl = fetch }) {
+  const endpoint = /\/chat\/completions\/?$/.test(url) ? url : `${url.replace(/\/+$/, "")}/chat/completions`;
+  return {
+    name: "llm",
+    async respond({ history, coachUserId }) {
+      const messages = [
+        { role: "system", content: SYSTEM_PROMPT },
+        ...history.map((m) => ({
+          role: m.userId === coachUserId || m.type === "ai" ? "assistant" : "user",
+          content: m.content,
+        })),
+      ];
+      const response = await fetchImpl(endpoint, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+        },
+        body: JSON.stringify({ model, messages }),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      if (!response.ok) throw new Error(`chat completions answered ${response.status}`);
+      const body = await response.json();
+      const content = body?.choices?.[0]?.message?.content;
+      if (typeof content !== "string" || content.trim() === "") throw new Error("chat completions gave no content");
+      return content.trim();
+    },
+  };
+}
+
+/** The LLM responder when `COACH_LLM_URL` is set, else the rules. */
+export function responderFromEnv(env = process.env) {
+  if (!env.COACH_LLM_URL) return ruleBasedResponder();
+  return openAiCompatibleResponder({
+    url: env.COACH_LLM_URL,
+    model: env.COACH_LLM_MODEL ?? "gpt-4o-mini",
+    apiKey: env.COACH_LLM_API_KEY ?? env.OPENAI_API_KEY,
+    timeoutMs: Number(env.COACH_LLM_TIMEOUT_MS ?? 30_000),
+  });
+}

@@ -1,0 +1,17 @@
+/**
+ * @coachwire/client: a chat client for coachwire that does the client's part of the
+ * delivery guarantees. See README.md for a walk-through and docs/protocol.md in the
+ * repository for the wire protocol.
+ */
+export { CoachwireClient, CoachwireError, connect } from "./client.js";
+export type {
+  ClientErrorCode,
+  ClientEvents,
+  ClientOptions,
+  ConnectionState,
+  JoinOptions,
+  SendOptions,
+  SendResult,
+} from "./client.js";
+export { Timeline } from "./timeline.js";
+export type * from "./protocol.js";

@@ -1,0 +1,218 @@
+// The client library against the real binaries (see harness.mjs): a conversation survives
+// each of these with no message lost or repeated at the application level.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { Harness } from "./harness.mjs";
+import { assertConversation, assertStored, recordingClient, until } from "./helpers.mjs";
+import { Timeline } from "../dist/index.js";
+
+/** Sends `n` messages named `prefix-i`, one after the other's ack, and returns the contents. */
+async function sendAll(client, conversationId, prefix, n) {
+  const contents = [];
+  for (let i = 0; i < n; i++) {
+    contents.push(`${prefix}-${i}`);
+    await client.send(conversationId, `${prefix}-${i}`);
+  }
+  return contents;
+}
+
+/** Sends `n` messages without waiting for acks; resolves when every one is durable. */
+async function sendBurst(client, conversationId, prefix, n) {
+  const contents = Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
+  await Promise.all(contents.map((c) => client.send(conversationId, c)));
+  return contents;
+}
+
+describe("Timeline", () => {
+  test("hands out each seq once and in order, holding what comes early", () => {
+    const t = new Timeline(0);
+    const m = (seq) => ({ seq, id: `m${seq}` });
+    assert.deepEqual(t.accept(m(2)), []);
+    assert.equal(t.hasGap, true);
+    assert.deepEqual(t.accept(m(1)).map((x) => x.seq), [1, 2]);
+    assert.deepEqual(t.accept(m(2)), [], "a repeat is dropped");
+    assert.deepEqual(t.accept(m(3)).map((x) => x.seq), [3]);
+    assert.equal(t.hasGap, false);
+    assert.equal(t.lastSeq, 3);
+  });
+});
+
+describe("a conversation between two clients", () => {
+  let harness, alice, bob, conversationId;
+  before(async () => {
+    harness = await Harness.start();
+    [alice, bob] = [await harness.user(), await harness.user()];
+    conversationId = await harness.conversation(alice, bob);
+  });
+  after(() => harness.stop());
+
+  test("the message types are generated from the server's own schema", async () => {
+    const live = await (await fetch(`${harness.urls[0]}/schema/message.json`)).json();
+    const copy = JSON.parse(await readFile(new URL("../schema/message.json", import.meta.url), "utf8"));
+    assert.deepEqual(copy, live, "schema/message.json differs from the server's: run `npm run gen -- <url>`");
+  });
+
+  test("both see every message once, in seq order, their own included; history on request", async () => {
+    const a = recordingClient(harness.urls, alice.token);
+    const b = recordingClient(harness.urls, bob.token);
+    const typing = b.client.once("typing", (t) => t.isTyping);
+    const presence = a.client.once("presence", (p) => p.status === "joined" && p.userId === bob.userId);
+    await a.client.join(conversationId);
+    await b.client.join(conversationId);
+    await presence;
+    a.client.typing(conversationId, true);
+    assert.equal((await typing).userId, alice.userId);
+    const delivered = a.client.once("delivered", () => true);
+    const first = await a.client.send(conversationId, "hello bob");
+    assert.equal(first.duplicate, false);
+    assert.equal((await delivered).seq, 1);
+    const fromA = await sendAll(a.client, conversationId, "a", 5);
+    const fromB = await sendAll(b.client, conversationId, "b", 5);
+    const all = ["hello bob", ...fromA, ...fromB];
+    await assertConversation(a, all, [fromA, fromB]);
+    await assertConversation(b, all, [fromA, fromB]);
+
+    const late = recordingClient(harness.urls, bob.token);
+    await late.client.join(conversationId, { afterSeq: 0 });
+    await assertConversation(late, all);
+    for (const r of [a, b, late]) r.client.close();
+  });
+
+  test("a retry with the same clientMessageId is stored once", async () => {
+    const a = recordingClient(harness.urls, alice.token);
+    await a.client.join(conversationId);
+    const clientMessageId = "0190a0a0-0000-7000-8000-000000000001";
+    const one = await a.client.send(conversationId, "once", { clientMessageId });
+    const two = await a.client.send(conversationId, "once", { clientMessageId });
+    assert.equal(two.duplicate, true);
+    assert.equal(two.message.id, one.message.id);
+    a.client.close();
+  });
+
+  test("a refused send rejects with the server's code and is not retried", async () => {
+    const a = recordingClient(harness.urls, alice.token);
+    await a.client.join(conversationId);
+    await assert.rejects(a.client.send(conversationId, "   "), (e) => e.code === "VALIDATION_FAILED");
+    await assert.rejects(a.client.send(conversationId, "hi", { type: "ai" }), (e) => e.code === "FORBIDDEN");
+    assert.equal(a.retries.length, 0);
+    a.client.close();
+  });
+});
+
+describe("a server-side disconnect", () => {
+  test("both clients reconnect, re-join and sync; sends made meanwhile go out once", async () => {
+    const harness = await Harness.start();
+    try {
+      const [alice, bob] = [await harness.user(), await harness.user()];
+      const conversationId = await harness.conversation(alice, bob);
+      const a = recordingClient(harness.urls, alice.token);
+      const b = recordingClient(harness.urls, bob.token);
+      await a.client.join(conversationId);
+      await b.client.join(conversationId);
+      const before = await sendAll(a.client, conversationId, "before", 3);
+      // A graceful stop disconnects every socket from the server's side.
+      const down = until(a.client, "state", () => a.states.includes("disconnected"), "alice disconnected");
+      await harness.command({ cmd: "terminate", service: "ingest" });
+      await down;
+      const during = ["during-0", "during-1", "during-2"].map((c) => a.client.send(conversationId, c));
+      await harness.command({ cmd: "restart", service: "ingest" });
+      await Promise.all(during);
+      const fromB = await sendAll(b.client, conversationId, "after", 3);
+      const all = [...before, "during-0", "during-1", "during-2", ...fromB];
+      await assertConversation(a, all);
+      await assertConversation(b, all);
+      await assertStored(harness, conversationId, all);
+      a.client.close();
+      b.client.close();
+    } finally {
+      await harness.stop();
+    }
+  });
+});
+
+describe("an ingest node killed", () => {
+  test("clients talking across two nodes move to the other node and lose nothing", async () => {
+    const harness = await Harness.start(["--ingest-nodes", "2"]);
+    try {
+      const [alice, bob] = [await harness.user(), await harness.user()];
+      const conversationId = await harness.conversation(alice, bob);
+      const [n0, n1] = harness.urls;
+      const a = recordingClient([n0, n1], alice.token);
+      const b = recordingClient([n1, n0], bob.token);
+      await a.client.join(conversationId);
+      await b.client.join(conversationId);
+      const sending = [sendAll(a.client, conversationId, "a", 30), sendAll(b.client, conversationId, "b", 30)];
+      await until(a.client, "message", () => a.messages.length >= 10, "some traffic first");
+      await harness.command({ cmd: "kill", service: "ingest", index: 0 });
+      const [fromA, fromB] = await Promise.all(sending);
+      const all = [...fromA, ...fromB];
+      await assertConversation(a, all, [fromA, fromB]);
+      await assertConversation(b, all, [fromA, fromB]);
+      assert.ok(a.states.includes("disconnected"), "alice lost her node");
+      await assertStored(harness, conversationId, all);
+      a.client.close();
+      b.client.close();
+    } finally {
+      await harness.stop();
+    }
+  });
+});
+
+describe("NATS restarted", () => {
+  test("sends answered UNAVAILABLE are retried until they are durable, once each", async () => {
+    const harness = await Harness.start();
+    try {
+      const [alice, bob] = [await harness.user(), await harness.user()];
+      const conversationId = await harness.conversation(alice, bob);
+      const a = recordingClient(harness.urls, alice.token);
+      const b = recordingClient(harness.urls, bob.token);
+      await a.client.join(conversationId);
+      await b.client.join(conversationId);
+      const before = await sendAll(a.client, conversationId, "before", 3);
+      await harness.command({ cmd: "stop-nats" });
+      const during = ["during-0", "during-1"].map((c) => a.client.send(conversationId, c));
+      await until(a.client, "retry", () => a.retries.length >= 2, "retries while NATS is down");
+      await harness.command({ cmd: "start-nats" });
+      await Promise.all(during);
+      const all = [...before, "during-0", "during-1"];
+      await assertConversation(a, all);
+      await assertConversation(b, all);
+      await assertStored(harness, conversationId, all);
+      assert.ok(
+        a.retries.some((r) => r.code === "UNAVAILABLE" || r.code === "TIMEOUT"),
+        `retried for the outage: ${JSON.stringify(a.retries)}`,
+      );
+      a.client.close();
+      b.client.close();
+    } finally {
+      await harness.stop();
+    }
+  });
+});
+
+describe("a burst over the rate limit", () => {
+  test("RATE_LIMITED sends wait retryAfterMs and all arrive, once and in order", async () => {
+    const harness = await Harness.start([
+      "--env", "COACHWIRE_MESSAGE_LIMIT=5",
+      "--env", "COACHWIRE_MESSAGE_WINDOW_MS=1000",
+    ]);
+    try {
+      const [alice, bob] = [await harness.user(), await harness.user()];
+      const conversationId = await harness.conversation(alice, bob);
+      const a = recordingClient(harness.urls, alice.token);
+      const b = recordingClient(harness.urls, bob.token);
+      await a.client.join(conversationId);
+      await b.client.join(conversationId);
+      const burst = await sendBurst(a.client, conversationId, "burst", 15);
+      assert.ok(a.retries.some((r) => r.code === "RATE_LIMITED" && r.inMs > 0), "the limit was hit");
+      await assertConversation(b, burst);
+      await assertConversation(a, burst);
+      await assertStored(harness, conversationId, burst);
+      a.client.close();
+      b.client.close();
+    } finally {
+      await harness.stop();
+    }
+  });
+});
