@@ -143,9 +143,10 @@ ensure_nextest() {
   cargo install --locked cargo-nextest >&2 || die "nextest: cargo install --locked cargo-nextest failed"
 }
 
-ensure_node_deps() {
-  local dir=$ROOT/tests/js
-  [ -f "$dir/package.json" ] || die "node: tests/js/package.json is missing"
+ensure_node_deps() { # [DIR relative to the repo, default tests/js]
+  local rel=${1:-tests/js}
+  local dir=$ROOT/$rel
+  [ -f "$dir/package.json" ] || die "node: $rel/package.json is missing"
   command -v node >/dev/null && command -v npm >/dev/null || die "node: node/npm not found (need Node 20+)"
   local major; major=$(node -p 'process.versions.node.split(".")[0]')
   [ "$major" -ge 20 ] || die "node: found Node $major, need 20+"
@@ -153,22 +154,24 @@ ensure_node_deps() {
   local stamp=$dir/node_modules/.package-lock.json
   if [ -f "$dir/package-lock.json" ]; then
     if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
-      log "node: npm ci in tests/js"
-      npm ci --prefix "$dir" --no-audit --no-fund >&2 || die "node: npm ci in tests/js failed"
+      log "node: npm ci in $rel"
+      npm ci --prefix "$dir" --no-audit --no-fund >&2 || die "node: npm ci in $rel failed"
     fi
   elif [ ! -f "$stamp" ] || [ "$dir/package.json" -nt "$stamp" ]; then
-    log "node: npm install in tests/js (no package-lock.json yet: commit the one it writes)"
-    npm install --prefix "$dir" --no-audit --no-fund >&2 || die "node: npm install in tests/js failed"
+    log "node: npm install in $rel (no package-lock.json yet: commit the one it writes)"
+    npm install --prefix "$dir" --no-audit --no-fund >&2 || die "node: npm install in $rel failed"
   fi
-  log "node: ok (tests/js/node_modules)"
+  log "node: ok ($rel/node_modules)"
 }
 
-# Everything the tests need: Postgres, the pinned nats-server, socket.io-client, nextest.
+# Everything the tests need: Postgres, the pinned nats-server, the Node packages of the
+# test drivers and of the client library, nextest.
 ensure_test_tools() {
   export_defaults
   ensure_postgres
   ensure_nats_binary
-  ensure_node_deps
+  ensure_node_deps tests/js
+  ensure_node_deps clients/js
   ensure_nextest
 }
 

@@ -92,18 +92,20 @@ wait_ready() {
 }
 
 make_demo() {
-  local a b token_a token_b body id
+  local a b c token_a token_b token_c body id
   a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid)
+  c=$(cat /proc/sys/kernel/random/uuid)
   token_a=$("$BIN/coachwire-ingest" token --user "$a" --ttl 24h) || die "coachwire-ingest token failed"
   token_b=$("$BIN/coachwire-ingest" token --user "$b" --ttl 24h) || die "coachwire-ingest token failed"
+  token_c=$("$BIN/coachwire-ingest" token --user "$c" --role ai --ttl 24h) || die "coachwire-ingest token failed"
   body=$(curl -sS --fail-with-body -X POST "$URL/api/conversations" -H "Authorization: Bearer $token_a" \
-    -H 'content-type: application/json' -d "{\"title\":\"demo\",\"participantIds\":[\"$a\",\"$b\"]}") ||
+    -H 'content-type: application/json' -d "{\"title\":\"demo\",\"participantIds\":[\"$a\",\"$b\",\"$c\"]}") ||
     die "creating the demo conversation failed: $body"
   id=$(printf '%s' "$body" | sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
   [ -n "$id" ] || die "no id in the create-conversation answer: $body"
   # Sourceable for shell sessions: . .run/demo.env
-  printf 'URL=%s\nUSER_A=%s\nUSER_B=%s\nTOKEN_A=%s\nTOKEN_B=%s\nCONVERSATION_ID=%s\n' \
-    "$URL" "$a" "$b" "$token_a" "$token_b" "$id" >"$RUN/demo.env"
+  printf 'URL=%s\nUSER_A=%s\nUSER_B=%s\nCOACH_USER=%s\nTOKEN_A=%s\nTOKEN_B=%s\nCOACH_TOKEN=%s\nCONVERSATION_ID=%s\n' \
+    "$URL" "$a" "$b" "$c" "$token_a" "$token_b" "$token_c" "$id" >"$RUN/demo.env"
   cat <<EOF
 
 coachwire is running at $URL   (logs: .run/*.log; stop: scripts/run-stack.sh stop)
@@ -111,7 +113,9 @@ user A:        $a
 token A:       $token_a
 user B:        $b
 token B:       $token_b
-conversation:  $id        (all of the above: . .run/demo.env)
+AI coach:      $c
+coach token:   $token_c
+conversation:  $id        (A, B and the coach; all of the above: . .run/demo.env)
 
 # send a message as A, then read the conversation:
 curl -sS -X POST $URL/api/conversations/$id/messages -H 'Authorization: Bearer $token_a' -H 'content-type: application/json' -d '{"content":"hello"}'
@@ -120,6 +124,9 @@ curl -sS '$URL/api/conversations/$id/messages?afterSeq=0' -H 'Authorization: Bea
 # chat: B listens in one terminal, A types lines in another:
 node scripts/chat.mjs --url $URL --token $token_b --conversation $id
 node scripts/chat.mjs --url $URL --token $token_a --conversation $id
+
+# the AI coach answers people in its conversations (rules offline; COACH_LLM_URL for a model):
+COACHWIRE_URL=$URL COACH_TOKEN=$token_c node clients/js/examples/coach-bot/bot.mjs
 EOF
 }
 
@@ -127,8 +134,11 @@ start() {
   export_defaults
   ensure_postgres
   ensure_nats_binary
-  # Only for scripts/chat.mjs; the stack itself runs without Node.
-  if [ -f tests/js/package.json ]; then ensure_node_deps; else log "WARNING: no tests/js/package.json, so scripts/chat.mjs can't run"; fi
+  # Only for scripts/chat.mjs and the coach bot; the stack itself runs without Node.
+  if [ -f tests/js/package.json ]; then ensure_node_deps tests/js; else log "WARNING: no tests/js/package.json, so scripts/chat.mjs can't run"; fi
+  # The client library, for the coach bot that the demo prints.
+  ensure_node_deps clients/js
+  npm --prefix clients/js run --silent build >&2 || die "building clients/js failed"
   mkdir -p "$RUN"
   start_nats
   stop_services   # a re-run restarts them on the fresh build

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: scripts/test.sh [extra nextest args, e.g. -E 'test(ack)']
-# Provisions what the tests need (Postgres, pinned nats-server, socket.io-client),
-# then runs the same gates as CI: fmt, clippy, debug build, nextest.
+# Provisions what the tests need (Postgres, pinned nats-server, Node packages), then runs
+# the same gates as CI: fmt, clippy, debug build, nextest, the client library's tests.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -22,3 +22,8 @@ export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
 HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket) | binary(collector_down)'
 step cargo nextest run --workspace --no-fail-fast --no-tests=warn -E "not ($HEAVY)" "$@"
 step cargo nextest run --workspace --no-fail-fast --no-tests=warn --test-threads 1 -E "$HEAVY" "$@"
+# The client library (clients/js) and its coach bot, against the same debug binaries
+# through coachwire-harness; skipped when nextest was given a filter.
+if [ $# -eq 0 ]; then
+  step npm --prefix clients/js test
+fi

@@ -7,7 +7,7 @@
 export function ruleBasedResponder() {
   const rules = [
     [/stop[- ]?loss|\bstop\b/i, "Set the stop where your trade idea is proven wrong, not where the loss feels bearable. Then size the position so that stop costs at most 1% of your account."],
-    [/position siz|how (much|many)|lot size|risk per trade/i, "Size from risk: account × risk per trade (say 1%) ÷ distance to your stop. The stop comes first; the size follows from it."],
+    [/position siz|how (big|much|many)|lot size|risk per trade/i, "Size from risk: account × risk per trade (say 1%) ÷ distance to your stop. The stop comes first; the size follows from it."],
     [/revenge|tilt|angry|frustrat|lost (again|big)|losing streak/i, "After a string of losses, step away before the next trade. Write down what happened, cut your size in half, and return only with a setup from your plan."],
     [/fomo|missed|chas/i, "A missed move costs nothing. Chasing one usually means a late entry and a wide stop. Wait for the next setup that meets your plan."],
     [/journal|review/i, "Log each trade with its setup, entry, stop, target, result and how you felt. Every week, look for the mistake you made most often."],
