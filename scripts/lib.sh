@@ -164,20 +164,35 @@ ensure_node_deps() { # [DIR relative to the repo, default tests/js]
   log "node: ok ($rel/node_modules)"
 }
 
+# The browser tests drive Debian's Chromium (puppeteer-core, which downloads no browser).
+ensure_chromium() {
+  if [ -n "${CHROMIUM_PATH:-}" ] && [ -x "$CHROMIUM_PATH" ]; then return; fi
+  if ! command -v chromium >/dev/null; then
+    command -v apt-get >/dev/null || die "chromium: not found and no apt-get; install Chromium and set CHROMIUM_PATH"
+    log "chromium: installing Debian's chromium package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "chromium: apt-get update failed"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2 || die "chromium: apt-get install chromium failed"
+  fi
+  export CHROMIUM_PATH=${CHROMIUM_PATH:-$(command -v chromium)}
+  log "chromium: ok ($CHROMIUM_PATH)"
+}
+
 # Everything the tests need: Postgres, the pinned nats-server, the Node packages of the
-# test drivers and of the client library, nextest.
+# test drivers, the client library and the web demo, Chromium, nextest.
 ensure_test_tools() {
   export_defaults
   ensure_postgres
   ensure_nats_binary
   ensure_node_deps tests/js
   ensure_node_deps clients/js
+  ensure_node_deps clients/web
+  ensure_chromium
   ensure_nextest
 }
 
 # Run as a program: scripts/lib.sh FUNCTION [ARGS...]
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
-  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_nextest|ensure_test_tools|export_defaults"
+  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_chromium|ensure_nextest|ensure_test_tools|export_defaults"
   "$@"
 fi

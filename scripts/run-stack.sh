@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # THE "run the whole stack" command, for local development and demos.
 #   scripts/run-stack.sh          start Postgres, NATS and the three services (release
-#                                 build); restarts the services if already running;
-#                                 prints URL, two demo tokens, a conversation and commands
+#                                 build) in demo mode, and the AI coach bot; restarts the
+#                                 services if already running; prints the web demo's URL,
+#                                 demo tokens, a conversation and commands
 #   scripts/run-stack.sh stop     stop the services, and NATS if this script started it
 # Logs, pids, NATS data and the JWT secret live in .run/ (git-ignored).
 # Overrides: COACHWIRE_LISTEN (default 127.0.0.1:3000), COACHWIRE_JWT_SECRET, DATABASE_URL.
@@ -34,6 +35,7 @@ stop_one() { # NAME PROGRAM
 }
 
 stop_services() {
+  stop_one coach coach-bot/bot.mjs
   # ingest first, so nothing new is accepted while the consumers drain.
   local svc
   for svc in ingest fanout persister; do stop_one "$svc" "coachwire-$svc"; done
@@ -91,10 +93,28 @@ wait_ready() {
   done
 }
 
+# The demo users' id by name (Alice, Bob, Carol, Coach), from ingest's demo mode.
+demo_user() {
+  curl -fsS "$URL/demo/api/users" | python3 -c "import json,sys; print(next(u['userId'] for u in json.load(sys.stdin)['users'] if u['name'] == sys.argv[1]))" "$1"
+}
+
+# The AI coach bot, as the demo's Coach, with a day-long token.
+start_coach() {
+  local token
+  token=$("$BIN/coachwire-ingest" token --user "$1" --role ai --ttl 24h) || die "coachwire-ingest token failed"
+  log "coach: starting clients/js/examples/coach-bot/bot.mjs (log in .run/coach.log)"
+  COACHWIRE_URL=$URL COACH_TOKEN=$token setsid node clients/js/examples/coach-bot/bot.mjs </dev/null >>"$RUN/coach.log" 2>&1 &
+  echo $! >"$RUN/coach.pid"
+}
+
 make_demo() {
   local a b c token_a token_b token_c body id
-  a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid)
-  c=$(cat /proc/sys/kernel/random/uuid)
+  if [ "$DEMO" = true ]; then
+    a=$(demo_user Alice) && b=$(demo_user Bob) && c=$(demo_user Coach) || die "reading the demo users failed"
+  else
+    a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid)
+    c=$(cat /proc/sys/kernel/random/uuid)
+  fi
   token_a=$("$BIN/coachwire-ingest" token --user "$a" --ttl 24h) || die "coachwire-ingest token failed"
   token_b=$("$BIN/coachwire-ingest" token --user "$b" --ttl 24h) || die "coachwire-ingest token failed"
   token_c=$("$BIN/coachwire-ingest" token --user "$c" --role ai --ttl 24h) || die "coachwire-ingest token failed"
@@ -109,6 +129,7 @@ make_demo() {
   cat <<EOF
 
 coachwire is running at $URL   (logs: .run/*.log; stop: scripts/run-stack.sh stop)
+$([ "$DEMO" = true ] && printf 'web demo:      %s/demo/   (open it in two windows; A is Alice, B is Bob)\n' "$URL")
 user A:        $a
 token A:       $token_a
 user B:        $b
@@ -125,7 +146,8 @@ curl -sS '$URL/api/conversations/$id/messages?afterSeq=0' -H 'Authorization: Bea
 node scripts/chat.mjs --url $URL --token $token_b --conversation $id
 node scripts/chat.mjs --url $URL --token $token_a --conversation $id
 
-# the AI coach answers people in its conversations (rules offline; COACH_LLM_URL for a model):
+# the AI coach answers people in its conversations (rules offline; COACH_LLM_URL for a model;
+# in demo mode this script already runs it):
 COACHWIRE_URL=$URL COACH_TOKEN=$token_c node clients/js/examples/coach-bot/bot.mjs
 EOF
 }
@@ -139,6 +161,13 @@ start() {
   # The client library, for the coach bot that the demo prints.
   ensure_node_deps clients/js
   npm --prefix clients/js run --silent build >&2 || die "building clients/js failed"
+  # Demo mode (the web page, its token route and the coach bot) unless COACHWIRE_DEMO=false.
+  DEMO=${COACHWIRE_DEMO:-true}
+  if [ "$DEMO" = true ]; then
+    ensure_node_deps clients/web
+    npm --prefix clients/web run --silent build >&2 || die "building the web demo failed"
+    export COACHWIRE_DEMO=true COACHWIRE_DEMO_DIR=$ROOT/clients/web/public
+  fi
   mkdir -p "$RUN"
   start_nats
   stop_services   # a re-run restarts them on the fresh build
@@ -159,6 +188,7 @@ start() {
   start_service ingest COACHWIRE_LISTEN="$listen" COACHWIRE_ADMIN_LISTEN=127.0.0.1:9100
   wait_ready
   make_demo
+  if [ "$DEMO" = true ]; then start_coach "$(demo_user Coach)"; fi
 }
 
 case "${1:-start}" in

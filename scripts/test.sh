@@ -22,8 +22,10 @@ export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
 HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket) | binary(collector_down)'
 step cargo nextest run --workspace --no-fail-fast --no-tests=warn -E "not ($HEAVY)" "$@"
 step cargo nextest run --workspace --no-fail-fast --no-tests=warn --test-threads 1 -E "$HEAVY" "$@"
-# The client library (clients/js) and its coach bot, against the same debug binaries
-# through coachwire-harness; skipped when nextest was given a filter.
+# The client library (clients/js) with its coach bot, and the web demo in headless
+# Chromium (clients/web), against the same debug binaries through coachwire-harness;
+# skipped when nextest was given a filter.
 if [ $# -eq 0 ]; then
   step npm --prefix clients/js test
+  step npm --prefix clients/web test
 fi

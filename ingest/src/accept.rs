@@ -19,9 +19,9 @@ use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use coachwire_shared::message::{Message, MessagePayload, MessageType, Metadata, now_millis};
 use coachwire_shared::metrics::MESSAGES_TOTAL;
 use coachwire_shared::nats::DUPLICATE_WINDOW;
+use coachwire_shared::replies::MessageAck;
 use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
 use coachwire_shared::telemetry::propagation;
-use serde::Serialize;
 use sqlx::PgPool;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -70,14 +70,6 @@ impl TryFrom<MessagePayload> for Draft {
     }
 }
 
-/// The success ack of `message` (and the 202 body of HTTP POST).
-#[derive(Clone, Debug, Serialize)]
-pub struct Accepted {
-    pub success: bool,
-    pub message: Message,
-    pub duplicate: bool,
-}
-
 pub struct Acceptor {
     js: jetstream::Context,
     pool: PgPool,
@@ -100,7 +92,7 @@ impl Acceptor {
         draft: Draft,
         origin: Option<Origin>,
         turn: Option<Ticket>,
-    ) -> Result<Accepted, Failure> {
+    ) -> Result<MessageAck, Failure> {
         let id = match draft.client_message_id {
             Some(cmid) => MessageId::derive(author, cmid),
             None => MessageId::generate(),
@@ -270,7 +262,7 @@ impl Probe<'_> {
 
 /// Records how a request for `span` ended: its outcome, the error code of a refusal, and
 /// an error status only for the server's own failures (a refusal is the client's).
-pub fn record_outcome(span: &Span, outcome: &Result<Accepted, Failure>) {
+pub fn record_outcome(span: &Span, outcome: &Result<MessageAck, Failure>) {
     match outcome {
         Ok(accepted) => {
             let label = if accepted.duplicate {
@@ -299,10 +291,10 @@ pub fn record_outcome(span: &Span, outcome: &Result<Accepted, Failure>) {
     tracing::debug!(parent: span, "answered");
 }
 
-fn outcome(message: Message, duplicate: bool) -> Accepted {
+fn outcome(message: Message, duplicate: bool) -> MessageAck {
     let label = if duplicate { "duplicate" } else { "accepted" };
     metrics::counter!(MESSAGES_TOTAL, "outcome" => label).increment(1);
-    Accepted {
+    MessageAck {
         success: true,
         message,
         duplicate,

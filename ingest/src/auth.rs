@@ -152,6 +152,17 @@ pub fn issue_token(
     ttl: std::time::Duration,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let exp = Utc::now().timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 4);
+    issue_token_until(secret, user, role, exp)
+}
+
+/// Signs an HS256 token that expires at `exp` (Unix seconds), for a caller that must tell
+/// the holder exactly when (the demo's token route).
+pub fn issue_token_until(
+    secret: &str,
+    user: UserId,
+    role: Role,
+    exp: i64,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let claims = Claims {
         sub: user.to_string(),
         exp,

@@ -3,20 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
-use serde::Serialize;
+use coachwire_shared::replies::Conversation;
 use sqlx::PgPool;
-
-/// A conversation as the HTTP API returns it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct Conversation {
-    pub id: ConversationId,
-    pub title: Option<String>,
-    pub created_by: UserId,
-    pub participant_ids: Vec<UserId>,
-    #[serde(with = "coachwire_shared::message::rfc3339_millis")]
-    pub created_at: DateTime<Utc>,
-}
 
 /// Creates a conversation whose participants are `participants` plus the creator.
 pub async fn create_conversation(

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coachwire_ingest::auth::{Role, Verifier, issue_token};
+use coachwire_ingest::http::demo::Demo;
 use coachwire_ingest::settings::IngestSettings;
 use coachwire_ingest::startup;
 use coachwire_shared::ids::UserId;
@@ -72,6 +73,7 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
     let telemetry = telemetry::init(settings.common.log_format, "coachwire-ingest");
     // The key is configuration: refuse a bad one before touching anything else.
     let verifier = Verifier::new(&settings.jwt)?;
+    let demo = Demo::from_settings(&settings.demo, &settings.jwt)?;
     let metrics = metrics::install();
     for outcome in ["accepted", "duplicate", "rejected", "unavailable"] {
         metrics::start_at_zero(metrics::MESSAGES_TOTAL, &[("outcome", outcome)]);
@@ -80,8 +82,14 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
         metrics::start_at_zero(metrics::RATE_LIMITED_TOTAL, &[("kind", kind)]);
     }
     let clients = Clients::connect(&settings.common, "coachwire-ingest", 32).await?;
-    let (router, io, app) =
-        startup::build(&settings, verifier, clients.pool, clients.nats, metrics);
+    let (router, io, app) = startup::build(
+        &settings,
+        verifier,
+        demo,
+        clients.pool,
+        clients.nats,
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

@@ -24,6 +24,8 @@ pub struct IngestSettings {
     pub jwt: JwtSettings,
     #[command(flatten)]
     pub limits: LimitSettings,
+    #[command(flatten)]
+    pub demo: DemoSettings,
 }
 
 #[derive(Clone, Debug, clap::Args)]
@@ -64,6 +66,19 @@ pub struct LimitSettings {
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "COACHWIRE_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy: bool,
+}
+
+/// Demo mode (`crate::http::demo`): a chat page and tokens for fixed users, for a person
+/// trying the stack on their own machine. Never for production.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DemoSettings {
+    /// Serve the demo chat page at `/demo/` and hand out tokens for its fixed users to
+    /// anyone who asks (development only).
+    #[arg(long, env = "COACHWIRE_DEMO", default_value_t = false, action = clap::ArgAction::Set)]
+    pub demo: bool,
+    /// Directory of the demo page's files; read only when COACHWIRE_DEMO is on.
+    #[arg(long, env = "COACHWIRE_DEMO_DIR", default_value = "clients/web/public")]
+    pub demo_dir: PathBuf,
 }
 
 /// A web origin as browsers serialize it in the `Origin` header (RFC 6454): lowercase scheme

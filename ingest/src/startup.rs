@@ -5,6 +5,7 @@ use crate::accept::Acceptor;
 use crate::app::{App, AppRef, Validators};
 use crate::auth::Verifier;
 use crate::http;
+use crate::http::demo::Demo;
 use crate::limits::Limits;
 use crate::rooms::Rooms;
 use crate::settings::IngestSettings;
@@ -44,10 +45,11 @@ const CLOSE_GRACE: Duration = Duration::from_millis(250);
 /// How often limiter state for idle keys is dropped.
 const LIMITER_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Builds the app and its router from ready clients.
+/// Builds the app and its router from ready clients; `demo`, when on, adds the `/demo` routes.
 pub fn build(
     settings: &IngestSettings,
     verifier: Verifier,
+    demo: Option<Demo>,
     pool: PgPool,
     nats: async_nats::Client,
     metrics: coachwire_shared::metrics::PrometheusHandle,
@@ -85,6 +87,7 @@ pub fn build(
     io.ns("/", on_connect.with(authenticate));
     let router = http::router(app.clone())
         .merge(health::probes(app.probe.clone(), Requires::Nats))
+        .merge(demo.map(Demo::router).unwrap_or_default())
         .layer(layer);
     // Outside the Socket.IO layer: socketioxide answers `/socket.io/` itself, so the
     // origin check must see those requests first (browsers apply no CORS to WebSockets).

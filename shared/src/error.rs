@@ -1,10 +1,15 @@
 //! The one error vocabulary clients see: stable codes, a short text, and field details.
+//!
+//! A [`Failure`] reaches the client in one of two derived shapes, [`FailureAck`] (ack and
+//! HTTP body) and [`ErrorEvent`] (the `error` event), whose `JsonSchema` the API documents
+//! publish: what is serialized and what is documented come from the same structs.
 
-use serde::{Serialize, Serializer, ser::SerializeMap};
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::fmt;
 
 /// The wire codes of the contract (§4). Each maps to one HTTP status (§8).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationFailed,
@@ -17,6 +22,16 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for the documents that list one response per code.
+    pub const ALL: [ErrorCode; 6] = [
+        ErrorCode::ValidationFailed,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::ValidationFailed => "VALIDATION_FAILED",
@@ -47,8 +62,10 @@ impl fmt::Display for ErrorCode {
 }
 
 /// One failing field: `path` is a JSON pointer into the payload (`/metadata/imageUrl`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Detail {
+    /// The failing field's own JSON pointer (`/content`, `/metadata/foo`); `""` for the
+    /// whole payload.
     pub path: String,
     pub message: String,
 }
@@ -118,18 +135,27 @@ impl Failure {
     }
 
     /// The ack / HTTP body: `{ success: false, error, code, details?, retryAfterMs? }`.
-    pub fn body(&self) -> FailureBody<'_> {
-        FailureBody {
-            failure: self,
-            event: None,
+    pub fn body(&self) -> FailureAck<'_> {
+        FailureAck {
+            success: false,
+            fields: self.fields(),
         }
     }
 
     /// The `error` event sent when the client gave no ack callback: `{ event, error, code, … }`.
-    pub fn event_body<'a>(&'a self, event: &'a str) -> FailureBody<'a> {
-        FailureBody {
-            failure: self,
-            event: Some(event),
+    pub fn event_body<'a>(&'a self, event: &'a str) -> ErrorEvent<'a> {
+        ErrorEvent {
+            event,
+            fields: self.fields(),
+        }
+    }
+
+    fn fields(&self) -> FailureFields<'_> {
+        FailureFields {
+            error: &self.error,
+            code: self.code,
+            details: &self.details,
+            retry_after_ms: self.retry_after_ms,
         }
     }
 }
@@ -140,30 +166,38 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Serializes a [`Failure`] in one of its two wire shapes.
-pub struct FailureBody<'a> {
-    failure: &'a Failure,
-    event: Option<&'a str>,
+/// A failure ack (§4) and the body of a refused HTTP request (§8).
+#[derive(Serialize, JsonSchema)]
+pub struct FailureAck<'a> {
+    #[schemars(extend("const" = false))]
+    success: bool,
+    #[serde(flatten)]
+    fields: FailureFields<'a>,
 }
 
-impl Serialize for FailureBody<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let f = self.failure;
-        let mut map = serializer.serialize_map(None)?;
-        match self.event {
-            Some(event) => map.serialize_entry("event", event)?,
-            None => map.serialize_entry("success", &false)?,
-        }
-        map.serialize_entry("error", &f.error)?;
-        map.serialize_entry("code", &f.code)?;
-        if !f.details.is_empty() {
-            map.serialize_entry("details", &f.details)?;
-        }
-        if let Some(ms) = f.retry_after_ms {
-            map.serialize_entry("retryAfterMs", &ms)?;
-        }
-        map.end()
-    }
+/// The `error` event: a failure of an event the client sent without an ack callback.
+#[derive(Serialize, JsonSchema)]
+pub struct ErrorEvent<'a> {
+    /// The name of the event that failed.
+    event: &'a str,
+    #[serde(flatten)]
+    fields: FailureFields<'a>,
+}
+
+/// What both failure shapes carry after their first key. The keys are optional exactly as
+/// §4 says: `details` only when there are some, `retryAfterMs` only for `RATE_LIMITED`.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct FailureFields<'a> {
+    /// Human-readable; clients branch on `code`, not on this text.
+    error: &'a str,
+    code: ErrorCode,
+    #[serde(skip_serializing_if = "<[Detail]>::is_empty")]
+    details: &'a [Detail],
+    /// How long to wait before sending again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    retry_after_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
+use schemars::JsonSchema;
 use serde::Serialize;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -32,12 +33,17 @@ pub struct Probe {
 }
 
 /// The `/readyz` body: the verdict, its reason, and each dependency's state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Readiness {
+    #[schemars(extend("enum" = ["ready", "unavailable"]))]
     pub status: &'static str,
+    /// Why the service is not ready; absent when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub reason: Option<String>,
+    /// `connected` or `disconnected`.
     pub nats: String,
+    /// `ok`, or why Postgres did not answer.
     pub postgres: String,
 }
 

@@ -1,5 +1,6 @@
 //! Identifier newtypes, so a conversation id can never be passed where a user id belongs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,7 +9,7 @@ use uuid::Uuid;
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, JsonSchema)]
         #[serde(transparent)]
         #[sqlx(transparent)]
         pub struct $name(pub Uuid);
@@ -37,7 +38,7 @@ uuid_id!(
     UserId
 );
 uuid_id!(
-    /// A message; deterministic when the client gave a `clientMessageId` (see [`MessageId::derive`]).
+    /// A message; deterministic when the client gave a `clientMessageId`, so every retry has the same id.
     MessageId
 );
 uuid_id!(
@@ -102,7 +103,18 @@ impl MessageId {
 
 /// A message's position in its conversation: 1, 2, 3 … with no gaps.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    JsonSchema,
 )]
 #[serde(transparent)]
 #[sqlx(transparent)]

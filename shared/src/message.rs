@@ -127,7 +127,7 @@ pub struct CreateConversationPayload {
 pub struct ParticipantId(#[schemars(regex(pattern = UUID_PATTERN))] pub String);
 
 /// The message object of the contract, as acked, emitted and returned by `sync`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: MessageId,
@@ -138,13 +138,16 @@ pub struct Message {
     pub kind: MessageType,
     pub metadata: Metadata,
     pub client_message_id: Option<ClientMessageId>,
+    /// Per conversation 1, 2, 3 … with no gaps; null until persisted.
     pub seq: Option<Seq>,
+    /// When ingest accepted the message (RFC 3339 UTC, milliseconds).
     #[serde(with = "rfc3339_millis")]
+    #[schemars(with = "DateTime<Utc>")]
     pub created_at: DateTime<Utc>,
 }
 
 /// `message_delivered`, to the sending socket once the message is persisted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageDelivered {
     pub id: MessageId,
@@ -152,6 +155,7 @@ pub struct MessageDelivered {
     pub conversation_id: ConversationId,
     pub seq: Seq,
     #[serde(with = "rfc3339_millis")]
+    #[schemars(with = "DateTime<Utc>")]
     pub created_at: DateTime<Utc>,
 }
 

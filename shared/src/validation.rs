@@ -12,9 +12,11 @@ use crate::message::{
 };
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::marker::PhantomData;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Rules beyond the schema, checked on the raw JSON so they report alongside schema errors.
 pub trait Rules {
@@ -55,7 +57,9 @@ impl Rules for MessagePayload {
 }
 
 /// Content is plain text: control characters other than TAB, LF, CR are refused (they
-/// corrupt terminals and logs), and so is content that is only whitespace.
+/// corrupt terminals and logs), and so is content with nothing visible in it: only
+/// whitespace and Unicode format characters (category Cf: U+200B, U+FEFF, U+202E …), which
+/// would show as an empty bubble. Format characters inside visible text are kept (§5).
 fn content_problem(content: &str) -> Option<&'static str> {
     if content
         .chars()
@@ -63,10 +67,14 @@ fn content_problem(content: &str) -> Option<&'static str> {
     {
         return Some("must not contain control characters other than TAB, LF and CR");
     }
-    if !content.is_empty() && content.chars().all(char::is_whitespace) {
-        return Some("must not be only whitespace");
+    if !content.is_empty() && content.chars().all(invisible) {
+        return Some("must not be only whitespace or invisible format characters");
     }
     None
+}
+
+fn invisible(c: char) -> bool {
+    c.is_whitespace() || c.general_category() == GeneralCategory::Format
 }
 
 /// Only absolute `http(s)` URLs without user-info: `javascript:`/`data:` URLs execute or
@@ -103,6 +111,14 @@ fn image_url_problem(raw: &str) -> Option<&'static str> {
     }
 }
 
+/// The settings every schema of ours is generated with: the served `/schema/…` documents
+/// (through [`PayloadValidator`]) and the components of the API documents
+/// ([`crate::api_docs`]), which only move the definitions under `components/schemas`. One
+/// function, so the published payload schemas cannot drift from what is enforced.
+pub fn schema_settings() -> SchemaSettings {
+    SchemaSettings::draft2020_12()
+}
+
 /// A compiled schema for payload type `T`, and the typed parse that follows it.
 pub struct PayloadValidator<T> {
     schema: Value,
@@ -114,8 +130,10 @@ impl<T: JsonSchema + DeserializeOwned + Rules> PayloadValidator<T> {
     /// Compiles the schema of `T`. Panics only if schemars emits a schema jsonschema cannot
     /// compile, a programming error caught by the unit tests below.
     pub fn new() -> Self {
-        let schema =
-            serde_json::to_value(schemars::schema_for!(T)).expect("a generated schema serializes");
+        let schema = schema_settings()
+            .into_generator()
+            .into_root_schema_for::<T>()
+            .to_value();
         let validator = jsonschema::validator_for(&schema).expect("a generated schema compiles");
         Self {
             schema,
@@ -251,6 +269,11 @@ mod tests {
                 "whitespace",
             ),
             (
+                json!({"conversationId": CID, "content": "\u{200B}\u{FEFF} \u{202E}"}),
+                "/content",
+                "only format characters and spaces",
+            ),
+            (
                 json!({"conversationId": CID, "content": "a\u{0}b"}),
                 "/content",
                 "NUL",
@@ -320,6 +343,16 @@ mod tests {
         ];
         for (payload, path, reason) in table {
             assert_eq!(paths(payload), vec![path.to_string()], "{reason}");
+        }
+    }
+
+    #[test]
+    fn format_characters_inside_visible_text_are_kept() {
+        for content in ["\u{200B}hi", "a\u{FEFF}b", "\u{202E}gnp.exe", "hi \u{2060}"] {
+            assert!(
+                paths(json!({"conversationId": CID, "content": content})).is_empty(),
+                "{content:?}"
+            );
         }
     }
 

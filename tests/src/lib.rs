@@ -9,11 +9,13 @@
 //!   the checks that end every scenario.
 //! - [`stack::Stack`]: the three real binaries wired to those, with typed helpers.
 //! - [`js`]: the official `socket.io-client`, driven from Rust through a Node process.
+//! - [`api_docs`]: the official AsyncAPI and OpenAPI validators, run the same way.
 //! - [`load`]: steady load from many such clients, recorded for the fault scenarios.
 //! - [`checker`]: judges a load report against Postgres for every §7 guarantee.
 //! - [`otlp::OtlpReceiver`]: an in-process OTLP collector (gRPC and HTTP) the binaries
 //!   export their spans to.
 
+pub mod api_docs;
 pub mod checker;
 pub mod db;
 pub mod js;

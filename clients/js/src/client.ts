@@ -489,6 +489,12 @@ export class CoachwireClient extends Emitter<ClientEvents> {
   }
 }
 
+/** A fresh time-ordered `clientMessageId`, for an application that tracks its own sends
+ * before the ack (pass it in {@link SendOptions}). */
+export function newClientMessageId(): string {
+  return uuidv7();
+}
+
 /** Connects to coachwire. `url` may list several ingest nodes: after a node is lost, the
  * client moves to the next. */
 export function connect(url: string | string[], options: ClientOptions): CoachwireClient {

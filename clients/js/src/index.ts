@@ -3,7 +3,7 @@
  * delivery guarantees. See README.md for a walk-through and docs/protocol.md in the
  * repository for the wire protocol.
  */
-export { CoachwireClient, CoachwireError, connect } from "./client.js";
+export { CoachwireClient, CoachwireError, connect, newClientMessageId } from "./client.js";
 export type {
   ClientErrorCode,
   ClientEvents,

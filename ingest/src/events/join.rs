@@ -7,18 +7,9 @@ use crate::socket::extract::{JoinedRooms, Payload, Reply};
 use coachwire_shared::db;
 use coachwire_shared::envelope::{Presence, RoomEvent};
 use coachwire_shared::error::Failure;
-use coachwire_shared::ids::{ConversationId, Seq};
-use serde::Serialize;
+use coachwire_shared::replies::JoinAck;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, State};
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JoinAck {
-    success: bool,
-    conversation_id: ConversationId,
-    last_seq: Seq,
-}
 
 pub async fn handle(
     s: SocketRef,

@@ -6,16 +6,8 @@ use crate::auth::Principal;
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
 use coachwire_shared::envelope::{Presence, RoomEvent};
 use coachwire_shared::error::Failure;
-use coachwire_shared::ids::ConversationId;
-use serde::Serialize;
+use coachwire_shared::replies::LeaveAck;
 use socketioxide::extract::{Extension, SocketRef, State};
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LeaveAck {
-    success: bool,
-    conversation_id: ConversationId,
-}
 
 pub async fn handle(
     s: SocketRef,

@@ -1,7 +1,7 @@
 //! `message`: validate → authorize → rate-limit → make durable → ack.
 
 use super::origin;
-use crate::accept::{Accepted, Draft, record_outcome};
+use crate::accept::{Draft, record_outcome};
 use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
@@ -9,6 +9,7 @@ use crate::socket::order::Ticket;
 use coachwire_shared::error::Failure;
 use coachwire_shared::message::MessageType;
 use coachwire_shared::metrics::{ACK_SECONDS, MESSAGES_TOTAL};
+use coachwire_shared::replies::MessageAck;
 use socketioxide::extract::{Extension, SocketRef, State};
 use std::time::Instant;
 use tracing::{Instrument, field::Empty};
@@ -61,7 +62,7 @@ async fn send(
     joined: &JoinedRooms,
     turn: Ticket,
     payload: Payload,
-) -> Result<Accepted, Failure> {
+) -> Result<MessageAck, Failure> {
     principal.ensure_live()?;
     let request = app
         .validators

@@ -7,20 +7,10 @@ use crate::socket::extract::{Payload, Reply};
 use coachwire_shared::db;
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
-use coachwire_shared::message::{DEFAULT_SYNC_LIMIT, Message};
-use serde::Serialize;
+use coachwire_shared::message::DEFAULT_SYNC_LIMIT;
+use coachwire_shared::replies::MessagePage;
 use socketioxide::extract::{Extension, State};
 use sqlx::PgPool;
-
-/// A page of history: the `sync` ack and the HTTP GET body.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub success: Option<bool>,
-    pub messages: Vec<Message>,
-    pub has_more: bool,
-}
 
 pub async fn handle(
     State(app): State<AppRef>,
@@ -59,7 +49,7 @@ pub async fn history(
     conversation: ConversationId,
     after: Seq,
     limit: i64,
-) -> Result<Page, Failure> {
+) -> Result<MessagePage, Failure> {
     if !db::is_participant(pool, conversation, user)
         .await
         .map_err(db_unavailable)?
@@ -69,7 +59,7 @@ pub async fn history(
     let (messages, has_more) = db::messages_after(pool, conversation, after, limit)
         .await
         .map_err(db_unavailable)?;
-    Ok(Page {
+    Ok(MessagePage {
         success: None,
         messages,
         has_more,

@@ -6,7 +6,7 @@ use crate::auth::Principal;
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
 use coachwire_shared::envelope::{Presence, RoomEvent};
 use coachwire_shared::error::Failure;
-use serde_json::json;
+use coachwire_shared::replies::TypingAck;
 use socketioxide::extract::{Extension, SocketRef, State};
 
 pub async fn handle(
@@ -40,7 +40,7 @@ pub async fn handle(
             };
             app.rooms.publish(conversation, &event).await;
         }
-        Ok(json!({"success": true}))
+        Ok(TypingAck { success: true })
     }
     .await;
     reply.send(outcome);

@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::UserId;
-use serde_json::json;
+use coachwire_shared::replies::{
+    ConversationList, DEFAULT_CONVERSATIONS_LIMIT, MAX_CONVERSATIONS_LIMIT,
+};
 use std::collections::HashMap;
 
 pub async fn create(
@@ -36,24 +38,26 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(conversation)).into_response())
 }
 
-/// Page size of `GET /api/conversations` when `limit` is absent, and its largest (§8).
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
-
 /// `{ conversations, nextCursor? }`: the caller's conversations, newest activity first.
 pub async fn list(
     State(app): State<AppRef>,
     principal: Principal,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let limit = int_param(&query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
+    let limit = int_param(
+        &query,
+        "limit",
+        DEFAULT_CONVERSATIONS_LIMIT,
+        1,
+        MAX_CONVERSATIONS_LIMIT,
+    )?;
     let after = query.get("cursor").map(|c| cursor::decode(c)).transpose()?;
     let (conversations, next) = db::conversations_of(&app.pool, principal.user, after, limit)
         .await
         .map_err(db_unavailable)?;
-    let body = match next {
-        Some(next) => json!({ "conversations": conversations, "nextCursor": cursor::encode(next) }),
-        None => json!({ "conversations": conversations }),
+    let body = ConversationList {
+        conversations,
+        next_cursor: next.map(cursor::encode),
     };
     Ok(Json(body).into_response())
 }

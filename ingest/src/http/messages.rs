@@ -1,7 +1,7 @@
 //! `GET` and `POST /api/conversations/{id}/messages`.
 
 use super::{ApiError, JsonBody, int_param};
-use crate::accept::{Accepted, Draft, record_outcome};
+use crate::accept::{Draft, record_outcome};
 use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::events::message::{authorize, limit};
@@ -14,6 +14,7 @@ use coachwire_shared::db;
 use coachwire_shared::error::{Detail, Failure};
 use coachwire_shared::ids::{ConversationId, Seq};
 use coachwire_shared::message::{DEFAULT_SYNC_LIMIT, MAX_SYNC_LIMIT};
+use coachwire_shared::replies::MessageAck;
 use coachwire_shared::telemetry::propagation;
 use std::collections::HashMap;
 use tracing::{Instrument, Span, field::Empty};
@@ -70,7 +71,7 @@ async fn submit(
     principal: Principal,
     id: &str,
     mut body: serde_json::Value,
-) -> Result<Accepted, Failure> {
+) -> Result<MessageAck, Failure> {
     let conversation = path_conversation(id)?;
     Span::current().record(
         "coachwire.conversation_id",

@@ -3,6 +3,8 @@
 
 pub mod conversations;
 pub mod cors;
+pub mod demo;
+pub mod docs;
 pub mod messages;
 
 use crate::app::AppRef;
@@ -22,6 +24,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(app: AppRef) -> Router {
     Router::new()
         .route("/schema/message.json", get(message_schema))
+        .route("/asyncapi.json", get(docs::asyncapi))
+        .route("/openapi.json", get(docs::openapi))
         .route(
             "/api/conversations",
             get(conversations::list).post(conversations::create),

@@ -2,26 +2,9 @@
 //! nothing, so they are broadcast to the room (excluding their origin socket) as is.
 
 use coachwire_shared::envelope::{Presence, RoomEvent};
-use coachwire_shared::ids::{ConversationId, UserId};
+use coachwire_shared::replies::{Membership, TypingNotice};
 use serde::Serialize;
 use socketioxide::SocketIo;
-
-/// `user_joined` / `user_left` payload (§4).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Membership {
-    conversation_id: ConversationId,
-    user_id: UserId,
-}
-
-/// `typing` payload (§4).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Typing {
-    conversation_id: ConversationId,
-    user_id: UserId,
-    is_typing: bool,
-}
 
 /// Emits a presence event to the local room `room`, except its origin socket.
 pub(super) async fn emit(io: &SocketIo, room: &str, node: &str, event: RoomEvent) {
@@ -30,7 +13,7 @@ pub(super) async fn emit(io: &SocketIo, room: &str, node: &str, event: RoomEvent
             presence,
             is_typing,
         } => {
-            let body = Typing {
+            let body = TypingNotice {
                 conversation_id: presence.conversation_id,
                 user_id: presence.user_id,
                 is_typing,
