@@ -47,10 +47,10 @@ describe("a conversation between two clients", () => {
   });
   after(() => harness.stop());
 
-  test("the message types are generated from the server's own schema", async () => {
-    const live = await (await fetch(`${harness.urls[0]}/schema/message.json`)).json();
-    const copy = JSON.parse(await readFile(new URL("../schema/message.json", import.meta.url), "utf8"));
-    assert.deepEqual(copy, live, "schema/message.json differs from the server's: run `npm run gen -- <url>`");
+  test("the protocol types are generated from the server's own AsyncAPI document", async () => {
+    const live = await (await fetch(`${harness.urls[0]}/asyncapi.json`)).json();
+    const copy = JSON.parse(await readFile(new URL("../schema/asyncapi.json", import.meta.url), "utf8"));
+    assert.deepEqual(copy, live, "schema/asyncapi.json differs from the server's: run `npm run gen -- <url>`");
   });
 
   test("both see every message once, in seq order, their own included; history on request", async () => {
