@@ -388,6 +388,21 @@ impl Client {
         Ok(ack)
     }
 
+    /// Sends `content` to `conversation`, failing unless the ack says `success` (JetStream
+    /// has it); returns the ack.
+    pub async fn send(&self, conversation: impl std::fmt::Display, content: &str) -> Result<Value> {
+        let ack = self
+            .emit_ack(
+                "message",
+                json!({ "conversationId": conversation.to_string(), "content": content }),
+            )
+            .await?;
+        if ack["success"] != true {
+            bail!("{} could not send {content:?}: {ack}", self.name);
+        }
+        Ok(ack)
+    }
+
     /// Emits without an ack callback (failures then arrive as an `error` event).
     pub async fn emit(&self, event: &str, payload: Value) -> Result<()> {
         let cmd = json!({ "cmd": "emit", "client": self.name, "event": event, "args": [payload], "ack": false });

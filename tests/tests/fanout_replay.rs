@@ -5,7 +5,7 @@
 use coachwire_shared::envelope::RoomEvent;
 use coachwire_shared::ids::{ConversationId, MessageId, UserId};
 use coachwire_shared::subjects::room_subject;
-use coachwire_testkit::js::{Client, Driver};
+use coachwire_testkit::js::Driver;
 use coachwire_testkit::stack::{Stack, bin_dir};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -66,17 +66,6 @@ async fn insert_row(stack: &Stack, conversation: ConversationId, user: UserId, s
     .expect("insert");
 }
 
-async fn send(client: &Client, conversation: ConversationId, content: &str) {
-    let ack = client
-        .emit_ack(
-            "message",
-            json!({"conversationId": conversation.to_string(), "content": content}),
-        )
-        .await
-        .expect("ack");
-    assert_eq!(ack["success"], true, "{ack}");
-}
-
 #[tokio::test]
 async fn replayed_rows_reach_a_joined_socket_once_in_order_and_a_second_replay_adds_nothing() {
     let stack = Stack::start().await.expect("stack");
@@ -93,7 +82,7 @@ async fn replayed_rows_reach_a_joined_socket_once_in_order_and_a_second_replay_a
 
     // The normal path first: seq 1 and 2 reach bob through the fanout.
     for content in ["one", "two"] {
-        send(&alice, room.id, content).await;
+        alice.send(room.id, content).await.expect("sent");
     }
     let live = bob.next_events("message", 2).await.expect("live messages");
     assert_eq!(
@@ -164,7 +153,7 @@ async fn replayed_rows_reach_a_joined_socket_once_in_order_and_a_second_replay_a
     }
 
     // Live traffic continues after the replayed seqs.
-    send(&alice, room.id, "six").await;
+    alice.send(room.id, "six").await.expect("sent");
     let six = bob.next_event("message").await.expect("live again");
     assert_eq!(six["seq"], 6);
 }

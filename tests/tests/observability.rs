@@ -2,8 +2,7 @@
 //! exported over both OTLP protocols to an in-process collector; an HTTP caller's trace
 //! continued; log lines stamped with the trace; metrics that count exactly.
 
-use coachwire_shared::ids::ConversationId;
-use coachwire_testkit::js::{Client, Driver};
+use coachwire_testkit::js::Driver;
 use coachwire_testkit::otlp::{OtlpReceiver, ReceivedSpan};
 use coachwire_testkit::scenario::nats_client;
 use coachwire_testkit::stack::{Service, Stack, StackOptions};
@@ -106,18 +105,6 @@ async fn traced_stack(receiver: &OtlpReceiver, protocol: &str) -> Stack {
     })
     .await
     .expect("stack")
-}
-
-/// Sends `content` to `conversation` and expects it accepted.
-async fn send_accepted(client: &Client, conversation: ConversationId, content: &str) {
-    let ack = client
-        .emit_ack(
-            "message",
-            json!({"conversationId": conversation.to_string(), "content": content}),
-        )
-        .await
-        .expect("send");
-    assert_eq!(ack["success"], true, "{ack}");
 }
 
 /// The first JSON line of `service` with `text` in the trace `trace_id`.
@@ -314,7 +301,7 @@ async fn log_lines_in_the_message_path_carry_its_trace_ids() {
         .room_with_alice(&driver)
         .await
         .expect("alice in a room");
-    send_accepted(&alice, room.id, "hi").await;
+    alice.send(room.id, "hi").await.expect("sent");
     let refused = alice
         .emit_ack(
             "message",
@@ -484,7 +471,7 @@ async fn without_an_endpoint_nothing_is_traced() {
         .room_with_alice(&driver)
         .await
         .expect("alice in a room");
-    send_accepted(&alice, room.id, "untraced").await;
+    alice.send(room.id, "untraced").await.expect("sent");
     let js = async_nats::jetstream::new(nats_client(&stack.nats_url()).await);
     let stream = js
         .get_stream(coachwire_shared::subjects::MESSAGES_STREAM)

@@ -16,7 +16,7 @@ use coachwire_testkit::pg_server::PgServer;
 use coachwire_testkit::stack::{Service, Stack, StackOptions};
 use coachwire_testkit::tcp_proxy::TcpProxy;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
@@ -46,18 +46,6 @@ async fn spawn_behind(stack: &Stack, binary: &'static str, proxy: &TcpProxy) -> 
     let service = Service::spawn(binary, &env).await.expect("spawn");
     service.wait_ready(READY_WAIT).await.expect("ready");
     service
-}
-
-/// Sends `content` and asserts the success ack (JetStream has it).
-async fn send(sender: &Client, conversation: ConversationId, content: &str) {
-    let ack = sender
-        .emit_ack(
-            "message",
-            json!({"conversationId": conversation.to_string(), "content": content}),
-        )
-        .await
-        .expect("ack");
-    assert_eq!(ack["success"], true, "{content}: {ack}");
 }
 
 /// Waits until Postgres holds `count` messages of the conversation, which must be
@@ -94,7 +82,10 @@ async fn expect_message(receiver: &Client, seq: i64, content: &str, within: Dura
 /// Sends the burst 1..=BURST from `sender` and asserts that `receiver` gets it in order.
 async fn burst(sender: &Client, receiver: &Client, conversation: ConversationId) {
     for i in 1..=BURST {
-        send(sender, conversation, &format!("burst {i}")).await;
+        sender
+            .send(conversation, &format!("burst {i}"))
+            .await
+            .expect("sent");
     }
     for i in 1..=BURST {
         expect_message(receiver, i, &format!("burst {i}"), Duration::from_secs(10)).await;
@@ -140,7 +131,7 @@ async fn a_node_cut_from_nats_emits_the_message_it_missed_once_it_reconnects() {
     tokio::time::sleep(PAST_TAIL_CHECK).await;
 
     proxy.cut();
-    send(&alice, room.id, "while B was cut").await;
+    alice.send(room.id, "while B was cut").await.expect("sent");
     wait_stored(&stack, room.id, BURST + 1).await;
     // The fanout has published it to nobody on node B: the event is gone.
     expect_no_repeat(&bob, Duration::from_millis(500)).await;
@@ -159,7 +150,7 @@ async fn a_node_cut_from_nats_emits_the_message_it_missed_once_it_reconnects() {
     );
     expect_no_repeat(&bob, NO_REPEAT_FOR).await;
 
-    send(&alice, room.id, "after").await;
+    alice.send(room.id, "after").await.expect("sent");
     expect_message(&bob, BURST + 2, "after", Duration::from_secs(10)).await;
     expect_no_repeat(&bob, NO_REPEAT_FOR).await;
 }
@@ -196,7 +187,7 @@ async fn the_last_message_of_a_burst_reaches_the_room_while_the_fanout_is_cut_an
     burst(&alice, &bob, room.id).await;
     proxy.cut();
     let cut = Instant::now();
-    send(&alice, room.id, "last").await;
+    alice.send(room.id, "last").await.expect("sent");
     wait_stored(&stack, room.id, BURST + 1).await;
     let stored = cut.elapsed();
 
@@ -260,7 +251,7 @@ async fn a_room_with_a_gap_waits_out_a_long_postgres_outage_and_never_skips() {
     tokio::time::sleep(PAST_TAIL_CHECK).await;
 
     proxy.cut();
-    send(&alice, room.id, "gap").await;
+    alice.send(room.id, "gap").await.expect("sent");
     wait_stored(&stack, room.id, BURST + 1).await;
     pg.stop().await.expect("stop Postgres");
     let forwarded = proxy.forwarded();
@@ -280,7 +271,7 @@ async fn a_room_with_a_gap_waits_out_a_long_postgres_outage_and_never_skips() {
         "the gap was filled {:?} after Postgres came back",
         back.elapsed()
     );
-    send(&alice, room.id, "after the outage").await;
+    alice.send(room.id, "after the outage").await.expect("sent");
     expect_message(&bob, BURST + 2, "after the outage", Duration::from_secs(10)).await;
     expect_no_repeat(&bob, NO_REPEAT_FOR).await;
     wait_stored(&stack, room.id, BURST + 2).await;
