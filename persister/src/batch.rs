@@ -46,7 +46,7 @@ pub struct Persister {
 }
 
 /// How a batch ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Stored, published and acked (`fresh` rows were new).
     Done { fresh: usize },

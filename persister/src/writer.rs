@@ -11,7 +11,7 @@
 //! stays in stream order inside the combined one, and a partition hands over its next
 //! batch only after the writer has finished (stored, published, acked) the previous one.
 
-use crate::batch::{Outcome, Persister};
+use crate::batch::Persister;
 use async_nats::jetstream::{self, Message};
 use coachwire_shared::subjects::PARTITIONS;
 use tokio::sync::{mpsc, oneshot};
@@ -22,11 +22,11 @@ use tracing::Instrument;
 /// Most messages one transaction takes from the partitions' queue.
 const MAX_COMBINED: usize = 2_000;
 
-/// One partition's batch, in stream order, and where to report how it ended.
+/// One partition's batch, in stream order, and who waits for it to be finished.
 struct Job {
     partition: String,
     messages: Vec<Message>,
-    done: oneshot::Sender<Outcome>,
+    done: oneshot::Sender<()>,
 }
 
 /// A partition's handle on the process's writer.
@@ -46,19 +46,18 @@ impl Writer {
         (Writer { jobs, js }, task)
     }
 
-    /// Stores, publishes and acks `messages` (one partition's batch, in stream order);
-    /// `Abandoned` if the writer is gone or shutting down.
-    pub async fn write(&self, partition: &str, messages: Vec<Message>) -> Outcome {
-        let (done, outcome) = oneshot::channel();
+    /// Stores, publishes and acks `messages` (one partition's batch, in stream order), or
+    /// leaves them unacked for redelivery if the writer is shutting down or gone.
+    pub async fn write(&self, partition: &str, messages: Vec<Message>) {
+        let (done, finished) = oneshot::channel();
         let job = Job {
             partition: partition.to_string(),
             messages,
             done,
         };
-        if self.jobs.send(job).await.is_err() {
-            return Outcome::Abandoned;
+        if self.jobs.send(job).await.is_ok() {
+            let _ = finished.await;
         }
-        outcome.await.unwrap_or(Outcome::Abandoned)
     }
 
     /// The JetStream context the writer publishes with.
@@ -80,10 +79,14 @@ async fn write(persister: Persister, mut queue: mpsc::Receiver<Job>, shutdown: C
                 Err(_) => break,
             }
         }
-        let partitions: Vec<&str> = jobs.iter().map(|j| j.partition.as_str()).collect();
+        // Field values are only computed when the span is enabled (an exporter is set).
         let span = tracing::debug_span!(
             "persist.batch",
-            coachwire.partitions = partitions.join(","),
+            coachwire.partitions = jobs
+                .iter()
+                .map(|j| j.partition.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             coachwire.batch_size = size,
         );
         let mut messages = Vec::with_capacity(size);
@@ -92,12 +95,12 @@ async fn write(persister: Persister, mut queue: mpsc::Receiver<Job>, shutdown: C
             messages.extend(job.messages);
             waiting.push(job.done);
         }
-        let outcome = persister
+        persister
             .process(messages, &shutdown)
             .instrument(span)
             .await;
         for done in waiting {
-            let _ = done.send(outcome.clone());
+            let _ = done.send(());
         }
     }
 }
