@@ -128,6 +128,13 @@ fn corpus(c: &str, stranger: &str) -> Vec<Case> {
             Some("/content"),
         ),
         case(
+            "content only invisible format characters",
+            m,
+            with(c, "content", json!("\u{200B}\u{FEFF} \u{202E}")),
+            V,
+            Some("/content"),
+        ),
+        case(
             "content tabs and newlines",
             m,
             with(c, "content", json!("\n\t\r\n")),

@@ -161,6 +161,7 @@ async function createConversation(otherId) {
 
 function open(id) {
   page.current = id;
+  for (const timer of page.typers.values()) clearTimeout(timer);
   page.typers.clear();
   $("chat-title").textContent = titleOf(page.conversations.get(id));
   $("input").disabled = false;
@@ -188,6 +189,8 @@ function received(message) {
   } else {
     conversation.entries.push({ ...message, status: message.userId === page.me.userId ? "delivered" : null });
   }
+  // A message ends its author's typing.
+  clearTimeout(page.typers.get(message.userId));
   page.typers.delete(message.userId);
   if (message.conversationId === page.current) {
     renderMessages();

@@ -48,52 +48,37 @@ pub fn guard(router: Router, origins: CorsOrigins) -> Router {
     ))
 }
 
-/// Who is calling, as far as the `Origin` header tells.
-enum Caller {
-    /// No `Origin`: not a page in a browser.
-    NoBrowser,
-    SameOrigin,
-    Listed,
-    Foreign,
-}
-
 async fn refuse_foreign_origins(
     State(origins): State<Arc<CorsOrigins>>,
     request: Request,
     next: Next,
 ) -> Response {
-    match caller(&origins, &request) {
-        Caller::NoBrowser | Caller::SameOrigin | Caller::Listed => next.run(request).await,
-        Caller::Foreign => {
-            tracing::debug!(
-                origin = ?request.headers().get(ORIGIN),
-                path = request.uri().path(),
-                "refused a request from a foreign origin"
-            );
-            ApiError::from(Failure::new(
-                ErrorCode::Forbidden,
-                "this origin may not use the server",
-            ))
-            .into_response()
-        }
+    if allowed(&origins, &request) {
+        return next.run(request).await;
     }
+    tracing::debug!(
+        origin = ?request.headers().get(ORIGIN),
+        path = request.uri().path(),
+        "refused a request from a foreign origin"
+    );
+    ApiError::from(Failure::new(
+        ErrorCode::Forbidden,
+        "this origin may not use the server",
+    ))
+    .into_response()
 }
 
-fn caller(origins: &CorsOrigins, request: &Request) -> Caller {
+/// No `Origin` (not a page in a browser), the server's own, or a listed one.
+fn allowed(origins: &CorsOrigins, request: &Request) -> bool {
     let Some(origin) = request.headers().get(ORIGIN) else {
-        return Caller::NoBrowser;
+        return true;
     };
     // An `Origin` that is not one (`null` from a sandboxed frame or a file) is no page of ours.
-    let Some(origin) = origin.to_str().ok().and_then(|o| Origin::parse(o).ok()) else {
-        return Caller::Foreign;
-    };
-    if is_same_origin(&origin, request) {
-        Caller::SameOrigin
-    } else if origins.contains(&origin) {
-        Caller::Listed
-    } else {
-        Caller::Foreign
-    }
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| Origin::parse(o).ok())
+        .is_some_and(|origin| is_same_origin(&origin, request) || origins.contains(&origin))
 }
 
 /// The page came from this very host and port. Either scheme counts: behind a proxy that
