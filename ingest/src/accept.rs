@@ -98,12 +98,13 @@ impl Acceptor {
             None => MessageId::generate(),
         };
         Span::current().record("coachwire.message_id", tracing::field::display(id));
+        let conversation = draft.conversation;
         if draft
             .client_message_id
             .is_some_and(|cmid| !cmid.minted_within(CAUGHT_BY_THE_STREAM, SystemTime::now()))
             && let Some(stored) = self.stored(id).await
         {
-            return Ok(outcome(stored, true));
+            return retry_of(stored, conversation);
         }
         let envelope = MessageEnvelope {
             message: Message {
@@ -123,8 +124,11 @@ impl Acceptor {
             metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
         })?;
         if ack.duplicate {
-            let original = self.original(ack.sequence).await;
-            return Ok(outcome(original.unwrap_or(envelope.message), true));
+            let original = match self.original(ack.sequence).await {
+                Some(original) => Some(original),
+                None => self.stored(id).await,
+            };
+            return retry_of(original.unwrap_or(envelope.message), conversation);
         }
         Ok(outcome(envelope.message, false))
     }
@@ -289,6 +293,19 @@ pub fn record_outcome(span: &Span, outcome: &Result<MessageAck, Failure>) {
         }
     }
     tracing::debug!(parent: span, "answered");
+}
+
+/// The answer to a send whose id was already used: a retry if it went to the same
+/// conversation (§7.2); otherwise the client reused a `clientMessageId`, which would make
+/// the second conversation's message vanish behind the first, so it is refused.
+fn retry_of(first: Message, conversation: ConversationId) -> Result<MessageAck, Failure> {
+    if first.conversation_id != conversation {
+        return Err(Failure::validation(vec![Detail::new(
+            "/clientMessageId",
+            "was already used for a message in another conversation",
+        )]));
+    }
+    Ok(outcome(first, true))
 }
 
 fn outcome(message: Message, duplicate: bool) -> MessageAck {

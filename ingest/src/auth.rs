@@ -7,6 +7,11 @@ use coachwire_shared::ids::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// Longest token accepted. Real tokens (a few claims, an RS256 signature) are well under
+/// 1 KiB; anything past this is refused before base64 or JSON decoding, so a 60 KiB token
+/// costs no more than a short bad one.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
 /// The caller's role: only the AI coach may send `type: "ai"`, and it is not message-limited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,8 +103,12 @@ impl Verifier {
         })
     }
 
-    /// Verifies signature and claims; the reason goes to the client, never the token.
+    /// Verifies signature and claims; the reason goes to the client, never the token. A
+    /// token longer than any real one is refused before it is decoded.
     pub fn verify(&self, token: &str) -> Result<Principal, Failure> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Failure::unauthorized("token too long"));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| Failure::unauthorized(reason(&e)))?;
         let claims = data.claims;
@@ -111,6 +120,13 @@ impl Verifier {
             valid_until: claims.exp.saturating_add(self.leeway),
         })
     }
+}
+
+/// The token of an `Authorization` header value: the scheme `Bearer` in any case
+/// (RFC 7235 makes it case-insensitive), then the token.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn reason(e: &jsonwebtoken::errors::Error) -> &'static str {
@@ -732,5 +748,28 @@ mod verification_tests {
             Verifier::new(&not_a_key),
             Err(AuthConfigError::BadKey)
         ));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_nothing_else_is_a_token() {
+        let table = [
+            ("Bearer abc", Some("abc"), "canonical"),
+            ("bearer abc", Some("abc"), "lower case"),
+            ("BEARER  abc ", Some("abc"), "upper case, extra spaces"),
+            ("Basic abc", None, "another scheme"),
+            ("Bearerabc", None, "no space"),
+            ("abc", None, "no scheme"),
+        ];
+        for (header, token, reason) in table {
+            assert_eq!(bearer_token(header), token, "{reason}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_token_is_refused_before_it_is_decoded() {
+        let verifier = hs256_verifier(hs256_settings());
+        let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let refused = verifier.verify(&huge).expect_err("too long");
+        assert_eq!(refused.error, "token too long");
     }
 }

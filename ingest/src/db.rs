@@ -6,16 +6,13 @@ use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::replies::Conversation;
 use sqlx::PgPool;
 
-/// Creates a conversation whose participants are `participants` plus the creator.
+/// Creates a conversation of `participants`, who include the creator, each once.
 pub async fn create_conversation(
     pool: &PgPool,
     creator: UserId,
     title: Option<String>,
-    mut participants: Vec<UserId>,
+    participants: Vec<UserId>,
 ) -> Result<Conversation, sqlx::Error> {
-    participants.push(creator);
-    participants.sort();
-    participants.dedup();
     let id = ConversationId(uuid::Uuid::now_v7());
     let created_at = coachwire_shared::message::now_millis();
     let mut tx = pool.begin().await?;
@@ -44,6 +41,22 @@ pub async fn create_conversation(
         participant_ids: participants,
         created_at,
     })
+}
+
+/// Takes `user` out of the conversation for good; `false` if they were not in it.
+pub async fn leave_conversation(
+    pool: &PgPool,
+    conversation: ConversationId,
+    user: UserId,
+) -> Result<bool, sqlx::Error> {
+    let removed = sqlx::query(
+        "DELETE FROM conversation_participants WHERE conversation_id = $1 AND user_id = $2",
+    )
+    .bind(conversation)
+    .bind(user)
+    .execute(pool)
+    .await?;
+    Ok(removed.rows_affected() > 0)
 }
 
 /// Where a page of [`conversations_of`] starts: just after this conversation, in the

@@ -7,18 +7,31 @@
 
 use crate::settings::LimitSettings;
 use coachwire_shared::error::Failure;
-use coachwire_shared::ids::UserId;
+use coachwire_shared::ids::{ConversationId, UserId};
 use coachwire_shared::metrics::RATE_LIMITED_TOTAL;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use socketioxide::socket::Sid;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-/// Typing indicators per socket: a human types in bursts; ten a second is plenty, and
-/// typing is never stored, so the excess is dropped silently.
+/// Typing indicators per user (all their sockets together, so five tabs relay no more than
+/// one): a human types in bursts; ten a second is plenty, and typing is never stored, so
+/// the excess is dropped silently.
 const TYPING_PER_SECOND: u32 = 10;
+/// `user_joined` / `user_left` one user may cause in one conversation per minute: a page
+/// reload costs two, while a join/leave loop aimed at someone's screen is cut to a trickle.
+/// Presence past it is not relayed (it is advisory and never stored); the join or leave
+/// itself still happens.
+const PRESENCE_PER_MINUTE: u32 = 12;
+/// Events other than `message` and `typing` (`join_conversation`, `leave_conversation`,
+/// `sync`) that one socket may send: each may cost a Postgres query. A reconnecting client
+/// re-joins and syncs every conversation it has open at once, hence the burst; past it,
+/// twenty a second keeps one socket from making a node run hundreds of queries a second.
+const CONTROL_BURST: u32 = 100;
+const CONTROL_PER_SECOND: u32 = 20;
 
 /// One keyed limiter, or none when configured off (limit 0).
 struct Limiter<K: Hash + Eq + Clone> {
@@ -26,9 +39,16 @@ struct Limiter<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
+    /// At most `limit` per `window`, as a burst of `limit`; `limit` 0 means no limit.
     fn new(limit: u32, window: Duration) -> Self {
-        let quota = NonZeroU32::new(limit).and_then(|burst| {
-            Quota::with_period(window / burst.get()).map(|q| q.allow_burst(burst))
+        Self::with_burst(limit, window, limit)
+    }
+
+    /// `rate` per `window` after a burst of `burst`; `rate` 0 means no limit.
+    fn with_burst(rate: u32, window: Duration, burst: u32) -> Self {
+        let quota = NonZeroU32::new(rate).and_then(|rate| {
+            let burst = NonZeroU32::new(burst.max(rate.get())).unwrap_or(rate);
+            Quota::with_period(window / rate.get()).map(|q| q.allow_burst(burst))
         });
         Self {
             inner: quota.map(RateLimiter::keyed),
@@ -61,7 +81,12 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 pub struct Limits {
     messages: Limiter<UserId>,
     connections: Limiter<IpAddr>,
-    typing: Limiter<String>,
+    conversations: Limiter<UserId>,
+    control: Limiter<Sid>,
+    typing: Limiter<UserId>,
+    presence: Limiter<(UserId, ConversationId)>,
+    /// Conversations one socket may have joined at once; `None`: no limit.
+    pub rooms_per_socket: Option<usize>,
     pub trust_proxy: bool,
 }
 
@@ -76,7 +101,14 @@ impl Limits {
                 settings.connection_limit,
                 Duration::from_millis(settings.connection_window_ms),
             ),
+            conversations: Limiter::new(
+                settings.conversation_limit,
+                Duration::from_millis(settings.conversation_window_ms),
+            ),
+            control: Limiter::with_burst(CONTROL_PER_SECOND, Duration::from_secs(1), CONTROL_BURST),
             typing: Limiter::new(TYPING_PER_SECOND, Duration::from_secs(1)),
+            presence: Limiter::new(PRESENCE_PER_MINUTE, Duration::from_secs(60)),
+            rooms_per_socket: (settings.rooms_per_socket > 0).then_some(settings.rooms_per_socket),
             trust_proxy: settings.trust_proxy,
         }
     }
@@ -89,6 +121,31 @@ impl Limits {
         })
     }
 
+    /// A conversation created by `user`; the excess is refused with `retryAfterMs`.
+    pub fn conversation(&self, user: UserId) -> Result<(), Failure> {
+        self.conversations.check(&user).map_err(|wait| {
+            metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "conversation").increment(1);
+            Failure::rate_limited(retry_after_ms(wait))
+        })
+    }
+
+    /// A `join_conversation`, `leave_conversation` or `sync` from socket `sid`.
+    pub fn control(&self, sid: Sid) -> Result<(), Failure> {
+        self.control.check(&sid).map_err(|wait| {
+            metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "event").increment(1);
+            Failure::rate_limited(retry_after_ms(wait))
+        })
+    }
+
+    /// Whether `user_joined` / `user_left` by `user` in `conversation` is relayed.
+    pub fn presence(&self, user: UserId, conversation: ConversationId) -> bool {
+        let allowed = self.presence.check(&(user, conversation)).is_ok();
+        if !allowed {
+            metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "presence").increment(1);
+        }
+        allowed
+    }
+
     /// A handshake from `ip`.
     pub fn connection(&self, ip: IpAddr) -> Result<(), Failure> {
         self.connections.check(&ip).map_err(|wait| {
@@ -97,9 +154,9 @@ impl Limits {
         })
     }
 
-    /// A `typing` event from socket `sid`: `false` means drop it.
-    pub fn typing(&self, sid: &str) -> bool {
-        let allowed = self.typing.check(&sid.to_string()).is_ok();
+    /// A `typing` event from `user`: `false` means drop it.
+    pub fn typing(&self, user: UserId) -> bool {
+        let allowed = self.typing.check(&user).is_ok();
         if !allowed {
             metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "typing").increment(1);
         }
@@ -110,8 +167,16 @@ impl Limits {
     pub fn prune(&self) -> usize {
         self.messages.prune();
         self.connections.prune();
+        self.conversations.prune();
+        self.control.prune();
         self.typing.prune();
-        self.messages.len() + self.connections.len() + self.typing.len()
+        self.presence.prune();
+        self.messages.len()
+            + self.connections.len()
+            + self.conversations.len()
+            + self.control.len()
+            + self.typing.len()
+            + self.presence.len()
     }
 }
 
@@ -132,6 +197,9 @@ mod tests {
             message_window_ms: 60_000,
             connection_limit: 2,
             connection_window_ms: 60_000,
+            conversation_limit: 2,
+            conversation_window_ms: 60_000,
+            rooms_per_socket: 500,
             trust_proxy: false,
         }
     }
@@ -159,6 +227,9 @@ mod tests {
             message_window_ms: 1000,
             connection_limit: 5,
             connection_window_ms: 1000,
+            conversation_limit: 0,
+            conversation_window_ms: 1000,
+            rooms_per_socket: 0,
             trust_proxy: false,
         });
         let flood_started = std::time::Instant::now();
@@ -180,6 +251,66 @@ mod tests {
             window.saturating_sub(flood_started.elapsed()) + Duration::from_millis(20),
         );
         assert_eq!(limits.prune(), 0, "keys whose window passed are forgotten");
+    }
+
+    #[test]
+    fn conversations_are_limited_per_user() {
+        let limits = Limits::new(&settings(3));
+        let user = UserId(uuid::Uuid::new_v4());
+        limits.conversation(user).expect("first");
+        limits.conversation(user).expect("second");
+        let refused = limits
+            .conversation(user)
+            .expect_err("third is over 2 per window");
+        assert!(
+            refused
+                .retry_after_ms
+                .is_some_and(|ms| ms > 0 && ms <= 30_000)
+        );
+        limits
+            .conversation(UserId(uuid::Uuid::new_v4()))
+            .expect("another user has their own budget");
+    }
+
+    #[test]
+    fn control_events_allow_a_reconnect_burst_then_refuse() {
+        let limits = Limits::new(&settings(3));
+        let sid = Sid::new();
+        for i in 0..CONTROL_BURST {
+            limits
+                .control(sid)
+                .unwrap_or_else(|_| panic!("event {i} is within the burst"));
+        }
+        let refused = limits.control(sid).expect_err("past the burst");
+        assert!(
+            refused
+                .retry_after_ms
+                .is_some_and(|ms| ms <= 1000 / u64::from(CONTROL_PER_SECOND) + 1)
+        );
+        limits
+            .control(Sid::new())
+            .expect("another socket has its own budget");
+    }
+
+    #[test]
+    fn presence_and_typing_are_counted_per_user_not_per_socket() {
+        let limits = Limits::new(&settings(3));
+        let (user, conversation) = (
+            UserId(uuid::Uuid::new_v4()),
+            ConversationId(uuid::Uuid::new_v4()),
+        );
+        let relayed = (0..2 * TYPING_PER_SECOND)
+            .filter(|_| limits.typing(user))
+            .count();
+        assert_eq!(relayed, TYPING_PER_SECOND as usize);
+        let relayed = (0..200)
+            .filter(|_| limits.presence(user, conversation))
+            .count();
+        assert_eq!(relayed, PRESENCE_PER_MINUTE as usize);
+        assert!(
+            limits.presence(user, ConversationId(uuid::Uuid::new_v4())),
+            "per conversation"
+        );
     }
 
     #[test]

@@ -63,6 +63,18 @@ pub struct LimitSettings {
         default_value_t = 300_000
     )]
     pub connection_window_ms: u64,
+    /// Conversations one user may create per window (0 = no limit; role `ai` is exempt).
+    #[arg(long, env = "COACHWIRE_CONVERSATION_LIMIT", default_value_t = 30)]
+    pub conversation_limit: u32,
+    #[arg(
+        long,
+        env = "COACHWIRE_CONVERSATION_WINDOW_MS",
+        default_value_t = 60_000
+    )]
+    pub conversation_window_ms: u64,
+    /// Conversations one socket may have joined at once (0 = no limit; role `ai` is exempt).
+    #[arg(long, env = "COACHWIRE_ROOMS_PER_SOCKET", default_value_t = 500)]
+    pub rooms_per_socket: usize,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "COACHWIRE_TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy: bool,

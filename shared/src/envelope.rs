@@ -47,4 +47,7 @@ pub enum RoomEvent {
     },
     UserJoined(Presence),
     UserLeft(Presence),
+    /// The user left the conversation for good (`DELETE …/participants/me`): every node
+    /// takes that user's sockets out of its room, then tells the rest `user_left`.
+    Departed(Presence),
 }

@@ -16,6 +16,8 @@ pub const UUID_PATTERN: &str =
 pub const MAX_CONTENT_CHARS: usize = 10_000;
 /// Longest `metadata.imageUrl` (§5).
 pub const MAX_IMAGE_URL_CHARS: usize = 2048;
+/// Most participants of one conversation, the creator included (§8).
+pub const MAX_PARTICIPANTS: usize = 1000;
 /// `sync` / HTTP page size bounds (§4).
 pub const MAX_SYNC_LIMIT: i64 = 500;
 pub const DEFAULT_SYNC_LIMIT: i64 = 100;

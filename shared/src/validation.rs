@@ -26,7 +26,18 @@ pub trait Rules {
 impl Rules for ConversationPayload {}
 impl Rules for TypingPayload {}
 impl Rules for SyncPayload {}
-impl Rules for CreateConversationPayload {}
+
+/// A title is shown like content, so it follows content's character rules (§8): a NUL
+/// would otherwise reach Postgres, which refuses it, and be answered as an outage.
+impl Rules for CreateConversationPayload {
+    fn check(payload: &Value, details: &mut Vec<Detail>) {
+        if let Some(title) = payload.get("title").and_then(Value::as_str)
+            && let Some(problem) = content_problem(title)
+        {
+            details.push(Detail::new("/title", problem));
+        }
+    }
+}
 
 impl Rules for MessagePayload {
     fn check(payload: &Value, details: &mut Vec<Detail>) {
@@ -158,8 +169,8 @@ impl<T: JsonSchema + DeserializeOwned + Rules> PayloadValidator<T> {
             details.dedup_by(|a, b| a.path == b.path && a.message == b.message);
             return Err(details);
         }
-        serde_json::from_value(payload.clone())
-            .map_err(|e| vec![Detail::new("", format!("is invalid: {e}"))])
+        serde_path_to_error::deserialize(payload)
+            .map_err(|e| vec![Detail::new(pointer(e.path()), "is out of range")])
     }
 }
 
@@ -212,6 +223,18 @@ fn type_name(kind: &TypeKind) -> String {
             format!("of type {}", names.join(" or "))
         }
     }
+}
+
+/// The JSON pointer of the field serde refused after the schema passed it: only a value
+/// the schema cannot bound, such as an integer past `i64` (`afterSeq: 2^63`, `1e300`).
+fn pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .fold(String::new(), |parent, segment| match segment {
+            Segment::Map { key } => child(&parent, key),
+            Segment::Seq { index } => format!("{parent}/{index}"),
+            Segment::Enum { .. } | Segment::Unknown => parent,
+        })
 }
 
 /// `parent` + one JSON-pointer segment (RFC 6901 escaping).
@@ -365,6 +388,46 @@ mod tests {
             paths(json!({"conversationId": CID, "content": long})),
             vec!["/content"]
         );
+    }
+
+    #[test]
+    fn a_number_past_bigint_is_named_by_its_own_pointer() {
+        let validator = PayloadValidator::<SyncPayload>::new();
+        for after in [json!(9_223_372_036_854_775_808u64), json!(1e300)] {
+            let details = validator
+                .parse(&json!({"conversationId": CID, "afterSeq": after}))
+                .expect_err("past bigint");
+            let paths: Vec<&str> = details.iter().map(|d| d.path.as_str()).collect();
+            assert_eq!(paths, ["/afterSeq"], "{after}");
+        }
+        validator
+            .parse(&json!({"conversationId": CID, "afterSeq": i64::MAX}))
+            .expect("the largest bigint is a valid afterSeq");
+    }
+
+    #[test]
+    fn a_title_follows_the_character_rules_of_content() {
+        let validator = PayloadValidator::<CreateConversationPayload>::new();
+        let table = [
+            (json!("a\u{0}b"), Some("/title"), "NUL"),
+            (json!("a\u{1b}[31m"), Some("/title"), "escape sequence"),
+            (json!(" \u{200B} "), Some("/title"), "nothing visible"),
+            (json!("t".repeat(201)), Some("/title"), "201 scalar values"),
+            (
+                json!("😀".repeat(200)),
+                None,
+                "200 scalar values of 4 bytes",
+            ),
+            (json!("Risk\tplan"), None, "a tab is kept"),
+            (json!(null), None, "no title"),
+        ];
+        for (title, path, reason) in table {
+            let got = validator
+                .parse(&json!({"title": title, "participantIds": []}))
+                .err()
+                .map(|d| d[0].path.clone());
+            assert_eq!(got.as_deref(), path, "{reason}");
+        }
     }
 
     #[test]

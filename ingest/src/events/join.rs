@@ -1,12 +1,13 @@
-//! `join_conversation`: participation check, then the node's room for this conversation.
+//! `join_conversation`: participation check, the socket's room limit (§6), then the node's
+//! room for this conversation.
 
 use super::{conversation_id, db_unavailable, origin};
-use crate::app::AppRef;
-use crate::auth::Principal;
-use crate::socket::extract::{JoinedRooms, Payload, Reply};
+use crate::app::{App, AppRef};
+use crate::auth::{Principal, Role};
+use crate::socket::extract::{Admission, JoinedRooms, Payload, Reply};
 use coachwire_shared::db;
 use coachwire_shared::envelope::{Presence, RoomEvent};
-use coachwire_shared::error::Failure;
+use coachwire_shared::error::{ErrorCode, Failure};
 use coachwire_shared::replies::JoinAck;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, State};
@@ -28,15 +29,26 @@ pub async fn handle(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
+        app.limits.control(s.id)?;
         let allowed = db::is_participant(&app.pool, conversation, principal.user)
             .await
             .map_err(db_unavailable)?;
         if !allowed {
             return Err(Failure::forbidden());
         }
-        let room = app.rooms.join(&io, conversation, s.id).await?;
-        joined.insert(conversation);
-        if room.newly {
+        let admission = joined.admit(conversation, rooms_limit(&app, principal));
+        if admission == Admission::Full {
+            return Err(Failure::new(
+                ErrorCode::RateLimited,
+                "this socket has joined as many conversations as it may; leave one first",
+            ));
+        }
+        let room = app.rooms.join(&io, conversation, s.id).await;
+        if admission == Admission::Added && room.is_err() {
+            joined.remove(conversation);
+        }
+        let room = room?;
+        if room.newly && app.limits.presence(principal.user, conversation) {
             let presence = Presence {
                 conversation_id: conversation,
                 user_id: principal.user,
@@ -54,4 +66,12 @@ pub async fn handle(
     }
     .await;
     reply.send(outcome);
+}
+
+/// The AI coach takes part in every conversation, so only people's sockets are capped.
+fn rooms_limit(app: &App, principal: Principal) -> Option<usize> {
+    match principal.role {
+        Role::Ai => None,
+        Role::User => app.limits.rooms_per_socket,
+    }
 }

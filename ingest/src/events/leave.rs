@@ -25,16 +25,19 @@ pub async fn handle(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
+        app.limits.control(s.id)?;
         if joined.remove(conversation) {
             app.rooms.leave(conversation, s.id);
-            let presence = Presence {
-                conversation_id: conversation,
-                user_id: principal.user,
-                origin: origin(&app, &s),
-            };
-            app.rooms
-                .publish(conversation, &RoomEvent::UserLeft(presence))
-                .await;
+            if app.limits.presence(principal.user, conversation) {
+                let presence = Presence {
+                    conversation_id: conversation,
+                    user_id: principal.user,
+                    origin: origin(&app, &s),
+                };
+                app.rooms
+                    .publish(conversation, &RoomEvent::UserLeft(presence))
+                    .await;
+            }
         }
         Ok(LeaveAck {
             success: true,

@@ -9,10 +9,11 @@ use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::DEFAULT_SYNC_LIMIT;
 use coachwire_shared::replies::MessagePage;
-use socketioxide::extract::{Extension, State};
+use socketioxide::extract::{Extension, SocketRef, State};
 use sqlx::PgPool;
 
 pub async fn handle(
+    s: SocketRef,
     State(app): State<AppRef>,
     Extension(principal): Extension<Principal>,
     payload: Payload,
@@ -26,6 +27,7 @@ pub async fn handle(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
+        app.limits.control(s.id)?;
         let limit = request.limit.unwrap_or(DEFAULT_SYNC_LIMIT);
         let mut page = history(
             &app.pool,

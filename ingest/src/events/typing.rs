@@ -28,7 +28,7 @@ pub async fn handle(
         if !joined.contains(conversation) {
             return Err(Failure::forbidden());
         }
-        if app.limits.typing(s.id.as_str()) {
+        if app.limits.typing(principal.user) {
             let presence = Presence {
                 conversation_id: conversation,
                 user_id: principal.user,

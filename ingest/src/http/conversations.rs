@@ -1,16 +1,20 @@
-//! `POST /api/conversations` and `GET /api/conversations`.
+//! `POST /api/conversations`, `GET /api/conversations` and
+//! `DELETE /api/conversations/{id}/participants/me`.
 
+use super::messages::path_conversation;
 use super::{ApiError, JsonBody, int_param};
 use crate::app::AppRef;
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::db;
 use crate::events::db_unavailable;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use coachwire_shared::error::Failure;
+use coachwire_shared::envelope::{Origin, Presence, RoomEvent};
+use coachwire_shared::error::{Detail, Failure};
 use coachwire_shared::ids::UserId;
+use coachwire_shared::message::{CreateConversationPayload, MAX_PARTICIPANTS};
 use coachwire_shared::replies::{
     ConversationList, DEFAULT_CONVERSATIONS_LIMIT, MAX_CONVERSATIONS_LIMIT,
 };
@@ -26,16 +30,69 @@ pub async fn create(
         .create_conversation
         .parse(&body)
         .map_err(Failure::validation)?;
-    let participants = request
-        .participant_ids
-        .iter()
-        .filter_map(|p| UserId::parse(&p.0))
-        .collect();
+    let participants = participants(principal.user, &request)?;
+    if principal.role == Role::User {
+        app.limits.conversation(principal.user)?;
+    }
     let conversation =
         db::create_conversation(&app.pool, principal.user, request.title, participants)
             .await
             .map_err(db_unavailable)?;
     Ok((StatusCode::CREATED, Json(conversation)).into_response())
+}
+
+/// Everyone in the new conversation, the caller included, each once: at most
+/// [`MAX_PARTICIPANTS`] (§8).
+fn participants(
+    creator: UserId,
+    request: &CreateConversationPayload,
+) -> Result<Vec<UserId>, Failure> {
+    let mut everyone: Vec<UserId> = request
+        .participant_ids
+        .iter()
+        .filter_map(|p| UserId::parse(&p.0))
+        .chain([creator])
+        .collect();
+    everyone.sort();
+    everyone.dedup();
+    if everyone.len() > MAX_PARTICIPANTS {
+        return Err(Failure::validation(vec![Detail::new(
+            "/participantIds",
+            format!(
+                "a conversation has at most {MAX_PARTICIPANTS} participants, the caller included"
+            ),
+        )]));
+    }
+    Ok(everyone)
+}
+
+/// 204: the caller has left the conversation for good. Every node takes the caller's
+/// sockets out of its room and tells the others `user_left` (`rooms::room`).
+pub async fn leave(
+    State(app): State<AppRef>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let conversation = path_conversation(&id)?;
+    let left = db::leave_conversation(&app.pool, conversation, principal.user)
+        .await
+        .map_err(db_unavailable)?;
+    if !left {
+        return Err(Failure::forbidden().into());
+    }
+    let departed = Presence {
+        conversation_id: conversation,
+        user_id: principal.user,
+        // No socket sent it: every socket left in the room hears `user_left`.
+        origin: Origin {
+            node: app.node.clone(),
+            sid: String::new(),
+        },
+    };
+    app.rooms
+        .publish(conversation, &RoomEvent::Departed(departed))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `{ conversations, nextCursor? }`: the caller's conversations, newest activity first.
@@ -68,8 +125,15 @@ mod cursor {
     use crate::db::ActivityCursor;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use chrono::Datelike;
     use coachwire_shared::error::{Detail, Failure};
     use coachwire_shared::ids::ConversationId;
+    use std::ops::RangeInclusive;
+
+    /// Years every `timestamptz` can hold (Postgres: 4713 BC to 294276 AD), with margin:
+    /// a forged cursor outside them would be refused by the database and answered as an
+    /// outage, where it is the client's bad input (§8).
+    const STORABLE_YEARS: RangeInclusive<i32> = 1..=9999;
 
     pub fn encode(at: ActivityCursor) -> String {
         let raw = format!(
@@ -91,9 +155,11 @@ mod cursor {
         let raw = String::from_utf8(raw).map_err(|_| invalid())?;
         let (micros, id) = raw.split_once('.').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        let at = chrono::DateTime::from_timestamp_micros(micros)
+            .filter(|at| STORABLE_YEARS.contains(&at.year()))
+            .ok_or_else(invalid)?;
         Ok(ActivityCursor {
-            last_activity_at: chrono::DateTime::from_timestamp_micros(micros)
-                .ok_or_else(invalid)?,
+            last_activity_at: at,
             conversation: ConversationId::parse(id).ok_or_else(invalid)?,
         })
     }
@@ -110,7 +176,17 @@ mod cursor {
                 conversation: ConversationId(uuid::Uuid::new_v4()),
             };
             assert_eq!(decode(&encode(at)).ok(), Some(at));
-            for bad in ["", "!!", "bm9wZQ", &URL_SAFE_NO_PAD.encode("12.not-a-uuid")] {
+            let id = ConversationId(uuid::Uuid::nil());
+            let past_postgres = URL_SAFE_NO_PAD.encode(format!("{}.{id}", i64::MAX));
+            let before_postgres = URL_SAFE_NO_PAD.encode(format!("{}.{id}", i64::MIN / 2));
+            for bad in [
+                "",
+                "!!",
+                "bm9wZQ",
+                &URL_SAFE_NO_PAD.encode("12.not-a-uuid"),
+                &past_postgres,
+                &before_postgres,
+            ] {
                 assert!(decode(bad).is_err(), "{bad:?} is refused");
             }
         }

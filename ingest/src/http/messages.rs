@@ -106,7 +106,7 @@ async fn submit(
     app.acceptor.accept(principal.user, draft, None, None).await
 }
 
-fn path_conversation(id: &str) -> Result<ConversationId, Failure> {
+pub(super) fn path_conversation(id: &str) -> Result<ConversationId, Failure> {
     ConversationId::parse(id)
         .ok_or_else(|| Failure::validation(vec![Detail::new("/conversationId", "must be a UUID")]))
 }

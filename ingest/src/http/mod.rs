@@ -8,12 +8,12 @@ pub mod docs;
 pub mod messages;
 
 use crate::app::AppRef;
-use crate::auth::Principal;
+use crate::auth::{Principal, bearer_token};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use std::collections::HashMap;
@@ -29,6 +29,10 @@ pub fn router(app: AppRef) -> Router {
         .route(
             "/api/conversations",
             get(conversations::list).post(conversations::create),
+        )
+        .route(
+            "/api/conversations/{id}/participants/me",
+            delete(conversations::leave),
         )
         .route(
             "/api/conversations/{id}/messages",
@@ -73,9 +77,9 @@ where
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| Failure::unauthorized("missing bearer token"))?;
-        let principal = app.verifier.verify(token.trim())?;
+        let principal = app.verifier.verify(token)?;
         principal.ensure_live()?;
         Ok(principal)
     }

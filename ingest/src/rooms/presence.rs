@@ -24,7 +24,7 @@ pub(super) async fn emit(io: &SocketIo, room: &str, node: &str, event: RoomEvent
             let body = membership(&presence);
             broadcast(io, room, node, "user_joined", &presence, &body).await;
         }
-        RoomEvent::UserLeft(presence) => {
+        RoomEvent::UserLeft(presence) | RoomEvent::Departed(presence) => {
             let body = membership(&presence);
             broadcast(io, room, node, "user_left", &presence, &body).await;
         }

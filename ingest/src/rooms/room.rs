@@ -3,15 +3,18 @@
 //! repeats (see the module doc of [`super`]).
 
 use super::presence;
+use crate::auth::Principal;
+use crate::socket::extract::JoinedRooms;
 use async_nats::HeaderMap;
 use chrono::Utc;
 use coachwire_shared::db;
 use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
 use coachwire_shared::error::Failure;
-use coachwire_shared::ids::{ConversationId, Seq};
+use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::{Message, MessageDelivered};
 use coachwire_shared::metrics::END_TO_END_SECONDS;
 use coachwire_shared::telemetry::propagation;
+use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo};
 use sqlx::PgPool;
@@ -107,6 +110,28 @@ impl Room {
         }
     }
 
+    /// `user` is no longer a participant (§8): each of their sockets here leaves the room
+    /// as if it had sent `leave_conversation`, so it neither hears nor sends to it again.
+    fn depart(&mut self, user: UserId) {
+        let io = &self.io;
+        let sockets: Vec<SocketRef> = self
+            .members
+            .iter()
+            .filter_map(|sid| io.get_socket(*sid))
+            .filter(|s| {
+                s.extensions
+                    .get::<Principal>()
+                    .is_some_and(|p| p.user == user)
+            })
+            .collect();
+        for socket in sockets {
+            if let Some(joined) = socket.extensions.get::<JoinedRooms>() {
+                joined.remove(self.conversation);
+            }
+            self.leave(socket.id);
+        }
+    }
+
     /// Drops members whose socket is gone without a leave (a join that raced a disconnect).
     pub(super) fn prune(&mut self) {
         let io = &self.io;
@@ -134,6 +159,11 @@ impl Room {
                 );
                 propagation::continue_from_nats(&span, headers);
                 self.deliver(envelope).instrument(span).await
+            }
+            Ok(RoomEvent::Departed(departed)) => {
+                self.depart(departed.user_id);
+                let event = RoomEvent::Departed(departed);
+                presence::emit(&self.io, &self.name, &self.node, event).await
             }
             Ok(other) => presence::emit(&self.io, &self.name, &self.node, other).await,
             Err(e) => tracing::warn!(error = %e, "undecodable room event"),

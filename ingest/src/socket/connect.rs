@@ -5,7 +5,7 @@
 //! that emits `join_conversation` in the same tick as `io()` is always answered.
 
 use crate::app::AppRef;
-use crate::auth::Principal;
+use crate::auth::{Principal, bearer_token};
 use crate::events;
 use crate::socket::extract::JoinedRooms;
 use crate::socket::order::SendOrder;
@@ -80,8 +80,8 @@ fn token_of(s: &SocketRef, auth: Option<&serde_json::Value>) -> Result<String, F
         .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
+        .and_then(bearer_token)
+        .map(str::to_string)
         .ok_or_else(|| Failure::unauthorized("missing token"))
 }
 
@@ -89,23 +89,24 @@ fn token_of(s: &SocketRef, auth: Option<&serde_json::Value>) -> Result<String, F
 /// `X-Forwarded-For` (earlier entries are whatever the client claimed).
 pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
     let parts = s.req_parts();
-    if trust_proxy {
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|h| h.to_str().ok())
-            .flat_map(|h| h.split(','))
-            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-            .next_back();
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| addr.ip());
+    if trust_proxy {
+        forwarded_for(&parts.headers).or(peer)
+    } else {
+        peer
+    }
+}
+
+/// The last `X-Forwarded-For` entry, the one our proxy wrote, if it is an IP address.
+/// Only that one: every earlier entry is whatever the client sent, so falling back to one
+/// when the last does not parse (`ip:port`, `unknown`) would let a client pick its own IP.
+fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let last_header = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let last_entry = last_header.to_str().ok()?.rsplit(',').next()?;
+    last_entry.trim().parse().ok()
 }
 
 /// Cancelled when the socket disconnects, so its timers end with it.
@@ -151,5 +152,47 @@ async fn on_disconnect(
         app.rooms
             .publish(conversation, &RoomEvent::UserLeft(presence))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn only_the_last_forwarded_entry_counts_and_only_if_it_is_an_address() {
+        let table: [(&[&str], Option<&str>, &str); 6] = [
+            (&["203.0.113.9"], Some("203.0.113.9"), "one entry"),
+            (
+                &["1.1.1.1, 203.0.113.9"],
+                Some("203.0.113.9"),
+                "the proxy's entry is last",
+            ),
+            (
+                &["1.1.1.1", "203.0.113.9"],
+                Some("203.0.113.9"),
+                "last of two headers",
+            ),
+            (
+                &["1.1.1.1, 203.0.113.9:4000"],
+                None,
+                "ip:port is not an address",
+            ),
+            (&["1.1.1.1, unknown"], None, "unknown"),
+            (
+                &["1.1.1.1, [2001:db8::1]:80"],
+                None,
+                "bracketed v6 with a port",
+            ),
+        ];
+        for (values, expected, reason) in table {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append("x-forwarded-for", HeaderValue::from_static(value));
+            }
+            let expected = expected.map(|ip| ip.parse::<IpAddr>().expect("test address"));
+            assert_eq!(forwarded_for(&headers), expected, "{reason}");
+        }
     }
 }

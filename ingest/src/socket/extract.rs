@@ -115,13 +115,33 @@ impl Reply {
 #[derive(Clone, Default)]
 pub struct JoinedRooms(Arc<Mutex<HashSet<ConversationId>>>);
 
+/// What [`JoinedRooms::admit`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted now: undo with [`JoinedRooms::remove`] if the join fails.
+    Added,
+    AlreadyJoined,
+    /// The socket holds its limit of rooms (§6).
+    Full,
+}
+
 impl JoinedRooms {
     pub fn contains(&self, c: ConversationId) -> bool {
         self.lock().contains(&c)
     }
 
-    pub fn insert(&self, c: ConversationId) {
-        self.lock().insert(c);
+    /// Counts `c` as joined unless that would take the socket past `limit` rooms. Checked
+    /// and inserted under one lock, so concurrent joins of one socket cannot overshoot.
+    pub fn admit(&self, c: ConversationId, limit: Option<usize>) -> Admission {
+        let mut joined = self.lock();
+        if joined.contains(&c) {
+            Admission::AlreadyJoined
+        } else if limit.is_some_and(|limit| joined.len() >= limit) {
+            Admission::Full
+        } else {
+            joined.insert(c);
+            Admission::Added
+        }
     }
 
     pub fn remove(&self, c: ConversationId) -> bool {
