@@ -9,6 +9,8 @@
 //! - [`rooms`]: per-conversation actors that subscribe to the conversation's room subject
 //!   while a local socket is joined, and emit what arrives to the local room in `seq` order.
 //! - [`auth`], [`limits`]: JWT verification and rate limits.
+//! - [`serve`]: the public listener, with the timeouts and per-address cap that keep slow
+//!   or hoarding clients from locking others out.
 //! - [`settings`], [`startup`]: configuration and wiring.
 
 pub mod accept;
@@ -19,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod limits;
 pub mod rooms;
+pub mod serve;
 pub mod settings;
 pub mod socket;
 pub mod startup;

@@ -5,6 +5,7 @@
 //! keys whose bucket is full again; a flood of distinct users or IPs therefore costs memory
 //! only for those seen within the last window.
 
+use crate::auth::{Principal, Role};
 use crate::settings::LimitSettings;
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, UserId};
@@ -129,8 +130,12 @@ impl Limits {
         })
     }
 
-    /// A `join_conversation`, `leave_conversation` or `sync` from socket `sid`.
-    pub fn control(&self, sid: Sid) -> Result<(), Failure> {
+    /// A `join_conversation`, `leave_conversation` or `sync` from socket `sid`. The AI
+    /// coach is exempt: it re-joins every conversation it serves after each reconnect.
+    pub fn control(&self, principal: Principal, sid: Sid) -> Result<(), Failure> {
+        if principal.role == Role::Ai {
+            return Ok(());
+        }
         self.control.check(&sid).map_err(|wait| {
             metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "event").increment(1);
             Failure::rate_limited(retry_after_ms(wait))
@@ -190,6 +195,14 @@ fn retry_after_ms(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn principal(role: Role) -> Principal {
+        Principal {
+            user: UserId(uuid::Uuid::new_v4()),
+            role,
+            valid_until: i64::MAX,
+        }
+    }
 
     fn settings(message_limit: u32) -> LimitSettings {
         LimitSettings {
@@ -275,21 +288,26 @@ mod tests {
     #[test]
     fn control_events_allow_a_reconnect_burst_then_refuse() {
         let limits = Limits::new(&settings(3));
-        let sid = Sid::new();
+        let (sid, person) = (Sid::new(), principal(Role::User));
         for i in 0..CONTROL_BURST {
             limits
-                .control(sid)
+                .control(person, sid)
                 .unwrap_or_else(|_| panic!("event {i} is within the burst"));
         }
-        let refused = limits.control(sid).expect_err("past the burst");
+        let refused = limits.control(person, sid).expect_err("past the burst");
         assert!(
             refused
                 .retry_after_ms
                 .is_some_and(|ms| ms <= 1000 / u64::from(CONTROL_PER_SECOND) + 1)
         );
         limits
-            .control(Sid::new())
+            .control(person, Sid::new())
             .expect("another socket has its own budget");
+        let coach = principal(Role::Ai);
+        assert!(
+            (0..2 * CONTROL_BURST).all(|_| limits.control(coach, sid).is_ok()),
+            "the coach is exempt"
+        );
     }
 
     #[test]

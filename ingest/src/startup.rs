@@ -8,15 +8,14 @@ use crate::http;
 use crate::http::demo::Demo;
 use crate::limits::Limits;
 use crate::rooms::Rooms;
+use crate::serve::{MAX_CONNECTIONS_PER_IP, PeerCap, serve};
 use crate::settings::IngestSettings;
 use crate::socket::connect::{authenticate, on_connect};
 use axum::Router;
-use axum::serve::ListenerExt;
 use coachwire_shared::health::{self, Probe, Requires};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::{ParserConfig, SocketIo};
 use sqlx::PgPool;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -30,6 +29,10 @@ const SOCKET_BUFFER_PACKETS: usize = 1024;
 /// Each WebSocket keeps a read buffer of this size for its whole life; chat frames are a
 /// few hundred bytes, and a larger one grows the buffer only while it is read.
 const WS_READ_BUFFER_BYTES: usize = 1024;
+/// How long an Engine.IO session may go without a Socket.IO CONNECT before it is closed.
+/// Clients send it right after the handshake; socketioxide's 45 s default let sessions
+/// that never connect (and are never counted as connections) pile up ~25 KB each.
+const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 /// How long a PubAck may take before the client hears `UNAVAILABLE`.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Publishes in flight on the connection before new ones wait (pipelining window, see
@@ -82,6 +85,7 @@ pub fn build(
         .ws_max_message_size(MAX_PACKET_BYTES)
         .ws_max_frame_size(MAX_PACKET_BYTES)
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .connect_timeout(CONNECT_WITHIN)
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
@@ -118,25 +122,22 @@ pub async fn run(
         app.rooms.clone(),
         shutdown.clone(),
     ));
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    // Nagle off: acks are small writes, and with it on they wait for delayed ACKs (~40 ms).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY failed");
-        }
-    });
+    let cap = if app.limits.trust_proxy {
+        PeerCap::None
+    } else {
+        PeerCap::PerIp(MAX_CONNECTIONS_PER_IP)
+    };
     let draining = app.clone();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            let acks = draining.drain.finish();
-            if tokio::time::timeout(DRAIN_ACKS_WITHIN, acks).await.is_err() {
-                tracing::warn!("messages still in flight at shutdown; their clients will retry");
-            }
-            tokio::time::sleep(CLOSE_GRACE).await;
-            io.close().await;
-        })
-        .await?;
+    serve(listener, router, cap, async move {
+        shutdown.cancelled().await;
+        let acks = draining.drain.finish();
+        if tokio::time::timeout(DRAIN_ACKS_WITHIN, acks).await.is_err() {
+            tracing::warn!("messages still in flight at shutdown; their clients will retry");
+        }
+        tokio::time::sleep(CLOSE_GRACE).await;
+        io.close().await;
+    })
+    .await;
     if let Err(e) = app.nats.flush().await {
         tracing::warn!(error = %e, "NATS flush at shutdown failed");
     }

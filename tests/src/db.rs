@@ -63,6 +63,13 @@ impl TestDb {
         Ok(id)
     }
 
+    /// Rows in `conversations` (for "nothing was created" assertions).
+    pub async fn conversation_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM conversations")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Rows in `messages` (for "nothing was stored" assertions).
     pub async fn message_count(&self) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM messages")

@@ -36,6 +36,19 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
 }
 
+impl StackOptions {
+    /// One of each service, every one with these extra variables.
+    pub fn with_env(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// How long a (re)started service may take to answer `/readyz` with 200: on a fresh
 /// 3-node cluster, declaring R3 streams alone takes 5–15 s (the services retry for up
 /// to 45 s, `DECLARE_PATIENCE`).

@@ -582,6 +582,20 @@ fn corpus(c: &str, stranger: &str) -> Vec<Case> {
             Some("/afterSeq"),
         ),
         case(
+            "sync afterSeq 2^63, past bigint",
+            "sync",
+            json!({"conversationId": c, "afterSeq": 9_223_372_036_854_775_808u64}),
+            V,
+            Some("/afterSeq"),
+        ),
+        case(
+            "sync afterSeq 1e300",
+            "sync",
+            json!({"conversationId": c, "afterSeq": 1e300}),
+            V,
+            Some("/afterSeq"),
+        ),
+        case(
             "sync limit zero",
             "sync",
             json!({"conversationId": c, "afterSeq": 0, "limit": 0}),

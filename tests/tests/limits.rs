@@ -6,20 +6,9 @@ use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 
-fn env(pairs: &[(&str, &str)]) -> StackOptions {
-    StackOptions {
-        ingest_nodes: 1,
-        env: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn messages_past_the_per_user_limit_are_refused_with_retry_after_and_not_stored() {
-    let stack = Stack::start_with(env(&[
+    let stack = Stack::start_with(StackOptions::with_env(&[
         ("COACHWIRE_MESSAGE_LIMIT", "3"),
         ("COACHWIRE_MESSAGE_WINDOW_MS", "60000"),
     ]))
@@ -102,7 +91,7 @@ async fn messages_past_the_per_user_limit_are_refused_with_retry_after_and_not_s
 
 #[tokio::test]
 async fn handshakes_past_the_per_ip_limit_get_connect_error_rate_limited() {
-    let stack = Stack::start_with(env(&[
+    let stack = Stack::start_with(StackOptions::with_env(&[
         ("COACHWIRE_CONNECTION_LIMIT", "2"),
         ("COACHWIRE_CONNECTION_WINDOW_MS", "60000"),
         ("COACHWIRE_TRUST_PROXY", "true"),
@@ -149,7 +138,7 @@ async fn handshakes_past_the_per_ip_limit_get_connect_error_rate_limited() {
 
 #[tokio::test]
 async fn x_forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
-    let stack = Stack::start_with(env(&[
+    let stack = Stack::start_with(StackOptions::with_env(&[
         ("COACHWIRE_CONNECTION_LIMIT", "1"),
         ("COACHWIRE_CONNECTION_WINDOW_MS", "60000"),
     ]))

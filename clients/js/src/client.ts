@@ -189,6 +189,24 @@ export class CoachwireClient extends Emitter<ClientEvents> {
     }
   }
 
+  /** Leaves a conversation for good (`DELETE /api/conversations/{id}/participants/me`):
+   * the user is no longer a participant, it leaves their listing, every socket of theirs
+   * (on every node) leaves its room, and the others get `user_left`. Rejects with the
+   * server's code: `FORBIDDEN` if the user is not a participant. */
+  async leaveForGood(conversationId: string): Promise<void> {
+    this.conversations.delete(conversationId);
+    const token = this.options.token;
+    const bearer = await (typeof token === "function" ? token() : token);
+    const path = `/api/conversations/${encodeURIComponent(conversationId)}/participants/me`;
+    const response = await fetch(new URL(path, this.url()), {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${bearer}` },
+    });
+    if (response.status === 204) return;
+    const body = (await response.json().catch(() => ({}))) as Partial<FailureBody>;
+    throw new CoachwireError(body.code ?? "INTERNAL", body.error ?? `HTTP ${response.status}`, body.details ?? []);
+  }
+
   /** Sends a message and resolves once the server has made it durable, retrying as
    * needed with the same `clientMessageId`. Rejects only for a failure that retrying
    * cannot fix (`VALIDATION_FAILED`, `FORBIDDEN`, `UNAUTHORIZED`, `INTERNAL`) or on

@@ -90,6 +90,24 @@ describe("a conversation between two clients", () => {
     a.client.close();
   });
 
+  test("leaving for good ends the membership: sends are refused, a second leave too", async () => {
+    const [carol, dave] = [await harness.user(), await harness.user()];
+    const room = await harness.conversation(carol, dave);
+    const c = recordingClient(harness.urls, carol.token);
+    const d = recordingClient(harness.urls, dave.token);
+    await c.client.join(room);
+    await d.client.join(room);
+    const left = new Promise((resolve) =>
+      d.client.on("presence", (p) => p.status === "left" && p.userId === carol.userId && resolve(p)),
+    );
+    await c.client.leaveForGood(room);
+    assert.equal((await left).conversationId, room, "the others are told");
+    await assert.rejects(c.client.join(room), (e) => e.code === "FORBIDDEN");
+    await assert.rejects(c.client.leaveForGood(room), (e) => e.code === "FORBIDDEN");
+    c.client.close();
+    d.client.close();
+  });
+
   test("a refused send rejects with the server's code and is not retried", async () => {
     const a = recordingClient(harness.urls, alice.token);
     await a.client.join(conversationId);

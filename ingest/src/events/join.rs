@@ -29,7 +29,7 @@ pub async fn handle(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
-        app.limits.control(s.id)?;
+        app.limits.control(principal, s.id)?;
         let allowed = db::is_participant(&app.pool, conversation, principal.user)
             .await
             .map_err(db_unavailable)?;

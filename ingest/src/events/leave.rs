@@ -25,7 +25,7 @@ pub async fn handle(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
-        app.limits.control(s.id)?;
+        app.limits.control(principal, s.id)?;
         if joined.remove(conversation) {
             app.rooms.leave(conversation, s.id);
             if app.limits.presence(principal.user, conversation) {

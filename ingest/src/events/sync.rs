@@ -27,7 +27,7 @@ pub async fn handle(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let conversation = conversation_id(&request.conversation_id)?;
-        app.limits.control(s.id)?;
+        app.limits.control(principal, s.id)?;
         let limit = request.limit.unwrap_or(DEFAULT_SYNC_LIMIT);
         let mut page = history(
             &app.pool,

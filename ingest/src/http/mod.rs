@@ -17,9 +17,13 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Largest HTTP body accepted, as for Socket.IO packets (§5).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Time a whole body has to arrive: 64 KiB takes well under a second on any real link,
+/// while a client trickling a byte at a time would otherwise hold its connection forever.
+pub const BODY_READ_DEADLINE: Duration = Duration::from_secs(10);
 
 pub fn router(app: AppRef) -> Router {
     Router::new()
@@ -93,8 +97,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, _: &S) -> Result<Self, ApiError> {
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
+        let bytes: Bytes = tokio::time::timeout(BODY_READ_DEADLINE, read)
             .await
+            .map_err(|_| ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                failure: Failure::new(
+                    ErrorCode::ValidationFailed,
+                    "the body did not arrive in time",
+                ),
+            })?
             .map_err(|_| ApiError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 failure: Failure::new(

@@ -19,6 +19,8 @@ use serde_json::{Map, Value, json};
 
 /// The response of a body larger than 64 KiB: it is refused before it is read further.
 const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+/// The response of a body that did not arrive within its deadline.
+const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
 
 /// The document, built from the types in [`crate::message`], [`crate::replies`],
 /// [`crate::health`] and [`crate::error`].
@@ -28,6 +30,10 @@ pub fn openapi() -> Value {
     let mut paths = unauthenticated(&mut c);
     paths.insert("/api/conversations".into(), conversations(&mut c));
     paths.insert("/api/conversations/{id}/messages".into(), messages(&mut c));
+    paths.insert(
+        "/api/conversations/{id}/participants/me".into(),
+        leave_for_good(),
+    );
     let mut document = json!({
         "openapi": "3.1.0",
         "info": {
@@ -132,9 +138,50 @@ fn conversations(c: &mut Components) -> Value {
                 "201",
                 "Created; `participantIds` lists everyone, the caller included.",
                 c.reply::<Conversation>(),
-                &[ValidationFailed, Unauthorized, Unavailable, Internal],
+                &[ValidationFailed, Unauthorized, RateLimited, Unavailable, Internal],
                 true,
             ),
+        },
+    })
+}
+
+/// The `{id}` of the conversation routes.
+fn conversation_id_parameter() -> Value {
+    json!({
+        "name": "id",
+        "in": "path",
+        "required": true,
+        "description": "The conversation id (a malformed one is 400 at `/conversationId`).",
+        "schema": { "type": "string", "pattern": UUID_PATTERN },
+    })
+}
+
+/// `DELETE /api/conversations/{id}/participants/me`.
+fn leave_for_good() -> Value {
+    let mut responses = Map::new();
+    responses.insert(
+        "204".into(),
+        json!({ "description": "The caller is no longer a participant: the conversation \
+            left their listing, their sockets left its room, the others got `user_left`." }),
+    );
+    for code in [
+        ValidationFailed,
+        Unauthorized,
+        Forbidden,
+        Unavailable,
+        Internal,
+    ] {
+        responses.insert(
+            code.http_status().to_string(),
+            component_ref("responses", code.as_str()),
+        );
+    }
+    json!({
+        "parameters": [conversation_id_parameter()],
+        "delete": {
+            "operationId": "leaveConversation",
+            "summary": "Leave the conversation for good (403 if not a participant).",
+            "responses": responses,
         },
     })
 }
@@ -142,13 +189,7 @@ fn conversations(c: &mut Components) -> Value {
 /// `GET` and `POST /api/conversations/{id}/messages`.
 fn messages(c: &mut Components) -> Value {
     json!({
-        "parameters": [{
-            "name": "id",
-            "in": "path",
-            "required": true,
-            "description": "The conversation id (a malformed one is 400 at `/conversationId`).",
-            "schema": { "type": "string", "pattern": UUID_PATTERN },
-        }],
+        "parameters": [conversation_id_parameter()],
         "get": {
             "operationId": "listMessages",
             "summary": "Persisted messages with seq > afterSeq, ascending, as the `sync` \
@@ -243,6 +284,7 @@ fn responses(
     }
     if takes_a_body {
         responses.insert("413".into(), component_ref("responses", PAYLOAD_TOO_LARGE));
+        responses.insert("408".into(), component_ref("responses", REQUEST_TIMEOUT));
     }
     responses.into()
 }
@@ -266,6 +308,13 @@ fn failure_responses(failure: &Value) -> Value {
             "content": json_content(failure),
         }),
     );
+    responses.insert(
+        REQUEST_TIMEOUT.into(),
+        json!({
+            "description": "The body did not arrive within 10 s (code `VALIDATION_FAILED`).",
+            "content": json_content(failure),
+        }),
+    );
     responses.into()
 }
 
@@ -280,7 +329,7 @@ fn meaning(code: ErrorCode) -> &'static str {
             "not a participant of this conversation (an unknown one answers the same), or \
              `type: \"ai\"` without the `ai` role"
         }
-        RateLimited => "too many messages; retry after `retryAfterMs`",
+        RateLimited => "too many messages or conversations created; retry after `retryAfterMs`",
         Unavailable => {
             "the durable queue or the database could not confirm; retry (a message with the \
              same `clientMessageId`)"

@@ -108,6 +108,7 @@ async fn run(stack: &mut Stack, command: &Value) -> Result<Value> {
             let rows = stack.db.seqs(conversation).await?;
             Ok(json!({"rows": rows}))
         }
+        "pid" => Ok(json!({"pid": service(stack, command)?.pid()})),
         "kill" => {
             service(stack, command)?.kill().await?;
             Ok(json!({}))

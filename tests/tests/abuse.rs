@@ -1,0 +1,580 @@
+//! What an abusive client tried that the hostile-input suite did not: input the database
+//! would refuse, unbounded creation and joins, a retry that is not one, floods of cheap
+//! events, a forged proxy header (§5, §6, §7.2, §8). Each test failed before its fix.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coachwire_shared::ids::{ConversationId, UserId};
+use coachwire_testkit::js::{Client, ConnectOptions, ConnectOutcome, Driver};
+use coachwire_testkit::stack::{Stack, StackOptions, new_user, token};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn paths(body: &Value) -> Vec<String> {
+    body["details"].as_array().map_or(vec![], |d| {
+        d.iter()
+            .filter_map(|d| d["path"].as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+fn create(title: Value, participants: &[UserId]) -> Value {
+    let ids: Vec<String> = participants.iter().map(UserId::to_string).collect();
+    json!({"title": title, "participantIds": ids})
+}
+
+#[tokio::test]
+async fn values_the_database_would_refuse_are_refused_first_as_bad_input() {
+    let stack = Stack::start().await.expect("stack");
+    let alice = new_user();
+    let alice_token = token(alice, None, 3600);
+    let others: Vec<UserId> = (0..1000).map(|_| new_user()).collect();
+    let table = [
+        (create(json!("a\u{0}b"), &[]), "/title", "NUL in the title"),
+        (create(json!("\u{1b}[2J"), &[]), "/title", "escape sequence"),
+        (
+            create(json!(" \u{200B}\t"), &[]),
+            "/title",
+            "nothing visible",
+        ),
+        (
+            create(json!("t".repeat(201)), &[]),
+            "/title",
+            "201 characters",
+        ),
+        (
+            create(json!("big"), &others),
+            "/participantIds",
+            "1001 participants with the caller",
+        ),
+    ];
+    for (body, path, reason) in table {
+        let (status, answer) = stack
+            .api(
+                Method::POST,
+                "/api/conversations",
+                Some(&alice_token),
+                Some(body),
+            )
+            .await
+            .expect("request");
+        assert_eq!(status, 400, "{reason}: {answer}");
+        assert_eq!(answer["code"], "VALIDATION_FAILED", "{reason}: {answer}");
+        assert_eq!(paths(&answer), [path], "{reason}: {answer}");
+    }
+    assert_eq!(stack.db.conversation_count().await.expect("count"), 0);
+
+    let (status, created) = stack
+        .api(
+            Method::POST,
+            "/api/conversations",
+            Some(&alice_token),
+            Some(create(json!("😀".repeat(200)), &others[..999])),
+        )
+        .await
+        .expect("create");
+    assert_eq!(
+        status, 201,
+        "200 scalar values and 1000 participants fit: {created}"
+    );
+
+    let id = ConversationId(uuid::Uuid::nil());
+    for forged in [
+        format!("{}.{id}", i64::MAX),
+        format!("{}.{id}", i64::MIN / 2),
+    ] {
+        let cursor = URL_SAFE_NO_PAD.encode(forged);
+        let path = format!("/api/conversations?cursor={cursor}");
+        let (status, answer) = stack
+            .api(Method::GET, &path, Some(&alice_token), None)
+            .await
+            .expect("list");
+        assert_eq!(status, 400, "a cursor time Postgres cannot hold: {answer}");
+        assert_eq!(paths(&answer), ["/cursor"]);
+    }
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_a_huge_token_is_refused_unread() {
+    let stack = Stack::start().await.expect("stack");
+    let alice_token = token(new_user(), None, 3600);
+    let list = |authorization: String| {
+        stack
+            .http
+            .get(format!("{}/api/conversations", stack.url()))
+            .header("authorization", authorization)
+            .send()
+    };
+    let lower = list(format!("bearer {alice_token}"))
+        .await
+        .expect("request");
+    assert_eq!(
+        lower.status(),
+        200,
+        "RFC 7235: the scheme is case-insensitive"
+    );
+    let huge = list(format!("Bearer {}", "a".repeat(100_000)))
+        .await
+        .expect("request");
+    assert_eq!(huge.status(), 401);
+    let body: Value = huge.json().await.expect("body");
+    assert_eq!(body["error"], "token too long", "{body}");
+
+    let driver = Driver::start().await.expect("driver");
+    let big_auth = ConnectOptions {
+        auth: Some(json!({"token": "a".repeat(60_000)})),
+        ..Default::default()
+    };
+    match driver
+        .connect_with("big", &stack.url(), big_auth)
+        .await
+        .expect("handshake")
+    {
+        ConnectOutcome::Refused(reason) => {
+            assert_eq!(reason, "UNAUTHORIZED: token too long")
+        }
+        ConnectOutcome::Connected(_) => panic!("a 60 KB token connected"),
+    }
+    let lower_header = ConnectOptions {
+        extra_headers: Some(json!({"authorization": format!("bearer {alice_token}")})),
+        ..Default::default()
+    };
+    let outcome = driver
+        .connect_with("lower", &stack.url(), lower_header)
+        .await
+        .expect("handshake");
+    assert!(
+        matches!(outcome, ConnectOutcome::Connected(_)),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn conversation_creation_is_limited_per_user_and_the_coach_is_exempt() {
+    let stack = Stack::start_with(StackOptions::with_env(&[
+        ("COACHWIRE_CONVERSATION_LIMIT", "3"),
+        ("COACHWIRE_CONVERSATION_WINDOW_MS", "60000"),
+    ]))
+    .await
+    .expect("stack");
+    let (alice, coach) = (new_user(), new_user());
+    let post = |who: &str| {
+        let body = create(json!("plan"), &[]);
+        let who = who.to_string();
+        let stack = &stack;
+        async move {
+            stack
+                .api(Method::POST, "/api/conversations", Some(&who), Some(body))
+                .await
+                .expect("request")
+        }
+    };
+    let alice_token = token(alice, None, 3600);
+    for _ in 0..3 {
+        assert_eq!(post(&alice_token).await.0, 201);
+    }
+    let (status, refused) = post(&alice_token).await;
+    assert_eq!(status, 429, "{refused}");
+    assert_eq!(refused["code"], "RATE_LIMITED");
+    assert!(
+        refused["retryAfterMs"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0 && ms <= 20_000),
+        "{refused}"
+    );
+    assert_eq!(stack.db.conversation_count().await.expect("count"), 3);
+    let coach_token = token(coach, Some("ai"), 3600);
+    for _ in 0..5 {
+        assert_eq!(post(&coach_token).await.0, 201, "role ai is exempt");
+    }
+}
+
+#[tokio::test]
+async fn leaving_for_good_drops_the_listing_takes_the_sockets_out_on_every_node_and_tells_the_others()
+ {
+    let stack = Stack::start_with(StackOptions {
+        ingest_nodes: 2,
+        ..Default::default()
+    })
+    .await
+    .expect("stack");
+    let room = stack.room().await.expect("room");
+    let driver = Driver::start().await.expect("driver");
+    let alice = stack
+        .joined(&driver, "alice", &room.alice_token, room.id)
+        .await
+        .expect("alice");
+    let bob_here = stack
+        .joined(&driver, "bob-1", &room.bob_token, room.id)
+        .await
+        .expect("bob on node 1");
+    let bob_there = driver
+        .connect("bob-2", &stack.urls()[1], Some(&room.bob_token))
+        .await
+        .expect("bob on node 2");
+    bob_there.join(room.id).await.expect("join on node 2");
+
+    let leave = format!("/api/conversations/{}/participants/me", room.id);
+    let (status, body) = stack
+        .api(Method::DELETE, &leave, Some(&room.bob_token), None)
+        .await
+        .expect("leave");
+    assert_eq!(status, 204, "{body}");
+    let left = alice.next_event("user_left").await.expect("alice hears it");
+    assert_eq!(left["userId"], room.bob.to_string());
+
+    for bob in [&bob_here, &bob_there] {
+        let payload = json!({"conversationId": room.id.to_string(), "content": "still in?"});
+        let ack = bob.emit_ack("message", payload).await.expect("ack");
+        assert_eq!(ack["code"], "FORBIDDEN", "the socket left the room: {ack}");
+        let ack = bob
+            .emit_ack(
+                "join_conversation",
+                json!({"conversationId": room.id.to_string()}),
+            )
+            .await
+            .expect("ack");
+        assert_eq!(ack["code"], "FORBIDDEN", "no longer a participant: {ack}");
+    }
+    let (_, listed) = stack
+        .api(
+            Method::GET,
+            "/api/conversations",
+            Some(&room.bob_token),
+            None,
+        )
+        .await
+        .expect("list");
+    assert_eq!(listed["conversations"], json!([]), "{listed}");
+    let (status, again) = stack
+        .api(Method::DELETE, &leave, Some(&room.bob_token), None)
+        .await
+        .expect("leave again");
+    assert_eq!(status, 403, "{again}");
+    alice
+        .send(room.id, "still here")
+        .await
+        .expect("alice chats on");
+}
+
+#[tokio::test]
+async fn a_socket_joins_at_most_its_room_limit_and_the_coach_is_exempt() {
+    let stack = Stack::start_with(StackOptions::with_env(&[(
+        "COACHWIRE_ROOMS_PER_SOCKET",
+        "2",
+    )]))
+    .await
+    .expect("stack");
+    let (alice, coach) = (new_user(), new_user());
+    let mut rooms = Vec::new();
+    for _ in 0..3 {
+        rooms.push(stack.db.conversation(&[alice, coach]).await.expect("room"));
+    }
+    let driver = Driver::start().await.expect("driver");
+    let socket = driver
+        .connect("alice", &stack.url(), Some(&token(alice, None, 3600)))
+        .await
+        .expect("alice");
+    let join = |c: &Client, room: ConversationId| {
+        let c = c.clone();
+        async move {
+            c.emit_ack(
+                "join_conversation",
+                json!({"conversationId": room.to_string()}),
+            )
+            .await
+            .expect("ack")
+        }
+    };
+    for room in &rooms[..2] {
+        assert_eq!(join(&socket, *room).await["success"], true);
+    }
+    assert_eq!(
+        join(&socket, rooms[0]).await["success"],
+        true,
+        "a re-join is free"
+    );
+    let refused = join(&socket, rooms[2]).await;
+    assert_eq!(refused["code"], "RATE_LIMITED", "{refused}");
+    assert!(
+        refused.get("retryAfterMs").is_none(),
+        "waiting does not help: {refused}"
+    );
+    let payload = json!({"conversationId": rooms[2].to_string(), "content": "hi"});
+    let ack = socket.emit_ack("message", payload).await.expect("ack");
+    assert_eq!(ack["code"], "FORBIDDEN", "the refused join joined nothing");
+    socket
+        .emit_ack(
+            "leave_conversation",
+            json!({"conversationId": rooms[0].to_string()}),
+        )
+        .await
+        .expect("leave");
+    assert_eq!(join(&socket, rooms[2]).await["success"], true);
+
+    let ai = driver
+        .connect("coach", &stack.url(), Some(&token(coach, Some("ai"), 3600)))
+        .await
+        .expect("coach");
+    for room in &rooms {
+        assert_eq!(join(&ai, *room).await["success"], true, "role ai is exempt");
+    }
+}
+
+#[tokio::test]
+async fn a_client_message_id_reused_in_another_conversation_is_refused_and_stores_nothing() {
+    let stack = Stack::start().await.expect("stack");
+    let (alice, bob) = (new_user(), new_user());
+    let first = stack.db.conversation(&[alice, bob]).await.expect("room");
+    let second = stack.db.conversation(&[alice, bob]).await.expect("room");
+    let driver = Driver::start().await.expect("driver");
+    let socket = driver
+        .connect("alice", &stack.url(), Some(&token(alice, None, 3600)))
+        .await
+        .expect("alice");
+    for room in [first, second] {
+        socket.join(room).await.expect("join");
+    }
+    let send = |room: ConversationId, cmid: uuid::Uuid| {
+        let socket = socket.clone();
+        async move {
+            let payload = json!({"conversationId": room.to_string(), "content": "hi",
+                                 "clientMessageId": cmid.to_string()});
+            socket.emit_ack("message", payload).await.expect("ack")
+        }
+    };
+    // A fresh UUIDv7 is answered by JetStream's duplicate window, without Postgres; an old
+    // UUIDv4 is looked up in Postgres once stored. Both must tell a reuse from a retry.
+    let in_window = uuid::Uuid::now_v7();
+    let stored = uuid::Uuid::new_v4();
+    assert_eq!(send(first, in_window).await["success"], true);
+    assert_eq!(send(first, stored).await["success"], true);
+    socket
+        .next_events("message_delivered", 2)
+        .await
+        .expect("both persisted");
+    for cmid in [in_window, stored] {
+        let refused = send(second, cmid).await;
+        assert_eq!(refused["code"], "VALIDATION_FAILED", "{refused}");
+        assert_eq!(paths(&refused), ["/clientMessageId"]);
+        let retry = send(first, cmid).await;
+        assert_eq!(
+            retry["duplicate"], true,
+            "a retry is still a retry: {retry}"
+        );
+    }
+    assert_eq!(stack.db.message_count().await.expect("count"), 2);
+}
+
+#[tokio::test]
+async fn http_and_socket_sends_share_one_message_limit() {
+    let stack = Stack::start_with(StackOptions::with_env(&[
+        ("COACHWIRE_MESSAGE_LIMIT", "3"),
+        ("COACHWIRE_MESSAGE_WINDOW_MS", "60000"),
+    ]))
+    .await
+    .expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack.room_with_alice(&driver).await.expect("room");
+    alice.send(room.id, "one").await.expect("socket");
+    alice.send(room.id, "two").await.expect("socket");
+    let path = format!("/api/conversations/{}/messages", room.id);
+    let post = || {
+        stack.api(
+            Method::POST,
+            &path,
+            Some(&room.alice_token),
+            Some(json!({"content": "over http"})),
+        )
+    };
+    assert_eq!(post().await.expect("http").0, 202);
+    let (status, refused) = post().await.expect("http");
+    assert_eq!(status, 429, "{refused}");
+    let payload = json!({"conversationId": room.id.to_string(), "content": "four"});
+    let ack = alice.emit_ack("message", payload).await.expect("ack");
+    assert_eq!(ack["code"], "RATE_LIMITED", "{ack}");
+}
+
+#[tokio::test]
+async fn a_socket_flooding_sync_is_refused_past_its_burst() {
+    let stack = Stack::start().await.expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack.room_with_alice(&driver).await.expect("room");
+    let syncs = vec![json!({"conversationId": room.id.to_string(), "afterSeq": 0}); 200];
+    let acks = alice.emit_many_ack("sync", syncs).await.expect("acks");
+    let refused: Vec<&Value> = acks.iter().filter(|a| a["success"] != true).collect();
+    assert!(refused.len() >= 50, "{} of 200 refused", refused.len());
+    assert!(
+        refused
+            .iter()
+            .all(|a| a["code"] == "RATE_LIMITED" && a["retryAfterMs"].as_u64().is_some()),
+        "{refused:?}"
+    );
+    let served = acks.len() - refused.len();
+    assert!(
+        served >= 99,
+        "the burst of 100, less the join, is served: {served}"
+    );
+}
+
+/// Counts `event`s from `user` that `listener` got before the first from `sentinel`.
+async fn count_until(listener: &Client, event: &str, user: UserId, sentinel: UserId) -> usize {
+    let mut count = 0;
+    loop {
+        let got = listener.next_event(event).await.expect("event");
+        if got["userId"] == sentinel.to_string() {
+            return count;
+        }
+        count += usize::from(got["userId"] == user.to_string());
+    }
+}
+
+#[tokio::test]
+async fn typing_and_presence_are_limited_per_user_not_per_socket() {
+    let stack = Stack::start().await.expect("stack");
+    let (alice, bob, carol, dave) = (new_user(), new_user(), new_user(), new_user());
+    let room = stack
+        .db
+        .conversation(&[alice, bob, carol, dave])
+        .await
+        .expect("room");
+    let driver = Driver::start().await.expect("driver");
+    let connect = |name: &'static str, user: UserId| {
+        let (driver, stack) = (&driver, &stack);
+        async move {
+            stack
+                .joined(driver, name, &token(user, None, 3600), room)
+                .await
+                .expect("joined")
+        }
+    };
+    let listener = connect("bob", bob).await;
+    let sentinel = connect("carol", carol).await;
+    let tabs = [connect("tab-1", alice).await, connect("tab-2", alice).await];
+    let typing = json!({"conversationId": room.to_string(), "isTyping": true});
+    for tab in &tabs {
+        tab.emit_many_ack("typing", vec![typing.clone(); 15])
+            .await
+            .expect("typing");
+    }
+    sentinel.emit_ack("typing", typing).await.expect("typing");
+    let relayed = count_until(&listener, "typing", alice, carol).await;
+    assert!(relayed <= 14, "{relayed} of 30 typing events relayed");
+
+    let cycles = connect("cycler", alice).await;
+    let conversation = json!({"conversationId": room.to_string()});
+    for _ in 0..20 {
+        cycles
+            .emit_ack("leave_conversation", conversation.clone())
+            .await
+            .expect("leave");
+        cycles.join(room).await.expect("join");
+    }
+    connect("dave", dave).await;
+    let joined = count_until(&listener, "user_joined", alice, dave).await;
+    let mut left = 0;
+    while listener
+        .try_next_event("user_left", std::time::Duration::ZERO)
+        .await
+        .is_some()
+    {
+        left += 1;
+    }
+    assert!(
+        joined + left <= 12,
+        "{joined} joins and {left} leaves of 43 relayed"
+    );
+}
+
+#[tokio::test]
+async fn only_the_last_forwarded_for_entry_names_the_client() {
+    let stack = Stack::start_with(StackOptions::with_env(&[
+        ("COACHWIRE_TRUST_PROXY", "true"),
+        ("COACHWIRE_CONNECTION_LIMIT", "1"),
+    ]))
+    .await
+    .expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let alice_token = token(new_user(), None, 3600);
+    let with_forwarded = |forwarded: &str| ConnectOptions {
+        auth: Some(json!({"token": alice_token})),
+        extra_headers: Some(json!({"x-forwarded-for": forwarded})),
+        ..Default::default()
+    };
+    // Neither last entry is an address, so both handshakes count against the peer's own.
+    let first = driver
+        .connect_with(
+            "first",
+            &stack.url(),
+            with_forwarded("198.51.100.1, 127.0.0.1:5000"),
+        )
+        .await
+        .expect("handshake");
+    assert!(matches!(first, ConnectOutcome::Connected(_)), "{first:?}");
+    let second = driver
+        .connect_with(
+            "second",
+            &stack.url(),
+            with_forwarded("198.51.100.2, unknown"),
+        )
+        .await
+        .expect("handshake");
+    match second {
+        ConnectOutcome::Refused(reason) => assert!(reason.starts_with("RATE_LIMITED"), "{reason}"),
+        ConnectOutcome::Connected(_) => panic!("a client-written entry chose the client's IP"),
+    }
+}
+
+/// Attack connections for the slowloris test: more than the node's file descriptors.
+const SLOW_CONNECTIONS: usize = 450;
+/// The node's file-descriptor limit during the attack, as in the report.
+const NODE_FD_LIMIT: &str = "--nofile=400:400";
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_connections_or_lock_another_host_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await.expect("stack");
+    let pid = stack.ingest[0].pid().expect("ingest runs").to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, NODE_FD_LIMIT])
+        .status()
+        .expect("prlimit");
+    assert!(limited.success());
+    let address = format!("127.0.0.1:{}", stack.ingest[0].port);
+    let mut slow = Vec::with_capacity(SLOW_CONNECTIONS);
+    for i in 0..SLOW_CONNECTIONS {
+        let mut tcp = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let request: &[u8] = match i % 2 {
+            0 => b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+            _ => b"POST /api/conversations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+        };
+        // Past the per-address cap the node may already have closed it: that is the point.
+        let _ = tcp.write_all(request).await;
+        slow.push(tcp);
+    }
+    let other_host = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let probe = other_host
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .expect("another host is served during the attack");
+    assert_eq!(probe.status(), 200);
+    // Unfinished headers and trickled bodies are cut off by the node (within its 10 s
+    // deadlines), not held open until the attacker lets go.
+    let ended = futures::future::join_all(slow.into_iter().map(|mut tcp| async move {
+        let mut rest = Vec::new();
+        let read = tcp.read_to_end(&mut rest);
+        tokio::time::timeout(std::time::Duration::from_secs(20), read)
+            .await
+            .is_ok()
+    }))
+    .await;
+    let held = ended.iter().filter(|ended| !**ended).count();
+    assert_eq!(held, 0, "{held} slow connections still open after 20 s");
+}
