@@ -93,6 +93,8 @@ pub fn build(
         .merge(health::probes(app.probe.clone(), Requires::Nats))
         .merge(demo.map(Demo::router).unwrap_or_default())
         .layer(layer);
+    // Outside the Socket.IO layer, so a session is counted before socketioxide creates it.
+    let router = crate::socket::handshake::count(router, app.clone());
     // Outside the Socket.IO layer: socketioxide answers `/socket.io/` itself, so the
     // origin check must see those requests first (browsers apply no CORS to WebSockets).
     let router = http::cors::guard(router, settings.cors_origins.clone().unwrap_or_default());

@@ -578,3 +578,50 @@ async fn slow_clients_cannot_hold_connections_or_lock_another_host_out() {
     let held = ended.iter().filter(|ended| !**ended).count();
     assert_eq!(held, 0, "{held} slow connections still open after 20 s");
 }
+
+#[tokio::test]
+async fn sessions_that_never_connect_count_against_the_limit_and_are_reaped() {
+    let stack = Stack::start_with(StackOptions::with_env(&[
+        ("COACHWIRE_CONNECTION_LIMIT", "2"),
+        ("COACHWIRE_CONNECTION_WINDOW_MS", "60000"),
+    ]))
+    .await
+    .expect("stack");
+    let polling = format!("{}/socket.io/?EIO=4&transport=polling", stack.url());
+    let mut sids = Vec::new();
+    for _ in 0..2 {
+        let open = stack.http.get(&polling).send().await.expect("handshake");
+        let body = open.text().await.expect("body");
+        let handshake: Value = serde_json::from_str(body.trim_start_matches('0')).expect("open");
+        sids.push(handshake["sid"].as_str().expect("sid").to_string());
+    }
+    let driver = Driver::start().await.expect("driver");
+    let alice = ConnectOptions {
+        auth: Some(json!({"token": token(new_user(), None, 3600)})),
+        ..Default::default()
+    };
+    match driver
+        .connect_with("alice", &stack.url(), alice)
+        .await
+        .expect("handshake")
+    {
+        ConnectOutcome::Refused(reason) => assert!(reason.starts_with("RATE_LIMITED"), "{reason}"),
+        ConnectOutcome::Connected(_) => panic!("two sessions that never connected went uncounted"),
+    }
+    // A session that never sends CONNECT is closed by the server (after 5 s): its long
+    // poll returns, and the session is gone.
+    let session = format!("{polling}&sid={}", sids[0]);
+    let reaped = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            let poll = stack.http.get(&session).send().await.expect("poll");
+            if poll.status() == 400 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reaped.is_ok(),
+        "the unconnected session was still open after 15 s"
+    );
+}

@@ -37,7 +37,7 @@ pub fn guard(router: Router, origins: CorsOrigins) -> Router {
     // in `Authorization`, so credentials stay off.
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(listed))
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([AUTHORIZATION, CONTENT_TYPE])
         .max_age(PREFLIGHT_MAX_AGE);
     // The last layer added runs first: foreign origins are refused before CORS answers

@@ -8,8 +8,10 @@ use crate::app::AppRef;
 use crate::auth::{Principal, bearer_token};
 use crate::events;
 use crate::socket::extract::JoinedRooms;
+use crate::socket::handshake::OverConnectionLimit;
 use crate::socket::order::SendOrder;
 use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap};
 use coachwire_shared::envelope::{Origin, Presence, RoomEvent};
 use coachwire_shared::error::Failure;
 use coachwire_shared::metrics::CONNECTIONS;
@@ -27,8 +29,8 @@ pub async fn authenticate(
     State(app): State<AppRef>,
     TryData(auth): TryData<serde_json::Value>,
 ) -> Result<(), Failure> {
-    if let Some(ip) = client_ip(&s, app.limits.trust_proxy) {
-        app.limits.connection(ip)?;
+    if let Some(OverConnectionLimit(refused)) = s.req_parts().extensions.get() {
+        return Err(refused.clone());
     }
     let token = token_of(&s, auth.ok().as_ref())?;
     let principal = app.verifier.verify(&token)?;
@@ -87,14 +89,16 @@ fn token_of(s: &SocketRef, auth: Option<&serde_json::Value>) -> Result<String, F
 
 /// The peer address, or with `trust_proxy` the address our proxy appended last to
 /// `X-Forwarded-For` (earlier entries are whatever the client claimed).
-pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
-    let parts = s.req_parts();
-    let peer = parts
-        .extensions
+pub fn client_ip(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trust_proxy: bool,
+) -> Option<IpAddr> {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
     if trust_proxy {
-        forwarded_for(&parts.headers).or(peer)
+        forwarded_for(headers).or(peer)
     } else {
         peer
     }
@@ -103,7 +107,7 @@ pub fn client_ip(s: &SocketRef, trust_proxy: bool) -> Option<IpAddr> {
 /// The last `X-Forwarded-For` entry, the one our proxy wrote, if it is an IP address.
 /// Only that one: every earlier entry is whatever the client sent, so falling back to one
 /// when the last does not parse (`ip:port`, `unknown`) would let a client pick its own IP.
-fn forwarded_for(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
     let last_header = headers.get_all("x-forwarded-for").iter().next_back()?;
     let last_entry = last_header.to_str().ok()?.rsplit(',').next()?;
     last_entry.trim().parse().ok()
@@ -158,7 +162,7 @@ async fn on_disconnect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
+    use axum::http::HeaderValue;
 
     #[test]
     fn only_the_last_forwarded_entry_counts_and_only_if_it_is_an_address() {

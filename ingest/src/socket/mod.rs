@@ -3,4 +3,5 @@
 pub mod connect;
 pub mod evict;
 pub mod extract;
+pub mod handshake;
 pub mod order;
