@@ -625,3 +625,196 @@ async fn sessions_that_never_connect_count_against_the_limit_and_are_reaped() {
         "the unconnected session was still open after 15 s"
     );
 }
+
+/// How a sweep row reaches the server.
+enum Probe {
+    Http(Method, String, Option<Value>),
+    Socket(&'static str, Value),
+}
+
+/// What the edge must answer: refused at this pointer, or accepted (and Postgres with it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Edge {
+    Refused(&'static str),
+    Accepted,
+}
+
+/// The sweep: every client-supplied field that reaches Postgres, with the value at the
+/// edge of its rule that Postgres accepts and the one past it that Postgres would refuse
+/// (NUL in text and jsonb, integers past bigint, times past timestamptz). The refused ones
+/// must be `VALIDATION_FAILED` at the field, never `UNAVAILABLE` or `INTERNAL` (§8).
+fn sweep(c: ConversationId, bob: UserId) -> Vec<(&'static str, Probe, Edge)> {
+    use Edge::{Accepted, Refused};
+    let msg = |extra: Value| {
+        let mut payload = json!({"conversationId": c.to_string(), "content": "hi"});
+        if let (Some(p), Some(e)) = (payload.as_object_mut(), extra.as_object()) {
+            p.extend(e.clone());
+        }
+        Probe::Socket("message", payload)
+    };
+    let sync = |after: Value, limit: Value| {
+        Probe::Socket(
+            "sync",
+            json!({"conversationId": c.to_string(), "afterSeq": after, "limit": limit}),
+        )
+    };
+    let create = |title: Value, ids: Vec<String>| {
+        let body = json!({"title": title, "participantIds": ids});
+        Probe::Http(Method::POST, "/api/conversations".into(), Some(body))
+    };
+    let get = |path: String| Probe::Http(Method::GET, path, None);
+    let cursor = |raw: String| format!("/api/conversations?cursor={}", URL_SAFE_NO_PAD.encode(raw));
+    let nil = uuid::Uuid::nil();
+    vec![
+        (
+            "message.content: 10000 emoji",
+            msg(json!({"content": "😀".repeat(10_000)})),
+            Accepted,
+        ),
+        (
+            "message.content: NUL",
+            msg(json!({"content": "a\u{0}b"})),
+            Refused("/content"),
+        ),
+        (
+            "message.metadata.imageUrl: NUL",
+            msg(json!({"metadata": {"imageUrl": "https://x.io/\u{0}"}})),
+            Refused("/metadata/imageUrl"),
+        ),
+        (
+            "message.metadata.timestamp: NUL",
+            msg(json!({"metadata": {"timestamp": "2026-01-01T00:00:00Z\u{0}"}})),
+            Refused("/metadata/timestamp"),
+        ),
+        (
+            "message.metadata.timestamp: year 9999",
+            msg(json!({"metadata": {"timestamp": "9999-12-31T23:59:59Z"}})),
+            Accepted,
+        ),
+        (
+            "message.clientMessageId: not a UUID",
+            msg(json!({"clientMessageId": "{0190a0a0-0000-7000-8000-000000000001}"})),
+            Refused("/clientMessageId"),
+        ),
+        (
+            "message.conversationId: not a UUID",
+            Probe::Socket("message", json!({"conversationId": "x", "content": "hi"})),
+            Refused("/conversationId"),
+        ),
+        (
+            // The largest integer a JavaScript client can send exactly (2^53 - 1).
+            "sync.afterSeq: 2^53 - 1",
+            sync(json!(9_007_199_254_740_991u64), json!(500)),
+            Accepted,
+        ),
+        (
+            "sync.afterSeq: 2^63",
+            sync(json!(9_223_372_036_854_775_808u64), json!(1)),
+            Refused("/afterSeq"),
+        ),
+        (
+            "sync.limit: 2^63",
+            sync(json!(0), json!(9_223_372_036_854_775_808u64)),
+            Refused("/limit"),
+        ),
+        (
+            "GET messages afterSeq: 2^63",
+            get(format!(
+                "/api/conversations/{c}/messages?afterSeq=9223372036854775808"
+            )),
+            Refused("/afterSeq"),
+        ),
+        (
+            "GET messages afterSeq: bigint max",
+            get(format!(
+                "/api/conversations/{c}/messages?afterSeq={}",
+                i64::MAX
+            )),
+            Accepted,
+        ),
+        (
+            "GET messages path id: not a UUID",
+            get("/api/conversations/x/messages".into()),
+            Refused("/conversationId"),
+        ),
+        (
+            "POST conversations title: 200 emoji",
+            create(json!("😀".repeat(200)), vec![bob.to_string()]),
+            Accepted,
+        ),
+        (
+            "POST conversations title: NUL",
+            create(json!("a\u{0}"), vec![]),
+            Refused("/title"),
+        ),
+        (
+            "POST conversations participantIds: not a UUID",
+            create(json!(null), vec!["x".into()]),
+            Refused("/participantIds/0"),
+        ),
+        (
+            "GET conversations cursor: year 9999",
+            get(cursor(format!("253402300799000000.{nil}"))),
+            Accepted,
+        ),
+        (
+            "GET conversations cursor: past timestamptz",
+            get(cursor(format!("{}.{nil}", i64::MAX))),
+            Refused("/cursor"),
+        ),
+        (
+            "GET conversations limit: 2^63",
+            get("/api/conversations?limit=9223372036854775808".into()),
+            Refused("/limit"),
+        ),
+        (
+            "DELETE participants path id: not a UUID",
+            Probe::Http(
+                Method::DELETE,
+                "/api/conversations/x/participants/me".into(),
+                None,
+            ),
+            Refused("/conversationId"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_field_that_reaches_postgres_is_refused_at_the_edge_when_postgres_would_refuse_it() {
+    let stack = Stack::start_with(StackOptions::with_env(&[("COACHWIRE_MESSAGE_LIMIT", "0")]))
+        .await
+        .expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack.room_with_alice(&driver).await.expect("room");
+    for (row, probe, expected) in sweep(room.id, room.bob) {
+        let (success, answer) = match probe {
+            Probe::Http(method, path, body) => {
+                let (status, answer) = stack
+                    .api(method, &path, Some(&room.alice_token), body)
+                    .await
+                    .expect("request");
+                (status < 300, answer)
+            }
+            Probe::Socket(event, payload) => {
+                let ack = alice.emit_ack(event, payload).await.expect("ack");
+                (ack["success"] == true, ack)
+            }
+        };
+        let got = match success {
+            true => Edge::Accepted,
+            false if answer["code"] == "VALIDATION_FAILED" => match paths(&answer).as_slice() {
+                [path] if Some(path.as_str()) == expected_path(expected) => expected,
+                _ => panic!("{row}: refused at the wrong field: {answer}"),
+            },
+            false => panic!("{row}: {answer}"),
+        };
+        assert_eq!(got, expected, "{row}: {answer}");
+    }
+}
+
+fn expected_path(edge: Edge) -> Option<&'static str> {
+    match edge {
+        Edge::Refused(path) => Some(path),
+        Edge::Accepted => None,
+    }
+}
