@@ -16,7 +16,9 @@ use coachwire_shared::db;
 use coachwire_shared::envelope::{MessageEnvelope, Origin};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
-use coachwire_shared::message::{Message, MessagePayload, MessageType, Metadata, now_millis};
+use coachwire_shared::message::{
+    Message, MessagePayload, MessageStatus, MessageType, Metadata, now_millis,
+};
 use coachwire_shared::metrics::MESSAGES_TOTAL;
 use coachwire_shared::nats::DUPLICATE_WINDOW;
 use coachwire_shared::replies::MessageAck;
@@ -116,6 +118,7 @@ impl Acceptor {
                 metadata: draft.metadata,
                 client_message_id: draft.client_message_id,
                 seq: None,
+                status: MessageStatus::Complete,
                 created_at: now_millis(),
             },
             origin,

@@ -263,15 +263,17 @@ async fn insert(
         .collect();
     let created: Vec<chrono::DateTime<chrono::Utc>> =
         fresh.iter().map(|(_, m)| m.created_at).collect();
+    let statuses: Vec<&str> = fresh.iter().map(|(_, m)| m.status.as_str()).collect();
     let stream_seqs: Vec<i64> = fresh
         .iter()
         .map(|(i, _)| i64::try_from(i.stream_seq).unwrap_or(i64::MAX))
         .collect();
     sqlx::query(
         "INSERT INTO messages (id, conversation_id, user_id, content, type, metadata, \
-                               client_message_id, seq, created_at, stream_seq) \
+                               client_message_id, seq, created_at, stream_seq, status) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
-                              $6::jsonb[], $7::uuid[], $8::int8[], $9::timestamptz[], $10::int8[])",
+                              $6::jsonb[], $7::uuid[], $8::int8[], $9::timestamptz[], $10::int8[], \
+                              $11::text[])",
     )
     .bind(ids)
     .bind(conversations)
@@ -283,6 +285,7 @@ async fn insert(
     .bind(seqs)
     .bind(created)
     .bind(stream_seqs)
+    .bind(statuses)
     .execute(&mut *conn)
     .await?;
     Ok(())

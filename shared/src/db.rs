@@ -2,7 +2,7 @@
 //! more than one service needs (paging messages, last seq, participation).
 
 use crate::ids::{ClientMessageId, ConversationId, MessageId, Seq, UserId};
-use crate::message::{Message, MessageType, Metadata};
+use crate::message::{Message, MessageStatus, MessageType, Metadata};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -45,7 +45,8 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
 #[macro_export]
 macro_rules! message_columns {
     () => {
-        "id, conversation_id, user_id, content, type, metadata, client_message_id, seq, created_at"
+        "id, conversation_id, user_id, content, type, metadata, client_message_id, seq, status, \
+         created_at"
     };
 }
 
@@ -61,6 +62,7 @@ pub struct MessageRow {
     pub metadata: sqlx::types::Json<Metadata>,
     pub client_message_id: Option<ClientMessageId>,
     pub seq: Seq,
+    pub status: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -75,6 +77,7 @@ impl From<MessageRow> for Message {
             metadata: row.metadata.0,
             client_message_id: row.client_message_id,
             seq: Some(row.seq),
+            status: MessageStatus::parse(&row.status).unwrap_or_default(),
             created_at: row.created_at,
         }
     }

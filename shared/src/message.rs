@@ -49,6 +49,43 @@ impl MessageType {
     }
 }
 
+/// Where a message stands (§4): `complete` for every ordinary message; the others belong
+/// to streamed replies (§14), `streaming` until the reply ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    #[default]
+    Complete,
+    Streaming,
+    Cancelled,
+    Interrupted,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Interrupted => "interrupted",
+            MessageStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            MessageStatus::Complete,
+            MessageStatus::Streaming,
+            MessageStatus::Cancelled,
+            MessageStatus::Interrupted,
+            MessageStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
 /// `metadata` of a message: at most these two keys (§5).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -140,8 +177,12 @@ pub struct Message {
     pub kind: MessageType,
     pub metadata: Metadata,
     pub client_message_id: Option<ClientMessageId>,
-    /// Per conversation 1, 2, 3 … with no gaps; null until persisted.
+    /// The position of its creation among the conversation's events (§7.3); null until
+    /// persisted.
     pub seq: Option<Seq>,
+    /// Envelopes written before the field existed carry none: they are ordinary messages.
+    #[serde(default)]
+    pub status: MessageStatus,
     /// When ingest accepted the message (RFC 3339 UTC, milliseconds).
     #[serde(with = "rfc3339_millis")]
     #[schemars(with = "DateTime<Utc>")]
@@ -200,6 +241,7 @@ mod tests {
             metadata: Metadata::default(),
             client_message_id: None,
             seq: None,
+            status: MessageStatus::Complete,
             created_at: DateTime::from_timestamp_millis(1_700_000_000_123).expect("valid"),
         };
         let v = serde_json::to_value(&m).expect("serializes");
@@ -215,6 +257,7 @@ mod tests {
                 "id",
                 "metadata",
                 "seq",
+                "status",
                 "type",
                 "userId"
             ]
@@ -222,5 +265,29 @@ mod tests {
         assert_eq!(v["createdAt"], "2023-11-14T22:13:20.123Z");
         assert_eq!(v["metadata"], serde_json::json!({}));
         assert_eq!(v["type"], "ai");
+        assert_eq!(v["status"], "complete");
+    }
+
+    #[test]
+    fn an_envelope_written_before_status_existed_reads_as_complete() {
+        let old = serde_json::json!({
+            "id": Uuid::nil(), "conversationId": Uuid::nil(), "userId": Uuid::nil(),
+            "content": "hi", "type": "user", "metadata": {}, "clientMessageId": null,
+            "seq": null, "createdAt": "2026-01-02T03:04:05.678Z"
+        });
+        let message: Message = serde_json::from_value(old).expect("decodes");
+        assert_eq!(message.status, MessageStatus::Complete);
+        for status in [
+            "complete",
+            "streaming",
+            "cancelled",
+            "interrupted",
+            "failed",
+        ] {
+            assert_eq!(
+                MessageStatus::parse(status).map(MessageStatus::as_str),
+                Some(status)
+            );
+        }
     }
 }

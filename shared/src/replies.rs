@@ -26,8 +26,10 @@ pub struct JoinAck {
     #[schemars(extend("const" = true))]
     pub success: bool,
     pub conversation_id: ConversationId,
-    /// The conversation's highest persisted `seq` (0 when empty): sync from here.
+    /// The conversation's last event `seq` (0 when empty): sync from here.
     pub last_seq: Seq,
+    /// Its streamed replies in progress (§14), each with the text so far; `[]` when none.
+    pub streaming: Vec<Message>,
 }
 
 /// `leave_conversation` success ack.
@@ -66,10 +68,24 @@ pub struct MessagePage {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "bool", extend("const" = true))]
     pub success: Option<bool>,
-    /// Persisted messages with `seq > afterSeq`, ascending.
+    /// New messages with `seq > afterSeq`, ascending, each in its current version.
     pub messages: Vec<Message>,
-    /// Whether messages beyond this page exist.
+    /// Later versions of messages (the end of a streamed reply, §14) with `seq > afterSeq`,
+    /// ascending by their own `seq`; `[]` when none.
+    pub updates: Vec<MessageUpdated>,
+    /// Whether events beyond this page exist.
     pub has_more: bool,
+}
+
+/// A later version of a message (§14): `message_updated`, and an entry of `updates`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageUpdated {
+    pub conversation_id: ConversationId,
+    /// This version's own place among the conversation's events (§7.3).
+    pub seq: Seq,
+    /// The whole new version; `message.seq` stays the message's creation `seq`.
+    pub message: Message,
 }
 
 /// `user_joined` / `user_left`, to the other sockets in the conversation.
@@ -128,8 +144,9 @@ mod tests {
                     success: true,
                     conversation_id: id,
                     last_seq: Seq(7),
+                    streaming: Vec::new(),
                 }),
-                json!({"success": true, "conversationId": id.to_string(), "lastSeq": 7}),
+                json!({"success": true, "conversationId": id.to_string(), "lastSeq": 7, "streaming": []}),
             ),
             (
                 serde_json::to_value(LeaveAck {
@@ -146,9 +163,10 @@ mod tests {
                 serde_json::to_value(MessagePage {
                     success: None,
                     messages: Vec::new(),
+                    updates: Vec::new(),
                     has_more: false,
                 }),
-                json!({"messages": [], "hasMore": false}),
+                json!({"messages": [], "updates": [], "hasMore": false}),
             ),
             (
                 serde_json::to_value(ConversationList {

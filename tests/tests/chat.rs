@@ -86,7 +86,7 @@ async fn a_message_reaches_the_other_participant_and_the_sender_gets_message_del
         .expect("join");
     assert_eq!(
         ack,
-        json!({"success": true, "conversationId": room.id.to_string(), "lastSeq": 0})
+        json!({"success": true, "conversationId": room.id.to_string(), "lastSeq": 0, "streaming": []})
     );
     alice
         .emit_ack("join_conversation", join)

@@ -79,6 +79,11 @@ async fn conversations_are_created_listed_and_written_over_http() {
         .expect("get");
     assert_eq!(status, 200);
     assert_eq!(page["messages"][0]["seq"], 1);
+    assert_eq!(
+        page["messages"][0]["status"], "complete",
+        "an ordinary message is complete as stored"
+    );
+    assert_eq!(page["updates"], serde_json::json!([]));
     assert_eq!(page["hasMore"], false);
 }
 

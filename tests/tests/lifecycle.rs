@@ -3,7 +3,7 @@
 
 use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
 use coachwire_shared::ids::{MessageId, Seq};
-use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
+use coachwire_shared::message::{Message, MessageStatus, MessageType, Metadata, now_millis};
 use coachwire_shared::subjects::room_subject;
 use coachwire_testkit::js::Driver;
 use coachwire_testkit::stack::{Stack, bin_dir};
@@ -86,6 +86,7 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
         metadata: Metadata::default(),
         client_message_id: None,
         seq: Some(Seq(seq)),
+        status: MessageStatus::Complete,
         created_at: now_millis(),
     };
     let (lost, arrived) = (message(1, "lost on the way"), message(2, "arrived"));

@@ -64,6 +64,9 @@ pub async fn history(
     Ok(MessagePage {
         success: None,
         messages,
+        // Later versions come only from the end of a streamed reply (§14), which this
+        // version does not accept yet.
+        updates: Vec::new(),
         has_more,
     })
 }

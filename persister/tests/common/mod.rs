@@ -7,7 +7,7 @@
 use coachwire_persister::consumer::ConsumerTuning;
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::{ConversationId, MessageId, UserId};
-use coachwire_shared::message::{Message, MessageType, Metadata, now_millis};
+use coachwire_shared::message::{Message, MessageStatus, MessageType, Metadata, now_millis};
 use std::time::Duration;
 
 /// An accepted message (no `seq` yet) from `user` in `conversation`.
@@ -22,6 +22,7 @@ pub fn message(conversation: ConversationId, user: UserId, content: &str) -> Mes
             metadata: Metadata::default(),
             client_message_id: None,
             seq: None,
+            status: MessageStatus::Complete,
             created_at: now_millis(),
         },
         origin: None,

@@ -2,7 +2,9 @@ use super::components::{Components, PENDING_REPLIES_PATH};
 use super::{asyncapi, openapi};
 use crate::error::{Detail, Failure};
 use crate::ids::{ClientMessageId, ConversationId, MessageId, Seq, UserId};
-use crate::message::{Message, MessageDelivered, MessagePayload, MessageType, Metadata};
+use crate::message::{
+    Message, MessageDelivered, MessagePayload, MessageStatus, MessageType, Metadata,
+};
 use crate::replies::{
     Conversation, ConversationList, JoinAck, Membership, MessageAck, MessagePage, TypingNotice,
 };
@@ -56,6 +58,7 @@ fn sample_message() -> Message {
         },
         client_message_id: Some(ClientMessageId(uuid::Uuid::now_v7())),
         seq: Some(Seq(3)),
+        status: MessageStatus::Complete,
         created_at: crate::message::now_millis(),
     }
 }
@@ -145,6 +148,7 @@ fn what_the_server_writes_matches_what_the_documents_say() {
                 success: true,
                 conversation_id: message.conversation_id,
                 last_seq: Seq::ZERO,
+                streaming: Vec::new(),
             }),
         ),
         (
@@ -152,6 +156,7 @@ fn what_the_server_writes_matches_what_the_documents_say() {
             to_value(&MessagePage {
                 success: Some(true),
                 messages: vec![message.clone()],
+                updates: Vec::new(),
                 has_more: true,
             }),
         ),
@@ -205,6 +210,7 @@ fn a_wrong_key_is_caught_by_the_documented_schema() {
     let mut page = to_value(&MessagePage {
         success: None,
         messages: Vec::new(),
+        updates: Vec::new(),
         has_more: false,
     });
     page.as_object_mut().expect("object").remove("hasMore");

@@ -15,13 +15,9 @@ export type ConversationId = string;
 export type ErrorCode =
   ("VALIDATION_FAILED" | "UNAUTHORIZED" | "FORBIDDEN" | "RATE_LIMITED" | "INTERNAL") | "UNAVAILABLE";
 /**
- * The conversation's highest persisted `seq` (0 when empty): sync from here.
+ * The conversation's last event `seq` (0 when empty): sync from here.
  */
 export type Seq = number;
-/**
- * A user, as named by the JWT `sub` claim.
- */
-export type UserId = string;
 /**
  * A message; deterministic when the client gave a `clientMessageId`, so every retry has the same id.
  */
@@ -31,13 +27,30 @@ export type MessageId = string;
  */
 export type Seq1 = number;
 /**
+ * Envelopes written before the field existed carry none: they are ordinary messages.
+ */
+export type MessageStatus = "complete" | "streaming" | "cancelled" | "interrupted" | "failed";
+/**
  * Who wrote a message.
  */
 export type MessageType = "user" | "ai";
 /**
+ * A user, as named by the JWT `sub` claim.
+ */
+export type UserId = string;
+/**
+ * A message's position in its conversation: 1, 2, 3 … with no gaps.
+ */
+export type Seq2 = number;
+/**
  * Who wrote a message.
  */
 export type MessageType1 = "user" | "ai";
+/**
+ * Where a message stands (§4): `complete` for every ordinary message; the others belong
+ * to streamed replies (§14), `streaming` until the reply ends.
+ */
+export type MessageStatus1 = "complete" | "streaming" | "cancelled" | "interrupted" | "failed";
 
 export interface CoachwireSchemas {
   ClientMessageId?: ClientMessageId;
@@ -56,7 +69,9 @@ export interface CoachwireSchemas {
   MessageId?: MessageId;
   MessagePage?: MessagePage;
   MessagePayload?: CoachwireMessagePayload;
+  MessageStatus?: MessageStatus1;
   MessageType?: MessageType;
+  MessageUpdated?: MessageUpdated;
   Metadata?: Metadata;
   Seq?: Seq1;
   SyncPayload?: SyncPayload;
@@ -123,21 +138,11 @@ export interface FailureAck {
 export interface JoinAck {
   conversationId: ConversationId;
   lastSeq: Seq;
+  /**
+   * Its streamed replies in progress (§14), each with the text so far; `[]` when none.
+   */
+  streaming: Message[];
   success: true;
-}
-/**
- * `leave_conversation` success ack.
- */
-export interface LeaveAck {
-  conversationId: ConversationId;
-  success: true;
-}
-/**
- * `user_joined` / `user_left`, to the other sockets in the conversation.
- */
-export interface Membership {
-  conversationId: ConversationId;
-  userId: UserId;
 }
 /**
  * The message object of the contract, as acked, emitted and returned by `sync`.
@@ -153,9 +158,11 @@ export interface Message {
   id: MessageId;
   metadata: Metadata;
   /**
-   * Per conversation 1, 2, 3 … with no gaps; null until persisted.
+   * The position of its creation among the conversation's events (§7.3); null until
+   * persisted.
    */
   seq: Seq1 | null;
+  status: MessageStatus;
   type: MessageType;
   userId: UserId;
 }
@@ -171,6 +178,20 @@ export interface Metadata {
    * An RFC 3339 timestamp chosen by the client, stored as sent.
    */
   timestamp?: string | null;
+}
+/**
+ * `leave_conversation` success ack.
+ */
+export interface LeaveAck {
+  conversationId: ConversationId;
+  success: true;
+}
+/**
+ * `user_joined` / `user_left`, to the other sockets in the conversation.
+ */
+export interface Membership {
+  conversationId: ConversationId;
+  userId: UserId;
 }
 /**
  * `message` success ack, and the 202 body of `POST /api/conversations/{id}/messages`.
@@ -197,9 +218,11 @@ export interface Message1 {
   id: MessageId;
   metadata: Metadata;
   /**
-   * Per conversation 1, 2, 3 … with no gaps; null until persisted.
+   * The position of its creation among the conversation's events (§7.3); null until
+   * persisted.
    */
   seq: Seq1 | null;
+  status: MessageStatus;
   type: MessageType;
   userId: UserId;
 }
@@ -219,17 +242,52 @@ export interface MessageDelivered {
  */
 export interface MessagePage {
   /**
-   * Whether messages beyond this page exist.
+   * Whether events beyond this page exist.
    */
   hasMore: boolean;
   /**
-   * Persisted messages with `seq > afterSeq`, ascending.
+   * New messages with `seq > afterSeq`, ascending, each in its current version.
    */
   messages: Message[];
   /**
    * Present (true) in the `sync` ack only.
    */
   success?: true;
+  /**
+   * Later versions of messages (the end of a streamed reply, §14) with `seq > afterSeq`,
+   * ascending by their own `seq`; `[]` when none.
+   */
+  updates: MessageUpdated[];
+}
+/**
+ * A later version of a message (§14): `message_updated`, and an entry of `updates`.
+ */
+export interface MessageUpdated {
+  conversationId: ConversationId;
+  message: Message2;
+  seq: Seq2;
+}
+/**
+ * The message object of the contract, as acked, emitted and returned by `sync`.
+ */
+export interface Message2 {
+  clientMessageId: ClientMessageId | null;
+  content: string;
+  conversationId: ConversationId;
+  /**
+   * When ingest accepted the message (RFC 3339 UTC, milliseconds).
+   */
+  createdAt: string;
+  id: MessageId;
+  metadata: Metadata;
+  /**
+   * The position of its creation among the conversation's events (§7.3); null until
+   * persisted.
+   */
+  seq: Seq1 | null;
+  status: MessageStatus;
+  type: MessageType;
+  userId: UserId;
 }
 /**
  * The `message` event payload (and the body of `POST …/messages`).
