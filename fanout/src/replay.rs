@@ -10,7 +10,6 @@
 
 use crate::router;
 use coachwire_shared::db;
-use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::{ConversationId, Seq};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -85,18 +84,15 @@ pub async fn replay(
     let mut after = Seq(range.from.0 - 1);
     let mut emitted = 0;
     loop {
-        let (page, has_more) = db::messages_after(pool, conversation, after, PAGE).await?;
-        for message in page {
-            let seq = message.seq.unwrap_or(after);
+        let (page, has_more) = db::events_after(pool, conversation, after, PAGE).await?;
+        for event in page {
+            let seq = event.seq().unwrap_or(after);
             if !range.contains(seq) {
                 nats.flush().await?;
                 return Ok(ReplayReport { emitted });
             }
             after = seq;
-            let (subject, payload) = router::room_event(MessageEnvelope {
-                message,
-                origin: None,
-            })?;
+            let (subject, payload) = router::room_event(event.into_envelope(None))?;
             nats.publish(subject, payload.into()).await?;
             emitted += 1;
         }

@@ -82,7 +82,7 @@ fn route_span(envelope: &MessageEnvelope, headers: Option<&HeaderMap>) -> Span {
         messaging.system = "nats",
         coachwire.conversation_id = %envelope.message.conversation_id,
         coachwire.message_id = %envelope.message.id,
-        coachwire.seq = envelope.message.seq.map(|seq| seq.0),
+        coachwire.seq = envelope.event_seq().map(|seq| seq.0),
     );
     propagation::continue_from_nats(&span, headers);
     span

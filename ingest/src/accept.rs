@@ -122,6 +122,7 @@ impl Acceptor {
                 created_at: now_millis(),
             },
             origin,
+            version: None,
         };
         let ack = self.publish(&envelope, turn).await.inspect_err(|_| {
             metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
@@ -155,7 +156,7 @@ impl Acceptor {
         let payload = serde_json::to_vec(envelope).map_err(|_| Failure::internal())?;
         let mut message = PublishMessage::build()
             .payload(payload.into())
-            .message_id(envelope.message.id.to_string());
+            .message_id(envelope.event_id().to_string());
         if let Some(headers) = propagation::nats_headers(&span) {
             message = message.headers(headers);
         }

@@ -287,7 +287,7 @@ fn failed(spans: &[Span]) {
 }
 
 fn record_stored(span: &Span, stored: &Stored) {
-    if let Some(seq) = stored.envelope.message.seq {
+    if let Some(seq) = stored.envelope.event_seq() {
         span.record("coachwire.seq", seq.0);
     }
     span.record(

@@ -22,7 +22,7 @@ pub async fn publish_persisted(
         let payload = serde_json::to_vec(envelope).map_err(|e| PublishError(e.to_string()))?;
         let mut message = PublishMessage::build()
             .payload(payload.into())
-            .message_id(envelope.message.id.to_string());
+            .message_id(envelope.event_id().to_string());
         if let Some(headers) = headers {
             message = message.headers(headers.clone());
         }

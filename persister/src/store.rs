@@ -10,7 +10,7 @@
 //! error is retriable and the retry recomputes from the winner's rows, so no seq repeats.
 
 use coachwire_shared::db::MessageRow;
-use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::envelope::{MessageEnvelope, Version};
 use coachwire_shared::ids::{ConversationId, MessageId, Seq};
 use coachwire_shared::message::Message;
 use coachwire_shared::message_columns;
@@ -31,7 +31,7 @@ impl Incoming {
     pub fn decode(stream_seq: u64, payload: &[u8]) -> Result<Incoming, String> {
         let envelope: MessageEnvelope =
             serde_json::from_slice(payload).map_err(|e| format!("undecodable: {e}"))?;
-        if envelope.message.seq.is_some() {
+        if envelope.event_seq().is_some() || envelope.message.seq.is_some() {
             return Err("an accepted message must not carry a seq".into());
         }
         Ok(Incoming {
@@ -134,45 +134,130 @@ pub async fn store_in(
     conn: &mut PgConnection,
     batch: &[Incoming],
 ) -> Result<Vec<Stored>, StoreError> {
-    let ids: Vec<Uuid> = batch.iter().map(|m| m.envelope.message.id.0).collect();
+    let ids: Vec<Uuid> = batch.iter().map(|m| m.envelope.event_id().0).collect();
     let mut known: HashMap<MessageId, Message> = existing(conn, &ids).await?;
     let conversations: Vec<Uuid> = batch
         .iter()
-        .filter(|m| !known.contains_key(&m.envelope.message.id))
+        .filter(|m| !known.contains_key(&m.envelope.event_id()))
         .map(|m| m.envelope.message.conversation_id.0)
         .collect();
     let mut last = last_seqs(conn, &conversations).await?;
-    let mut stored = Vec::with_capacity(batch.len());
     let mut fresh: Vec<(&Incoming, Message)> = Vec::new();
+    let mut seqs: Vec<(Option<Seq>, bool)> = Vec::with_capacity(batch.len());
     for incoming in batch {
-        let message = &incoming.envelope.message;
-        if let Some(earlier) = known.get(&message.id) {
-            stored.push(Stored {
-                envelope: MessageEnvelope {
-                    message: earlier.clone(),
-                    origin: incoming.envelope.origin.clone(),
-                },
-                fresh: false,
-            });
+        let id = incoming.envelope.event_id();
+        if let Some(earlier) = known.get(&id) {
+            seqs.push((earlier.seq, false));
             continue;
         }
-        let seq = last.entry(message.conversation_id).or_insert(Seq::ZERO);
+        let seq = last
+            .entry(incoming.envelope.message.conversation_id)
+            .or_insert(Seq::ZERO);
         *seq = seq.next();
-        let mut assigned = message.clone();
-        assigned.seq = Some(*seq);
-        known.insert(message.id, assigned.clone());
-        fresh.push((incoming, assigned.clone()));
-        stored.push(Stored {
-            envelope: MessageEnvelope {
-                message: assigned,
-                origin: incoming.envelope.origin.clone(),
+        let accepted = &incoming.envelope;
+        let row = Message {
+            id,
+            seq: Some(*seq),
+            // The message's own row holds its `clientMessageId` (unique per user).
+            client_message_id: match accepted.version {
+                None => accepted.message.client_message_id,
+                Some(_) => None,
             },
-            fresh: true,
-        });
+            ..accepted.message.clone()
+        };
+        known.insert(id, row.clone());
+        fresh.push((incoming, row));
+        seqs.push((Some(*seq), true));
     }
     insert(conn, &fresh).await?;
+    apply_versions(conn, &fresh).await?;
     touch_activity(conn, &fresh).await?;
+    let current = versioned_messages(conn, batch).await?;
+    let stored = batch
+        .iter()
+        .zip(seqs)
+        .map(|(incoming, (seq, fresh))| Stored {
+            envelope: persisted(incoming, seq, &known, &current),
+            fresh,
+        })
+        .collect();
     Ok(stored)
+}
+
+/// The persisted event of `incoming`, stored at `seq`: a creation as its row; a later
+/// version as its message's current version (just updated) with the version's `seq`.
+fn persisted(
+    incoming: &Incoming,
+    seq: Option<Seq>,
+    rows: &HashMap<MessageId, Message>,
+    current: &HashMap<MessageId, Message>,
+) -> MessageEnvelope {
+    let accepted = &incoming.envelope;
+    let origin = accepted.origin.clone();
+    match accepted.version {
+        None => MessageEnvelope {
+            message: rows
+                .get(&accepted.message.id)
+                .cloned()
+                .unwrap_or_else(|| accepted.message.clone()),
+            origin,
+            version: None,
+        },
+        Some(_) => MessageEnvelope {
+            message: current
+                .get(&accepted.message.id)
+                .cloned()
+                .unwrap_or_else(|| accepted.message.clone()),
+            origin,
+            version: Some(Version { seq }),
+        },
+    }
+}
+
+/// Brings each message with a later version in this batch to that version, in place, so
+/// its row always reads as the current version (§4 `sync`: "each in its current version").
+async fn apply_versions(
+    conn: &mut PgConnection,
+    fresh: &[(&Incoming, Message)],
+) -> Result<(), sqlx::Error> {
+    let versions: Vec<&Message> = fresh
+        .iter()
+        .filter(|(incoming, _)| incoming.envelope.version.is_some())
+        .map(|(incoming, _)| &incoming.envelope.message)
+        .collect();
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = versions.iter().map(|m| m.id.0).collect();
+    let contents: Vec<&str> = versions.iter().map(|m| m.content.as_str()).collect();
+    let statuses: Vec<&str> = versions.iter().map(|m| m.status.as_str()).collect();
+    sqlx::query(
+        "UPDATE messages m SET content = v.content, status = v.status \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS v(id, content, status) \
+         WHERE m.id = v.id",
+    )
+    .bind(ids)
+    .bind(contents)
+    .bind(statuses)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The current rows of the messages that have a later version in `batch`.
+async fn versioned_messages(
+    conn: &mut PgConnection,
+    batch: &[Incoming],
+) -> Result<HashMap<MessageId, Message>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .filter(|m| m.envelope.version.is_some())
+        .map(|m| m.envelope.message.id.0)
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    existing(conn, &ids).await
 }
 
 /// Moves each conversation's activity time (what `GET /api/conversations` orders by) to
@@ -264,16 +349,21 @@ async fn insert(
     let created: Vec<chrono::DateTime<chrono::Utc>> =
         fresh.iter().map(|(_, m)| m.created_at).collect();
     let statuses: Vec<&str> = fresh.iter().map(|(_, m)| m.status.as_str()).collect();
+    let versions_of: Vec<Option<Uuid>> = fresh
+        .iter()
+        .map(|(i, _)| i.envelope.version.map(|_| i.envelope.message.id.0))
+        .collect();
     let stream_seqs: Vec<i64> = fresh
         .iter()
         .map(|(i, _)| i64::try_from(i.stream_seq).unwrap_or(i64::MAX))
         .collect();
     sqlx::query(
         "INSERT INTO messages (id, conversation_id, user_id, content, type, metadata, \
-                               client_message_id, seq, created_at, stream_seq, status) \
+                               client_message_id, seq, created_at, stream_seq, status, \
+                               version_of) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
                               $6::jsonb[], $7::uuid[], $8::int8[], $9::timestamptz[], $10::int8[], \
-                              $11::text[])",
+                              $11::text[], $12::uuid[])",
     )
     .bind(ids)
     .bind(conversations)
@@ -286,6 +376,7 @@ async fn insert(
     .bind(created)
     .bind(stream_seqs)
     .bind(statuses)
+    .bind(versions_of)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -8,8 +8,10 @@ use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
 use coachwire_persister::store::{Incoming, store_batch};
 use coachwire_persister::writer::Writer;
-use coachwire_shared::envelope::MessageEnvelope;
-use coachwire_shared::ids::ConversationId;
+use coachwire_shared::db::{self, StoredEvent};
+use coachwire_shared::envelope::{MessageEnvelope, Version};
+use coachwire_shared::ids::{ConversationId, Seq, UserId};
+use coachwire_shared::message::{MessageStatus, MessageType};
 use coachwire_shared::subjects::{PERSISTED_STREAM, message_subject};
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::NatsServer;
@@ -82,6 +84,95 @@ async fn a_duplicate_inside_one_batch_is_stored_once() {
         stored[1].envelope.message.seq
     );
     assert_eq!(db.seqs(conversation).await.expect("rows").len(), 1);
+}
+
+/// A streamed reply's start and end (§14) as ingest will publish them: the start an
+/// ordinary creation with status `streaming`, the end a later version of the same id.
+fn reply(conversation: ConversationId, author: UserId) -> (MessageEnvelope, MessageEnvelope) {
+    let mut start = message(conversation, author, "");
+    start.message.kind = MessageType::Ai;
+    start.message.status = MessageStatus::Streaming;
+    let mut end = start.clone();
+    end.message.content = "Size it so a stop costs 1% of the account.".into();
+    end.message.status = MessageStatus::Complete;
+    end.version = Some(Version::default());
+    (start, end)
+}
+
+#[tokio::test]
+async fn a_later_version_takes_the_next_seq_once_and_updates_its_message_in_place() {
+    let db = TestDb::new().await.expect("db");
+    let (alice, coach, conversation) = (user(), user(), ConversationId(uuid::Uuid::new_v4()));
+    let (start, end) = reply(conversation, coach);
+    let batch = |envelopes: &[&MessageEnvelope]| -> Vec<Incoming> {
+        envelopes
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Incoming {
+                stream_seq: i as u64 + 1,
+                envelope: (*e).clone(),
+            })
+            .collect()
+    };
+    let between = message(conversation, alice, "while it streams");
+    let first = store_batch(&db.pool, &batch(&[&start, &between]))
+        .await
+        .expect("start");
+    assert_eq!(first[0].envelope.event_seq(), Some(Seq(1)));
+    let stored = store_batch(&db.pool, &batch(&[&end, &end]))
+        .await
+        .expect("end");
+    let version = &stored[0].envelope;
+    assert!(
+        stored[0].fresh && !stored[1].fresh,
+        "one end, however often"
+    );
+    assert_eq!(
+        version.event_seq(),
+        Some(Seq(3)),
+        "the end's own seq follows"
+    );
+    assert_eq!(
+        version.message.seq,
+        Some(Seq(1)),
+        "the reply stands where it began"
+    );
+    assert_eq!(version.message.id, start.message.id);
+    assert_eq!(version.message.status, MessageStatus::Complete);
+    assert_eq!(version.message.content, end.message.content);
+    let again = store_batch(&db.pool, &batch(&[&end]))
+        .await
+        .expect("redelivered");
+    assert_eq!(
+        again[0].envelope, stored[0].envelope,
+        "a redelivery reports the same event"
+    );
+
+    let (events, more) = db::events_after(&db.pool, conversation, Seq::ZERO, 10)
+        .await
+        .expect("events");
+    assert!(!more);
+    let seqs: Vec<Option<Seq>> = events.iter().map(StoredEvent::seq).collect();
+    assert_eq!(seqs, [Some(Seq(1)), Some(Seq(2)), Some(Seq(3))]);
+    match (&events[0], &events[2]) {
+        (StoredEvent::Created(created), StoredEvent::Updated(updated)) => {
+            assert_eq!(
+                created.status,
+                MessageStatus::Complete,
+                "read in its current version"
+            );
+            assert_eq!(created.content, end.message.content);
+            assert_eq!(updated.message, *created);
+        }
+        other => panic!("{other:?}"),
+    }
+    let (after_start, _) = db::events_after(&db.pool, conversation, Seq(1), 10)
+        .await
+        .expect("events");
+    assert!(
+        matches!(&after_start[1], StoredEvent::Updated(u) if u.message.id == start.message.id),
+        "a version whose message is before the page still comes with it"
+    );
 }
 
 /// A private server with the streams declared, and a JetStream context.

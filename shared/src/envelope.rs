@@ -1,10 +1,13 @@
 //! What travels through NATS between the services.
 //!
 //! `MessageEnvelope` is the payload of both streams: on `MESSAGES` its `seq` is `None`
-//! (accepted by ingest), on `PERSISTED` it is set (stored by the persister). `RoomEvent`
-//! is what a node receives on a conversation's room subject and emits to its local room.
+//! (accepted by ingest), on `PERSISTED` it is set (stored by the persister). It carries one
+//! event of a message (§7.3): its creation, or with `version` a later version of it (the
+//! end of a streamed reply, §14), whose own `seq` follows every event before it.
+//! `RoomEvent` is what a node receives on a conversation's room subject and emits to its
+//! local room.
 
-use crate::ids::{ConversationId, UserId};
+use crate::ids::{ConversationId, MessageId, Seq, UserId};
 use crate::message::Message;
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +21,44 @@ pub struct Origin {
     pub sid: String,
 }
 
-/// A message on its way through the pipeline.
+/// A message event on its way through the pipeline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEnvelope {
+    /// The message as of this event: for a later version, the whole new version, whose
+    /// `seq` is still the creation's.
     pub message: Message,
     /// `None` for messages sent over HTTP.
     pub origin: Option<Origin>,
+    /// Set for a later version of the message; `None` for its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
+
+/// A later version of a message (§14).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// This version's own place among the conversation's events; `None` until persisted.
+    pub seq: Option<Seq>,
+}
+
+impl MessageEnvelope {
+    /// The event's place in its conversation (§7.3), once persisted.
+    pub fn event_seq(&self) -> Option<Seq> {
+        match self.version {
+            Some(version) => version.seq,
+            None => self.message.seq,
+        }
+    }
+
+    /// The id of the event: the message's for its creation, a derived one for a later
+    /// version. It is the `Nats-Msg-Id` on both streams and the row's primary key, so the
+    /// two events of one message are never taken for duplicates of each other.
+    pub fn event_id(&self) -> MessageId {
+        match self.version {
+            Some(_) => self.message.id.later_version(),
+            None => self.message.id,
+        }
+    }
 }
 
 /// Presence and typing, which are never stored: they go node to node over core NATS.

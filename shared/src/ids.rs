@@ -49,6 +49,8 @@ uuid_id!(
 /// Namespace for deriving message ids from (user, clientMessageId); fixed forever, since
 /// changing it would give retries of old messages new ids.
 const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_3a0e_8d2b_4f5a_9c7e_0b1d_2e3f_4a5b);
+/// Namespace of [`MessageId::later_version`]: a version's id can equal no message's id.
+const LATER_VERSION_NAMESPACE: Uuid = Uuid::from_u128(0x2b7d_91c4_5e0a_4c3f_8a61_d4e2_0f9b_7c35);
 
 impl ClientMessageId {
     /// Whether this id says it was minted less than `window` before `now`: only a
@@ -92,6 +94,13 @@ impl MessageId {
         let mut bytes = *hashed.as_bytes();
         bytes[..6].copy_from_slice(&client_message_id.0.as_bytes()[..6]);
         Self(Uuid::new_v8(bytes))
+    }
+
+    /// The row id of this message's later version (the end of a streamed reply, §14): a
+    /// reply ends once, so one derived id makes every copy of its end (a redelivery, a
+    /// second process ending an abandoned reply) the same row and the same stream entry.
+    pub fn later_version(self) -> Self {
+        Self(Uuid::new_v5(&LATER_VERSION_NAMESPACE, self.0.as_bytes()))
     }
 
     /// A fresh id for a message without `clientMessageId`: time-ordered (v7), so the

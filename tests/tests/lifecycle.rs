@@ -1,12 +1,14 @@
-//! Process behaviour: readiness, graceful SIGTERM, one-line configuration errors, and the
-//! gap fill that keeps delivery exactly-once and in order when a NATS hop loses an event.
+//! Process behaviour: readiness, graceful SIGTERM, one-line configuration errors, the
+//! gap fill that keeps delivery exactly-once and in order when a NATS hop loses an event,
+//! and a message's later version travelling the whole pipeline as an event of its own.
 
-use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
+use coachwire_shared::envelope::{MessageEnvelope, RoomEvent, Version};
 use coachwire_shared::ids::{MessageId, Seq};
 use coachwire_shared::message::{Message, MessageStatus, MessageType, Metadata, now_millis};
-use coachwire_shared::subjects::room_subject;
+use coachwire_shared::subjects::{message_subject, room_subject};
 use coachwire_testkit::js::Driver;
 use coachwire_testkit::stack::{Stack, bin_dir};
+use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -76,7 +78,8 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
         .await
         .expect("bob joined");
 
-    // seq 1 is persisted, but its room event "is lost"; seq 2's arrives.
+    // seq 1 and its later version, seq 2, are persisted, but their room events "are
+    // lost"; seq 3's arrives.
     let message = |seq: i64, content: &str| Message {
         id: MessageId::generate(),
         conversation_id: room.id,
@@ -89,15 +92,22 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
         status: MessageStatus::Complete,
         created_at: now_millis(),
     };
-    let (lost, arrived) = (message(1, "lost on the way"), message(2, "arrived"));
-    for m in [&lost, &arrived] {
-        sqlx::query("INSERT INTO messages (id, conversation_id, user_id, content, type, seq, created_at) VALUES ($1, $2, $3, $4, 'user', $5, $6)")
+    let (lost, arrived) = (message(1, "lost on the way"), message(3, "arrived"));
+    let lost_version = Message {
+        id: lost.id.later_version(),
+        seq: Some(Seq(2)),
+        ..lost.clone()
+    };
+    for m in [&lost, &lost_version, &arrived] {
+        let version_of = (m.id != lost.id && m.id != arrived.id).then_some(lost.id);
+        sqlx::query("INSERT INTO messages (id, conversation_id, user_id, content, type, seq, created_at, version_of) VALUES ($1, $2, $3, $4, 'user', $5, $6, $7)")
             .bind(m.id)
             .bind(m.conversation_id)
             .bind(m.user_id)
             .bind(&m.content)
             .bind(m.seq)
             .bind(m.created_at)
+            .bind(version_of)
             .execute(&stack.db.pool)
             .await
             .expect("insert");
@@ -106,6 +116,7 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
     let event = RoomEvent::Message(MessageEnvelope {
         message: arrived,
         origin: None,
+        version: None,
     });
     let payload = serde_json::to_vec(&event).expect("json");
     for _ in 0..2 {
@@ -118,7 +129,16 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
     let received = bob.next_events("message", 2).await.expect("two messages");
     assert_eq!(received[0]["content"], "lost on the way");
     assert_eq!(received[0]["seq"], 1);
-    assert_eq!(received[1]["seq"], 2);
+    assert_eq!(received[1]["seq"], 3);
+    let filled = bob
+        .next_event("message_updated")
+        .await
+        .expect("the version");
+    assert_eq!(
+        filled["seq"], 2,
+        "a later version is filled like any event: {filled}"
+    );
+    assert_eq!(filled["message"]["id"], lost.id.to_string());
     assert!(
         bob.try_next_event("message", Duration::from_millis(300))
             .await
@@ -251,4 +271,107 @@ async fn every_service_answers_health_readiness_and_metrics() {
             service.name
         );
     }
+}
+
+/// A streamed reply's start and end (§14), published to the `MESSAGES` stream as ingest
+/// publishes any event: the end is a later version of the start's message.
+async fn publish_event(js: &async_nats::jetstream::Context, envelope: &MessageEnvelope) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", envelope.event_id().to_string().as_str());
+    let payload = serde_json::to_vec(envelope).expect("json");
+    js.publish_with_headers(
+        message_subject(envelope.message.conversation_id),
+        headers,
+        payload.into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
+}
+
+#[tokio::test]
+async fn a_later_version_reaches_every_socket_as_message_updated_in_seq_order_and_sync_has_it() {
+    let stack = Stack::start().await.expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack.room_with_alice(&driver).await.expect("room");
+    let start = Message {
+        id: MessageId::generate(),
+        conversation_id: room.id,
+        user_id: room.bob,
+        content: String::new(),
+        kind: MessageType::Ai,
+        metadata: Metadata::default(),
+        client_message_id: None,
+        seq: None,
+        status: MessageStatus::Streaming,
+        created_at: now_millis(),
+    };
+    let end = Message {
+        content: "Wait for the print.".into(),
+        status: MessageStatus::Cancelled,
+        ..start.clone()
+    };
+    let nats = async_nats::connect(stack.nats_url()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let creation = MessageEnvelope {
+        message: start.clone(),
+        origin: None,
+        version: None,
+    };
+    let later = MessageEnvelope {
+        message: end,
+        origin: None,
+        version: Some(Version::default()),
+    };
+    publish_event(&js, &creation).await;
+    alice.send(room.id, "meanwhile").await.expect("send");
+    publish_event(&js, &later).await;
+    publish_event(&js, &later).await;
+
+    let created = alice.next_event("message").await.expect("the start");
+    assert_eq!(
+        (created["seq"].clone(), created["status"].clone()),
+        (json!(1), json!("streaming"))
+    );
+    let updated = alice.next_event("message_updated").await.expect("the end");
+    assert_eq!(
+        updated["seq"], 3,
+        "its own seq, after alice's message: {updated}"
+    );
+    assert_eq!(updated["conversationId"], room.id.to_string());
+    assert_eq!(
+        updated["message"]["seq"], 1,
+        "the reply stands where it began"
+    );
+    assert_eq!(updated["message"]["status"], "cancelled");
+    assert_eq!(updated["message"]["content"], "Wait for the print.");
+    assert!(
+        alice
+            .try_next_event("message_updated", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the end is emitted once"
+    );
+
+    let page = alice
+        .emit_ack(
+            "sync",
+            json!({"conversationId": room.id.to_string(), "afterSeq": 0}),
+        )
+        .await
+        .expect("sync");
+    assert_eq!(
+        page["messages"][0]["status"], "cancelled",
+        "in its current version"
+    );
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["updates"][0]["seq"], 3);
+    assert_eq!(page["updates"][0]["message"], page["messages"][0]);
+    let late = driver
+        .connect("late", &stack.url(), Some(&room.bob_token))
+        .await
+        .expect("bob");
+    let joined = late.join(room.id).await.expect("join");
+    assert_eq!(joined["lastSeq"], 3, "lastSeq counts every event");
 }

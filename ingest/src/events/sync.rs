@@ -4,7 +4,7 @@ use super::{conversation_id, db_unavailable};
 use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::socket::extract::{Payload, Reply};
-use coachwire_shared::db;
+use coachwire_shared::db::{self, StoredEvent};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::DEFAULT_SYNC_LIMIT;
@@ -58,15 +58,20 @@ pub async fn history(
     {
         return Err(Failure::forbidden());
     }
-    let (messages, has_more) = db::messages_after(pool, conversation, after, limit)
+    let (events, has_more) = db::events_after(pool, conversation, after, limit)
         .await
         .map_err(db_unavailable)?;
-    Ok(MessagePage {
+    let mut page = MessagePage {
         success: None,
-        messages,
-        // Later versions come only from the end of a streamed reply (§14), which this
-        // version does not accept yet.
+        messages: Vec::new(),
         updates: Vec::new(),
         has_more,
-    })
+    };
+    for event in events {
+        match event {
+            StoredEvent::Created(message) => page.messages.push(message),
+            StoredEvent::Updated(update) => page.updates.push(update),
+        }
+    }
+    Ok(page)
 }

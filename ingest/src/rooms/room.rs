@@ -11,8 +11,9 @@ use coachwire_shared::db;
 use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
-use coachwire_shared::message::{Message, MessageDelivered};
+use coachwire_shared::message::MessageDelivered;
 use coachwire_shared::metrics::END_TO_END_SECONDS;
+use coachwire_shared::replies::MessageUpdated;
 use coachwire_shared::telemetry::propagation;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -153,7 +154,7 @@ impl Room {
                     messaging.system = "nats",
                     coachwire.conversation_id = %self.conversation,
                     coachwire.message_id = %envelope.message.id,
-                    coachwire.seq = envelope.message.seq.map(|seq| seq.0),
+                    coachwire.seq = envelope.event_seq().map(|seq| seq.0),
                     coachwire.node = %self.node,
                     coachwire.members = self.members.len(),
                 );
@@ -189,7 +190,7 @@ impl Room {
     }
 
     async fn deliver(&mut self, envelope: MessageEnvelope) {
-        let Some(seq) = envelope.message.seq else {
+        let Some(seq) = envelope.event_seq() else {
             return;
         };
         if seq <= self.cursor {
@@ -198,9 +199,14 @@ impl Room {
         if seq > self.cursor.next() {
             self.fill_to(Seq(seq.0 - 1)).await;
         }
-        let sender = envelope.origin.filter(|o| o.node == self.node);
-        let sender_sid = sender.and_then(|o| Sid::from_str(&o.sid).ok());
-        self.emit_message(&envelope.message, sender_sid);
+        // Only a creation has a sender to skip and tell `message_delivered`; a later
+        // version goes to every member, its author's sockets included (§14).
+        let sender_sid = match envelope.version {
+            None => envelope.origin.as_ref().filter(|o| o.node == self.node),
+            Some(_) => None,
+        }
+        .and_then(|o| Sid::from_str(&o.sid).ok());
+        self.emit_event(&envelope, sender_sid);
         if let Some(sid) = sender_sid
             && let Some(socket) = self.io.get_socket(sid)
         {
@@ -215,16 +221,16 @@ impl Room {
         }
     }
 
-    /// Emits every message up to `target` from Postgres, a page at a time, retrying until
+    /// Emits every event up to `target` from Postgres, a page at a time, retrying until
     /// Postgres answers: the rows exist, since the persister publishes only after commit.
     async fn fill_to(&mut self, target: Seq) {
         let mut backoff = GAP_FIRST_BACKOFF;
         while self.cursor < target {
             let want = (target.0 - self.cursor.0).min(GAP_PAGE);
-            match db::messages_after(&self.pool, self.conversation, self.cursor, want).await {
+            match db::events_after(&self.pool, self.conversation, self.cursor, want).await {
                 Ok((page, _)) if !page.is_empty() => {
-                    for message in page.iter().filter(|m| m.seq <= Some(target)) {
-                        self.emit_message(message, None);
+                    for event in page.into_iter().filter(|e| e.seq() <= Some(target)) {
+                        self.emit_event(&event.into_envelope(None), None);
                     }
                     backoff = GAP_FIRST_BACKOFF;
                     continue;
@@ -239,30 +245,46 @@ impl Room {
         }
     }
 
-    /// Emits to each member but `except` (the sender, which gets `message_delivered`).
-    /// Each member gets its own emit (so a full queue is known per socket), but the
-    /// message is serialized once for all of them.
-    fn emit_message(&mut self, message: &Message, except: Option<Sid>) {
-        let payload = match serde_json::value::to_raw_value(message) {
+    /// Emits one event to each member but `except` (the sender, which gets
+    /// `message_delivered`): a creation as `message`, a later version as `message_updated`.
+    /// Each member gets its own emit (so a full queue is known per socket), but the event
+    /// is serialized once for all of them.
+    fn emit_event(&mut self, envelope: &MessageEnvelope, except: Option<Sid>) {
+        let Some(seq) = envelope.event_seq() else {
+            return;
+        };
+        let message = &envelope.message;
+        let (event, payload) = match envelope.version {
+            None => ("message", serde_json::value::to_raw_value(message)),
+            Some(_) => {
+                let update = MessageUpdated {
+                    conversation_id: message.conversation_id,
+                    seq,
+                    message: message.clone(),
+                };
+                ("message_updated", serde_json::value::to_raw_value(&update))
+            }
+        };
+        let payload = match payload {
             Ok(payload) => payload,
-            Err(e) => return tracing::error!(error = %e, "unserializable message"),
+            Err(e) => return tracing::error!(error = %e, "unserializable event"),
         };
         let members: Vec<Sid> = self.members.iter().copied().collect();
         for sid in members.into_iter().filter(|sid| Some(*sid) != except) {
             match self.io.get_socket(sid) {
-                Some(socket) => self.send_or_drop(sid, socket.emit("message", &payload)),
+                Some(socket) => self.send_or_drop(sid, socket.emit(event, &payload)),
                 None => {
                     self.members.remove(&sid);
                 }
             }
         }
-        if let Some(seq) = message.seq {
-            self.cursor = self.cursor.max(seq);
+        self.cursor = self.cursor.max(seq);
+        if envelope.version.is_none() {
+            let age = (Utc::now() - message.created_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics::histogram!(END_TO_END_SECONDS).record(age.as_secs_f64());
         }
-        let age = (Utc::now() - message.created_at)
-            .to_std()
-            .unwrap_or_default();
-        metrics::histogram!(END_TO_END_SECONDS).record(age.as_secs_f64());
     }
 
     /// A socket that cannot take another packet is disconnected rather than skipped

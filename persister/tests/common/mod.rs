@@ -26,6 +26,7 @@ pub fn message(conversation: ConversationId, user: UserId, content: &str) -> Mes
             created_at: now_millis(),
         },
         origin: None,
+        version: None,
     }
 }
 
