@@ -6,13 +6,28 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 start=$SECONDS
-trap 'log "finished with exit code $? in $((SECONDS - start)) s"' EXIT
+# Each stage's time, printed at the end (also when a stage fails).
+stages=()
+report() {
+  local code=$?
+  for stage in "${stages[@]}"; do log "  $stage"; done
+  log "finished with exit code $code in $((SECONDS - start)) s"
+}
+trap report EXIT
 
 ensure_test_tools
 cd "$ROOT"
 
-step() { log "+ $*"; "$@" || die "failed: $*"; }
+step() {
+  local began=$SECONDS
+  log "+ $*"
+  "$@" || { stages+=("$((SECONDS - began)) s  FAILED: $*"); die "failed: $*"; }
+  stages+=("$((SECONDS - began)) s  $*")
+}
+stages+=("$((SECONDS - start)) s  provisioning (Postgres, nats-server, Node packages)")
 step cargo fmt --all -- --check
+# Every "§N" cited in code and docs must be a numbered section of docs/.
+step python3 scripts/check-refs.py
 step cargo clippy --workspace --all-targets -- -D warnings
 # e2e tests spawn the real binaries, so build them before nextest runs the tests.
 step cargo build --workspace

@@ -1,4 +1,4 @@
-// The reference server: the seed PRD's own design (its §4 sketch), built plainly so that
+// The reference server: the seed PRD's own design (its section 4 sketch), built plainly so that
 // benchmarks can compare coachwire against it on the same machine.
 //
 // Deliberately naive: ONE Node process, a Socket.IO server and a Postgres pool. Each
@@ -87,7 +87,7 @@ function conversationIdOf(data) {
   return data.conversationId.toLowerCase();
 }
 
-/** Minimal validation of the `message` payload (the seed's §4.2 schema). */
+/** Minimal validation of the `message` payload (the seed PRD's section 4.2 schema). */
 function validateMessage(data) {
   const conversationId = conversationIdOf(data);
   const { content, type = "user", metadata = {}, clientMessageId = null } = data;
@@ -289,7 +289,7 @@ io.on("connection", (socket) => {
     return { success: true, conversationId };
   });
 
-  // The seed's §4.1 handler: validate, store (commit), then ack and broadcast.
+  // The seed PRD's section 4.1 handler: validate, store (commit), then ack and broadcast.
   handle(socket, "message", async (data, reply) => {
     const m = validateMessage(data);
     if (m.type === "ai" && user.role !== "ai") throw new Failure("FORBIDDEN", 'type "ai" needs the ai role');

@@ -35,8 +35,9 @@ const WS_READ_BUFFER_BYTES: usize = 1024;
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 /// How long a PubAck may take before the client hears `UNAVAILABLE`.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Publishes in flight on the connection before new ones wait (pipelining window, see
-/// notes/jetstream.md: 256–1024 reaches the server's throughput; past 5000 it errors).
+/// Publishes in flight on the connection before new ones wait (the pipelining window;
+/// measured with nats-server 2.15.1 on 2 cores: a window of 256–1024 reaches the server's
+/// throughput, 53–65k msg/s against ~6k awaiting each ack; past 5000 publishes fail).
 const MAX_ACKS_IN_FLIGHT: usize = 2048;
 /// How long shutdown waits for in-flight acks: a PubAck times out after
 /// [`PUBLISH_ACK_TIMEOUT`], so every admitted handler has answered by then.

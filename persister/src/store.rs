@@ -5,6 +5,11 @@
 //! new `seq` and the sequence stays contiguous. The new ones get `last + 1, last + 2, …` per
 //! conversation in stream order and go in with one multi-row `INSERT … SELECT FROM UNNEST`.
 //!
+//! A later version of a message (the end of a streamed reply, §14) is an event too: it
+//! gets the conversation's next `seq` like a new message, as a row of its own whose id is
+//! derived from the message's (so it is stored once, however often it is delivered), and
+//! the message's own row is brought to the new version in the same transaction.
+//!
 //! A concurrent writer for the same conversation (only possible during a partition
 //! hand-over) makes the insert hit `UNIQUE (conversation_id, seq)` or the primary key; that
 //! error is retriable and the retry recomputes from the winner's rows, so no seq repeats.

@@ -54,6 +54,51 @@ impl StackOptions {
 /// to 45 s, `DECLARE_PATIENCE`).
 const READY_WAIT: Duration = Duration::from_secs(50);
 
+/// Starts of one service on fresh ports before a lost port race counts as a failure.
+const PORT_ATTEMPTS: usize = 3;
+/// One readiness poll window of [`Service::wait_bound_and_ready`], between checks that
+/// the process still runs.
+const READY_POLL: Duration = Duration::from_millis(250);
+
+/// What waiting for `/readyz` found.
+enum Readiness {
+    Ready,
+    Exited,
+    TimedOut,
+}
+
+/// Where a service listens, and its environment saying so.
+struct Ports {
+    /// The port the tests talk to (ingest's public one; the admin one of the others).
+    port: u16,
+    admin_port: u16,
+    env: Vec<(String, String)>,
+}
+
+/// `env` plus the listen addresses of `binary` on ports free right now.
+fn with_ports(binary: &str, mut env: Vec<(String, String)>) -> anyhow::Result<Ports> {
+    env.retain(|(key, _)| key != "COACHWIRE_LISTEN" && key != "COACHWIRE_ADMIN_LISTEN");
+    let port = free_port()?;
+    let admin_port = if binary == INGEST {
+        let admin_port = free_port()?;
+        env.push(("COACHWIRE_LISTEN".into(), format!("127.0.0.1:{port}")));
+        // Several ingest nodes on one machine must not share the default admin port.
+        env.push((
+            "COACHWIRE_ADMIN_LISTEN".into(),
+            format!("127.0.0.1:{admin_port}"),
+        ));
+        admin_port
+    } else {
+        env.push(("COACHWIRE_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")));
+        port
+    };
+    Ok(Ports {
+        port,
+        admin_port,
+        env,
+    })
+}
+
 const INGEST: &str = "coachwire-ingest";
 const PERSISTER: &str = "coachwire-persister";
 const FANOUT: &str = "coachwire-fanout";
@@ -82,21 +127,11 @@ const KEPT_LOG_LINES: usize = 20_000;
 impl Service {
     /// Starts `binary` on free ports with `env` (plus its listen addresses).
     pub async fn spawn(binary: &'static str, env: &[(String, String)]) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let mut env = env.to_vec();
-        let admin_port = if binary == INGEST {
-            let admin_port = free_port()?;
-            env.push(("COACHWIRE_LISTEN".into(), format!("127.0.0.1:{port}")));
-            // Several ingest nodes on one machine must not share the default admin port.
-            env.push((
-                "COACHWIRE_ADMIN_LISTEN".into(),
-                format!("127.0.0.1:{admin_port}"),
-            ));
-            admin_port
-        } else {
-            env.push(("COACHWIRE_ADMIN_LISTEN".into(), format!("127.0.0.1:{port}")));
-            port
-        };
+        let Ports {
+            port,
+            admin_port,
+            env,
+        } = with_ports(binary, env.to_vec())?;
         let logs = Logs::default();
         let child = launch(binary, &env, &logs)?;
         Ok(Self {
@@ -107,6 +142,44 @@ impl Service {
             child,
             logs,
         })
+    }
+
+    /// Waits until ready, like [`Service::wait_ready`]; a service that exited because its
+    /// port was taken (free when [`free_port`] chose it, bound by another test before the
+    /// service could) is started again on new ports, up to [`PORT_ATTEMPTS`] times.
+    pub async fn wait_bound_and_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        for _ in 1..PORT_ATTEMPTS {
+            match self.wait_ready_while_running(within).await {
+                Readiness::Ready => return Ok(()),
+                Readiness::Exited if self.lost_its_port() => {
+                    let fresh = with_ports(self.name, self.env.clone())?;
+                    (self.port, self.admin_port, self.env) =
+                        (fresh.port, fresh.admin_port, fresh.env);
+                    self.child = launch(self.name, &self.env, &self.logs)?;
+                }
+                Readiness::Exited | Readiness::TimedOut => break,
+            }
+        }
+        self.wait_ready(within).await
+    }
+
+    async fn wait_ready_while_running(&mut self, within: Duration) -> Readiness {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.wait_ready(READY_POLL).await.is_ok() {
+                return Readiness::Ready;
+            }
+            if !self.is_running() {
+                return Readiness::Exited;
+            }
+        }
+        Readiness::TimedOut
+    }
+
+    fn lost_its_port(&self) -> bool {
+        self.logs()
+            .iter()
+            .any(|line| line.contains("Address already in use"))
     }
 
     /// Every line the service has logged so far (it still goes to the test's stderr).
@@ -252,7 +325,7 @@ impl Stack {
         for _ in 0..options.ingest_nodes.max(1) {
             ingest.push(Service::spawn(INGEST, &env).await?);
         }
-        let stack = Self {
+        let mut stack = Self {
             db,
             nats,
             nats_url,
@@ -262,8 +335,8 @@ impl Stack {
             fanouts,
             http: reqwest::Client::new(),
         };
-        for service in stack.services() {
-            service.wait_ready(READY_WAIT).await?;
+        for service in stack.services_mut() {
+            service.wait_bound_and_ready(READY_WAIT).await?;
         }
         Ok(stack)
     }
@@ -271,8 +344,8 @@ impl Stack {
     /// Starts one more persister like the others (e.g. a standby that takes over the
     /// partitions of one that dies) and waits until it is ready.
     pub async fn add_persister(&mut self) -> anyhow::Result<&mut Service> {
-        let service = Service::spawn(PERSISTER, &self.env).await?;
-        service.wait_ready(READY_WAIT).await?;
+        let mut service = Service::spawn(PERSISTER, &self.env).await?;
+        service.wait_bound_and_ready(READY_WAIT).await?;
         self.persisters.push(service);
         self.persisters
             .last_mut()
