@@ -13,11 +13,11 @@
 use crate::socket::order::Ticket;
 use async_nats::jetstream::{self, message::PublishMessage};
 use coachwire_shared::db;
-use coachwire_shared::envelope::{MessageEnvelope, Origin};
+use coachwire_shared::envelope::{MessageEnvelope, Origin, Version};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use coachwire_shared::message::{
-    Message, MessagePayload, MessageStatus, MessageType, Metadata, now_millis,
+    Message, MessagePayload, MessageStatus, MessageType, Metadata, ReplyStartPayload, now_millis,
 };
 use coachwire_shared::metrics::MESSAGES_TOTAL;
 use coachwire_shared::nats::DUPLICATE_WINDOW;
@@ -41,7 +41,7 @@ const CAUGHT_BY_THE_STREAM: Duration = Duration::from_secs(DUPLICATE_WINDOW.as_s
 /// seconds of Postgres coming back.
 const LOOKUP_PAUSE: Duration = Duration::from_secs(2);
 
-/// A validated `message` payload with its ids parsed.
+/// A validated `message` (or `reply_start`) payload with its ids parsed.
 #[derive(Clone, Debug)]
 pub struct Draft {
     pub conversation: ConversationId,
@@ -49,27 +49,48 @@ pub struct Draft {
     pub kind: MessageType,
     pub metadata: Metadata,
     pub client_message_id: Option<ClientMessageId>,
+    pub status: MessageStatus,
 }
 
 impl TryFrom<MessagePayload> for Draft {
     type Error = Failure;
 
     fn try_from(p: MessagePayload) -> Result<Self, Failure> {
-        let invalid = |path: &str| Failure::validation(vec![Detail::new(path, "must be a UUID")]);
         Ok(Draft {
-            conversation: ConversationId::parse(&p.conversation_id)
-                .ok_or_else(|| invalid("/conversationId"))?,
+            conversation: uuid_at(&p.conversation_id, "/conversationId", ConversationId::parse)?,
             content: p.content,
             kind: p.kind,
             metadata: p.metadata,
-            client_message_id: match p.client_message_id {
-                Some(s) => {
-                    Some(ClientMessageId::parse(&s).ok_or_else(|| invalid("/clientMessageId"))?)
-                }
-                None => None,
-            },
+            client_message_id: client_message_id(p.client_message_id)?,
+            status: MessageStatus::Complete,
         })
     }
+}
+
+impl TryFrom<ReplyStartPayload> for Draft {
+    type Error = Failure;
+
+    /// A streamed reply starts as an AI message with no text yet (§14).
+    fn try_from(p: ReplyStartPayload) -> Result<Self, Failure> {
+        Ok(Draft {
+            conversation: uuid_at(&p.conversation_id, "/conversationId", ConversationId::parse)?,
+            content: String::new(),
+            kind: MessageType::Ai,
+            metadata: p.metadata,
+            client_message_id: client_message_id(p.client_message_id)?,
+            status: MessageStatus::Streaming,
+        })
+    }
+}
+
+fn client_message_id(raw: Option<String>) -> Result<Option<ClientMessageId>, Failure> {
+    raw.map(|s| uuid_at(&s, "/clientMessageId", ClientMessageId::parse))
+        .transpose()
+}
+
+/// An id the schema's pattern already checked, parsed; `VALIDATION_FAILED` at `path`.
+pub fn uuid_at<T>(raw: &str, path: &str, parse: fn(&str) -> Option<T>) -> Result<T, Failure> {
+    parse(raw).ok_or_else(|| Failure::validation(vec![Detail::new(path, "must be a UUID")]))
 }
 
 pub struct Acceptor {
@@ -118,7 +139,7 @@ impl Acceptor {
                 metadata: draft.metadata,
                 client_message_id: draft.client_message_id,
                 seq: None,
-                status: MessageStatus::Complete,
+                status: draft.status,
                 created_at: now_millis(),
             },
             origin,
@@ -135,6 +156,22 @@ impl Acceptor {
             return retry_of(original.unwrap_or(envelope.message), conversation);
         }
         Ok(outcome(envelope.message, false))
+    }
+
+    /// Makes a later version of a message durable (the end of a streamed reply, §14). A
+    /// copy already in the stream (another process ended the same reply) is the same end.
+    pub async fn publish_version(&self, version: &Message) -> Result<(), Failure> {
+        let envelope = MessageEnvelope {
+            message: version.clone(),
+            origin: None,
+            version: Some(Version::default()),
+        };
+        self.publish(&envelope, None).await.map(drop)
+    }
+
+    /// The JetStream context the path publishes with, for the streamed replies' appends.
+    pub fn js(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// Publishes once it is `turn`'s turn, releases the turn as soon as the publish is

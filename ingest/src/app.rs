@@ -3,10 +3,13 @@
 use crate::accept::Acceptor;
 use crate::auth::Verifier;
 use crate::limits::Limits;
+use crate::replies::Replies;
 use crate::rooms::Rooms;
+use crate::settings::ReplySettings;
 use coachwire_shared::health::Probe;
 use coachwire_shared::message::{
-    ConversationPayload, CreateConversationPayload, MessagePayload, SyncPayload, TypingPayload,
+    ConversationPayload, CreateConversationPayload, MessagePayload, ReplyAppendPayload,
+    ReplyEndPayload, ReplyStartPayload, ReplyStopPayload, SyncPayload, TypingPayload,
 };
 use coachwire_shared::validation::PayloadValidator;
 use sqlx::PgPool;
@@ -22,6 +25,10 @@ pub struct Validators {
     pub typing: PayloadValidator<TypingPayload>,
     pub sync: PayloadValidator<SyncPayload>,
     pub create_conversation: PayloadValidator<CreateConversationPayload>,
+    pub reply_start: PayloadValidator<ReplyStartPayload>,
+    pub reply_append: PayloadValidator<ReplyAppendPayload>,
+    pub reply_end: PayloadValidator<ReplyEndPayload>,
+    pub reply_stop: PayloadValidator<ReplyStopPayload>,
 }
 
 pub struct App {
@@ -31,6 +38,9 @@ pub struct App {
     pub verifier: Verifier,
     pub limits: Limits,
     pub rooms: Rooms,
+    /// The streamed replies this node's sockets are writing (§14).
+    pub replies: Replies,
+    pub reply_settings: ReplySettings,
     pub validators: Validators,
     /// This process's id in `Origin`s, so fanned-out events find their sender's node.
     pub node: String,

@@ -2,7 +2,9 @@
 //! other services live in `coachwire_shared::db`.
 
 use chrono::{DateTime, Utc};
+use coachwire_shared::db::MessageRow;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
+use coachwire_shared::message::Message;
 use coachwire_shared::replies::Conversation;
 use sqlx::PgPool;
 
@@ -110,6 +112,43 @@ struct ListedConversation {
     #[sqlx(flatten)]
     conversation: Conversation,
     last_activity_at: DateTime<Utc>,
+}
+
+/// Streamed replies still `streaming` that started more than `older_than` ago, oldest
+/// first (a partial index keeps this a short scan however large `messages` grows).
+pub async fn streaming_since(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+) -> Result<Vec<Message>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT ",
+        coachwire_shared::message_columns!(),
+        " FROM messages WHERE status = 'streaming' \
+           AND created_at < now() - make_interval(secs => $1) \
+         ORDER BY created_at LIMIT 100"
+    );
+    let rows: Vec<MessageRow> = sqlx::query_as(sql)
+        .bind(older_than.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(Message::from).collect())
+}
+
+/// The conversation's replies in progress, oldest first.
+pub async fn streaming_in(
+    pool: &PgPool,
+    conversation: ConversationId,
+) -> Result<Vec<Message>, sqlx::Error> {
+    let sql = concat!(
+        "SELECT ",
+        coachwire_shared::message_columns!(),
+        " FROM messages WHERE status = 'streaming' AND conversation_id = $1 ORDER BY seq"
+    );
+    let rows: Vec<MessageRow> = sqlx::query_as(sql)
+        .bind(conversation)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(Message::from).collect())
 }
 
 /// Beyond `cursor`, the highest seq persisted at least `settled` ago, and the highest seq

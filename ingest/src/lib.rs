@@ -8,6 +8,8 @@
 //!   JetStream → await the PubAck → ack. Socket and HTTP both use it.
 //! - [`rooms`]: per-conversation actors that subscribe to the conversation's room subject
 //!   while a local socket is joined, and emit what arrives to the local room in `seq` order.
+//! - [`replies`]: streamed replies (§14): the text so far of each, durable between its
+//!   start and its end, and the ends nobody else will make.
 //! - [`auth`], [`limits`]: JWT verification and rate limits.
 //! - [`serve`]: the public listener, with the timeouts and per-address cap that keep slow
 //!   or hoarding clients from locking others out.
@@ -20,6 +22,7 @@ pub mod db;
 pub mod events;
 pub mod http;
 pub mod limits;
+pub mod replies;
 pub mod rooms;
 pub mod serve;
 pub mod settings;

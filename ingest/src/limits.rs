@@ -8,7 +8,7 @@
 use crate::auth::{Principal, Role};
 use crate::settings::LimitSettings;
 use coachwire_shared::error::Failure;
-use coachwire_shared::ids::{ConversationId, UserId};
+use coachwire_shared::ids::{ConversationId, MessageId, UserId};
 use coachwire_shared::metrics::RATE_LIMITED_TOTAL;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -32,6 +32,8 @@ const PRESENCE_PER_MINUTE: u32 = 12;
 /// re-joins and syncs every conversation it has open at once, hence the burst; past it,
 /// twenty a second keeps one socket from making a node run hundreds of queries a second.
 const CONTROL_BURST: u32 = 100;
+/// `reply_append`s per second per reply (§14 rule 5): a model's tokens batched every 20 ms.
+const APPENDS_PER_SECOND: u32 = 50;
 const CONTROL_PER_SECOND: u32 = 20;
 
 /// One keyed limiter, or none when configured off (limit 0).
@@ -86,6 +88,7 @@ pub struct Limits {
     control: Limiter<Sid>,
     typing: Limiter<UserId>,
     presence: Limiter<(UserId, ConversationId)>,
+    appends: Limiter<MessageId>,
     /// Conversations one socket may have joined at once; `None`: no limit.
     pub rooms_per_socket: Option<usize>,
     pub trust_proxy: bool,
@@ -109,6 +112,7 @@ impl Limits {
             control: Limiter::with_burst(CONTROL_PER_SECOND, Duration::from_secs(1), CONTROL_BURST),
             typing: Limiter::new(TYPING_PER_SECOND, Duration::from_secs(1)),
             presence: Limiter::new(PRESENCE_PER_MINUTE, Duration::from_secs(60)),
+            appends: Limiter::new(APPENDS_PER_SECOND, Duration::from_secs(1)),
             rooms_per_socket: (settings.rooms_per_socket > 0).then_some(settings.rooms_per_socket),
             trust_proxy: settings.trust_proxy,
         }
@@ -138,6 +142,14 @@ impl Limits {
         }
         self.control.check(&sid).map_err(|wait| {
             metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "event").increment(1);
+            Failure::rate_limited(retry_after_ms(wait))
+        })
+    }
+
+    /// A `reply_append` to reply `id`; the excess is refused with `retryAfterMs`.
+    pub fn append(&self, id: MessageId) -> Result<(), Failure> {
+        self.appends.check(&id).map_err(|wait| {
+            metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "append").increment(1);
             Failure::rate_limited(retry_after_ms(wait))
         })
     }
@@ -176,7 +188,9 @@ impl Limits {
         self.control.prune();
         self.typing.prune();
         self.presence.prune();
-        self.messages.len()
+        self.appends.prune();
+        self.appends.len()
+            + self.messages.len()
             + self.connections.len()
             + self.conversations.len()
             + self.control.len()

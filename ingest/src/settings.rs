@@ -25,7 +25,30 @@ pub struct IngestSettings {
     #[command(flatten)]
     pub limits: LimitSettings,
     #[command(flatten)]
+    pub replies: ReplySettings,
+    #[command(flatten)]
     pub demo: DemoSettings,
+}
+
+/// When abandoned streamed replies end (§14).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReplySettings {
+    /// A reply without an append for this long ends `interrupted` (milliseconds).
+    #[arg(long, env = "COACHWIRE_REPLY_IDLE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reply_idle_ms: u64,
+    /// A stopped reply its author does not end within this long ends `cancelled` (ms).
+    #[arg(long, env = "COACHWIRE_REPLY_STOP_GRACE_MS", default_value_t = 5_000)]
+    pub reply_stop_grace_ms: u64,
+}
+
+impl ReplySettings {
+    pub fn idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reply_idle_ms)
+    }
+
+    pub fn stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.reply_stop_grace_ms)
+    }
 }
 
 #[derive(Clone, Debug, clap::Args)]

@@ -7,6 +7,7 @@ use crate::auth::Verifier;
 use crate::http;
 use crate::http::demo::Demo;
 use crate::limits::Limits;
+use crate::replies::Replies;
 use crate::rooms::Rooms;
 use crate::serve::{MAX_CONNECTIONS_PER_IP, PeerCap, serve};
 use crate::settings::IngestSettings;
@@ -63,11 +64,14 @@ pub fn build(
         .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
         .build(nats.clone());
     let node = uuid::Uuid::new_v4().to_string();
+    let replies = Replies::default();
     let app: AppRef = Arc::new(App {
         acceptor: Acceptor::new(js, pool.clone()),
         verifier,
         limits: Limits::new(&settings.limits),
-        rooms: Rooms::new(nats.clone(), pool.clone(), node.clone()),
+        rooms: Rooms::new(nats.clone(), pool.clone(), node.clone(), replies.clone()),
+        replies,
+        reply_settings: settings.replies.clone(),
         validators: Validators::default(),
         probe: Probe {
             pool: pool.clone(),
@@ -120,6 +124,7 @@ pub async fn run(
             .await
     });
     tokio::spawn(prune_limiters(app.clone(), shutdown.clone()));
+    tokio::spawn(crate::replies::reaper::run(app.clone(), shutdown.clone()));
     tokio::spawn(crate::rooms::resync::on_reconnect(
         app.nats.clone(),
         app.rooms.clone(),

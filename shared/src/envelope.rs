@@ -9,6 +9,7 @@
 
 use crate::ids::{ConversationId, MessageId, Seq, UserId};
 use crate::message::Message;
+use crate::replies::{ReplyDelta, ReplyStopNotice};
 use serde::{Deserialize, Serialize};
 
 /// The socket a message or presence event came from, so the node that holds it can skip
@@ -32,6 +33,14 @@ pub struct MessageEnvelope {
     /// Set for a later version of the message; `None` for its creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
+}
+
+/// An acked append, as stored in the `REPLIES` stream and seen by every room (§14).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyAppended {
+    pub delta: ReplyDelta,
+    /// The author's socket, which gets no delta of its own text.
+    pub origin: Origin,
 }
 
 /// A later version of a message (§14).
@@ -82,6 +91,8 @@ pub enum RoomEvent {
     },
     UserJoined(Presence),
     UserLeft(Presence),
+    /// Someone asked a streamed reply to stop: the node holding it tells its author.
+    ReplyStop(ReplyStopNotice),
     /// The user left the conversation for good (`DELETE …/participants/me`): every node
     /// takes that user's sockets out of its room, then tells the rest `user_left`.
     Departed(Presence),

@@ -149,6 +149,67 @@ pub struct SyncPayload {
     pub limit: Option<i64>,
 }
 
+/// Longest `text` of one `reply_append`, in Unicode scalar values (§14).
+pub const MAX_APPEND_CHARS: usize = 2000;
+
+/// `reply_start`: the AI coach begins a streamed reply (§14).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplyStartPayload {
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub conversation_id: String,
+    #[serde(default)]
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub client_message_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// `reply_append`: the next piece of a reply's text, at `offset` (the length of the text
+/// already sent, in Unicode scalar values).
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplyAppendPayload {
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub conversation_id: String,
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub id: String,
+    #[schemars(range(min = 0, max = 10000))]
+    pub offset: u64,
+    /// 1–2000 Unicode scalar values, no control characters but TAB, LF and CR.
+    #[schemars(length(min = 1, max = 2000))]
+    pub text: String,
+}
+
+/// How the author ends a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndStatus {
+    Complete,
+    Failed,
+}
+
+/// `reply_end`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplyEndPayload {
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub conversation_id: String,
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub id: String,
+    pub status: EndStatus,
+}
+
+/// `reply_stop`: any participant asks the author to stop.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplyStopPayload {
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub conversation_id: String,
+    #[schemars(regex(pattern = UUID_PATTERN))]
+    pub id: String,
+}
+
 /// `POST /api/conversations` body.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

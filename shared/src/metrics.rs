@@ -18,6 +18,9 @@ pub const JOINED_ROOMS: &str = "coachwire_joined_rooms";
 pub const DB_POOL_CONNECTIONS: &str = "coachwire_db_pool_connections";
 pub const CONSUMER_REDELIVERED_TOTAL: &str = "coachwire_consumer_redelivered_total";
 pub const DEAD_LETTERS_TOTAL: &str = "coachwire_dead_letters_total";
+pub const REPLIES_TOTAL: &str = "coachwire_replies_total";
+pub const REPLY_APPENDS_TOTAL: &str = "coachwire_reply_appends_total";
+pub const REPLIES_STREAMING: &str = "coachwire_replies_streaming";
 
 /// Every name above: what dashboards and alert rules may refer to.
 pub const ALL: &[&str] = &[
@@ -33,6 +36,9 @@ pub const ALL: &[&str] = &[
     DB_POOL_CONNECTIONS,
     CONSUMER_REDELIVERED_TOTAL,
     DEAD_LETTERS_TOTAL,
+    REPLIES_TOTAL,
+    REPLY_APPENDS_TOTAL,
+    REPLIES_STREAMING,
 ];
 
 /// Latency buckets in seconds: sub-millisecond acks up to multi-second outages.

@@ -8,7 +8,7 @@
 
 use crate::subjects::{
     DEAD_LETTER_ALL, DEAD_LETTER_STREAM, MESSAGES_INPUT, MESSAGES_PARTITIONED, MESSAGES_STREAM,
-    PERSISTED_ALL, PERSISTED_STREAM,
+    PERSISTED_ALL, PERSISTED_STREAM, REPLIES_ALL, REPLIES_STREAM,
 };
 use async_nats::ServerAddr;
 use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
@@ -30,6 +30,9 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 pub const MESSAGES_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Persisted events only need to outlive a fanout outage.
 pub const PERSISTED_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Appends of streamed replies: purged when their reply ends; the age only bounds what a
+/// reply nobody could end would leave (every reply ends within minutes, §14).
+pub const REPLIES_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a start-up waits for the first connection before giving up with one line.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a declaration keeps retrying transient failures. On a cluster a new
@@ -347,6 +350,16 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
         num_replicas: replicas,
         ..Default::default()
     };
+    let replies = stream::Config {
+        name: REPLIES_STREAM.into(),
+        subjects: vec![REPLIES_ALL.into()],
+        // An append retried after a lost PubAck carries the same `Nats-Msg-Id`.
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: REPLIES_MAX_AGE,
+        num_replicas: replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
     let dead_letters = stream::Config {
         name: DEAD_LETTER_STREAM.into(),
         subjects: vec![DEAD_LETTER_ALL.into()],
@@ -354,9 +367,10 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
         allow_direct: true,
         ..Default::default()
     };
-    let (info, _, _) = futures::future::try_join3(
+    let (info, _, _, _) = futures::future::try_join4(
         upsert(js, messages),
         upsert(js, persisted),
+        upsert(js, replies),
         upsert(js, dead_letters),
     )
     .await?;

@@ -6,11 +6,11 @@
 //! so that the API documents ([`crate::api_docs`]) describe what is serialized, not a copy
 //! of it; `skip_serializing_if` fields are documented as optional for that reason.
 
-use crate::ids::{ConversationId, Seq, UserId};
+use crate::ids::{ConversationId, MessageId, Seq, UserId};
 use crate::message::{Message, rfc3339_millis};
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Page size of `GET /api/conversations` when `limit` is absent (§8).
 pub const DEFAULT_CONVERSATIONS_LIMIT: i64 = 50;
@@ -86,6 +86,43 @@ pub struct MessageUpdated {
     pub seq: Seq,
     /// The whole new version; `message.seq` stays the message's creation `seq`.
     pub message: Message,
+}
+
+/// `reply_append` success ack: the reply's text length after it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct AppendAck {
+    #[schemars(extend("const" = true))]
+    pub success: bool,
+    /// In Unicode scalar values.
+    pub length: u64,
+}
+
+/// `reply_end` success ack: the final version.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct EndAck {
+    #[schemars(extend("const" = true))]
+    pub success: bool,
+    pub message: Message,
+}
+
+/// `reply_delta`, to every other socket in the conversation: a piece of a streamed reply's
+/// text at `offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyDelta {
+    pub conversation_id: ConversationId,
+    pub id: MessageId,
+    pub offset: u64,
+    pub text: String,
+}
+
+/// `reply_stop`, to the author's sockets in the conversation: who asked it to stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyStopNotice {
+    pub conversation_id: ConversationId,
+    pub id: MessageId,
+    pub user_id: UserId,
 }
 
 /// `user_joined` / `user_left`, to the other sockets in the conversation.

@@ -1,6 +1,6 @@
 //! Stream, subject and consumer names: the one place the services agree on them.
 
-use crate::ids::ConversationId;
+use crate::ids::{ConversationId, MessageId};
 
 /// Accepted messages, written by ingest, read by the persister.
 pub const MESSAGES_STREAM: &str = "COACHWIRE_MESSAGES";
@@ -43,6 +43,22 @@ pub fn persisted_subject(conversation: ConversationId) -> String {
 
 pub fn dead_letter_subject(conversation: &str) -> String {
     format!("coachwire.dlq.{conversation}")
+}
+
+/// The text of streamed replies between their start and their end (§14): each acked
+/// append, on its reply's subject, purged once the reply has ended.
+pub const REPLIES_STREAM: &str = "COACHWIRE_REPLIES";
+pub const REPLIES_ALL: &str = "coachwire.reply.>";
+
+/// One reply's appends. Rooms subscribe to their conversation's replies with core NATS,
+/// so an append reaches every node that holds the room as it is stored.
+pub fn reply_subject(conversation: ConversationId, reply: MessageId) -> String {
+    format!("coachwire.reply.{conversation}.{reply}")
+}
+
+/// Every reply of one conversation.
+pub fn replies_of(conversation: ConversationId) -> String {
+    format!("coachwire.reply.{conversation}.*")
 }
 
 /// Core-NATS subject of a conversation's room: each ingest node subscribes while it has

@@ -7,7 +7,8 @@
 
 use crate::error::Detail;
 use crate::message::{
-    ConversationPayload, CreateConversationPayload, MAX_CONTENT_CHARS, MessagePayload, SyncPayload,
+    ConversationPayload, CreateConversationPayload, MAX_CONTENT_CHARS, MessagePayload,
+    ReplyAppendPayload, ReplyEndPayload, ReplyStartPayload, ReplyStopPayload, SyncPayload,
     TypingPayload, UUID_PATTERN,
 };
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -24,6 +25,21 @@ pub trait Rules {
 }
 
 impl Rules for ConversationPayload {}
+impl Rules for ReplyStartPayload {}
+impl Rules for ReplyEndPayload {}
+impl Rules for ReplyStopPayload {}
+
+/// An append becomes part of a message's content, so it has content's character rules;
+/// a piece of only whitespace is fine (a reply's words are separated by them).
+impl Rules for ReplyAppendPayload {
+    fn check(payload: &Value, details: &mut Vec<Detail>) {
+        if let Some(text) = payload.get("text").and_then(Value::as_str)
+            && text.chars().any(forbidden_control)
+        {
+            details.push(Detail::new("/text", CONTROL_PROBLEM));
+        }
+    }
+}
 impl Rules for TypingPayload {}
 impl Rules for SyncPayload {}
 
@@ -72,16 +88,20 @@ impl Rules for MessagePayload {
 /// whitespace and Unicode format characters (category Cf: U+200B, U+FEFF, U+202E …), which
 /// would show as an empty bubble. Format characters inside visible text are kept (§5).
 fn content_problem(content: &str) -> Option<&'static str> {
-    if content
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
-        return Some("must not contain control characters other than TAB, LF and CR");
+    if content.chars().any(forbidden_control) {
+        return Some(CONTROL_PROBLEM);
     }
     if !content.is_empty() && content.chars().all(invisible) {
         return Some("must not be only whitespace or invisible format characters");
     }
     None
+}
+
+const CONTROL_PROBLEM: &str = "must not contain control characters other than TAB, LF and CR";
+
+/// NUL and the other control characters but TAB, LF and CR.
+fn forbidden_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
 }
 
 fn invisible(c: char) -> bool {
@@ -436,5 +456,32 @@ mod tests {
         PayloadValidator::<TypingPayload>::new();
         PayloadValidator::<SyncPayload>::new();
         PayloadValidator::<CreateConversationPayload>::new();
+        PayloadValidator::<ReplyStartPayload>::new();
+        PayloadValidator::<ReplyEndPayload>::new();
+        PayloadValidator::<ReplyStopPayload>::new();
+    }
+
+    #[test]
+    fn an_append_has_content_s_characters_and_lengths() {
+        let validator = PayloadValidator::<ReplyAppendPayload>::new();
+        let append = |offset: Value, text: Value| {
+            validator
+                .parse(&json!({"conversationId": CID, "id": CID, "offset": offset, "text": text}))
+                .err()
+                .map(|d| d[0].path.clone())
+        };
+        assert_eq!(
+            append(json!(0), json!(" ")),
+            None,
+            "a space is a piece of text"
+        );
+        assert_eq!(append(json!(3), json!("😀".repeat(2000))), None);
+        assert_eq!(append(json!(0), json!("a\u{0}")).as_deref(), Some("/text"));
+        assert_eq!(append(json!(0), json!("")).as_deref(), Some("/text"));
+        assert_eq!(
+            append(json!(0), json!("x".repeat(2001))).as_deref(),
+            Some("/text")
+        );
+        assert_eq!(append(json!(-1), json!("x")).as_deref(), Some("/offset"));
     }
 }

@@ -8,25 +8,32 @@ use reqwest::Method;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
-/// §4, client → server.
-const CLIENT_EVENTS: [&str; 5] = [
+/// §4 and §14, client → server.
+const CLIENT_EVENTS: [&str; 9] = [
     "join_conversation",
     "leave_conversation",
     "message",
     "typing",
     "sync",
+    "reply_start",
+    "reply_append",
+    "reply_end",
+    "reply_stop",
 ];
-/// §4, server → client.
-const SERVER_EVENTS: [&str; 6] = [
+/// §4 and §14, server → client.
+const SERVER_EVENTS: [&str; 9] = [
     "message",
     "message_delivered",
     "user_joined",
     "user_left",
     "typing",
+    "reply_delta",
+    "message_updated",
+    "reply_stop",
     "error",
 ];
 /// §8 on ingest's public port (`/metrics` is on the admin address), and the documents.
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 10] = [
     ("/healthz", "get"),
     ("/readyz", "get"),
     ("/schema/message.json", "get"),
@@ -34,6 +41,7 @@ const ROUTES: [(&str, &str); 9] = [
     ("/api/conversations", "post"),
     ("/api/conversations/{id}/messages", "get"),
     ("/api/conversations/{id}/messages", "post"),
+    ("/api/conversations/{id}/participants/me", "delete"),
     ("/asyncapi.json", "get"),
     ("/openapi.json", "get"),
 ];

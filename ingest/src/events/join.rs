@@ -62,8 +62,7 @@ pub async fn handle(
             success: true,
             conversation_id: conversation,
             last_seq: room.last_seq,
-            // `reply_start` (§14) is not an event of this version, so no reply streams.
-            streaming: Vec::new(),
+            streaming: room.streaming,
         })
     }
     .await;

@@ -4,6 +4,7 @@
 pub mod join;
 pub mod leave;
 pub mod message;
+pub mod reply;
 pub mod sync;
 pub mod typing;
 

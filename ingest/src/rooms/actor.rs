@@ -6,7 +6,7 @@ use super::room::{CatchUp, Joined, Room, SETTLED_AFTER};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::metrics::JOINED_ROOMS;
-use coachwire_shared::subjects::room_subject;
+use coachwire_shared::subjects::{replies_of, room_subject};
 use futures::StreamExt;
 use socketioxide::socket::Sid;
 use std::collections::HashMap;
@@ -84,7 +84,7 @@ async fn run(
             },
             event = events.next() => match event {
                 Some(event) => {
-                    room.on_event(&event.payload, event.headers.as_ref()).await;
+                    room.on_event(event.subject.as_str(), &event.payload, event.headers.as_ref()).await;
                     tail_check = Some(Instant::now() + TAIL_CHECK_AFTER);
                 }
                 None => return retire_now(&mut room, &registry),
@@ -108,21 +108,24 @@ async fn run(
     }
 }
 
-/// Subscribes first and reads `lastSeq` second: anything persisted after the read
-/// arrives on the subscription, anything before it is at or below the cursor.
-async fn start(
-    room: &mut Room,
-    nats: &async_nats::Client,
-) -> Result<async_nats::Subscriber, Failure> {
-    let subscriber = nats
+/// The room subject's events and the conversation's reply appends, as one stream.
+type Subscriptions = futures::stream::Select<async_nats::Subscriber, async_nats::Subscriber>;
+
+/// Subscribes first and reads `lastSeq` and the replies in progress second: anything
+/// persisted or appended after the read arrives on the subscriptions, anything before it
+/// is at or below the cursor, or in the text read.
+async fn start(room: &mut Room, nats: &async_nats::Client) -> Result<Subscriptions, Failure> {
+    let events = nats
         .subscribe(room_subject(room.conversation()))
         .await
         .map_err(|_| Failure::unavailable())?;
-    nats.flush().await.map_err(|_| Failure::unavailable())?;
-    room.load_cursor()
+    let appends = nats
+        .subscribe(replies_of(room.conversation()))
         .await
         .map_err(|_| Failure::unavailable())?;
-    Ok(subscriber)
+    nats.flush().await.map_err(|_| Failure::unavailable())?;
+    room.load().await.map_err(|_| Failure::unavailable())?;
+    Ok(futures::stream::select(events, appends))
 }
 
 fn fail_pending(

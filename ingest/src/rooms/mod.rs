@@ -20,15 +20,18 @@
 //! - [`actor`]: the actor's loop and its lifetime in the registry;
 //! - [`room`]: the room's state (members, cursor) and the delivery rules above;
 //! - [`presence`]: `typing`, `user_joined`, `user_left`, which are relayed, never stored;
-//! - [`resync`]: the signal that makes every room catch up after a NATS reconnect.
+//! - [`resync`]: the signal that makes every room catch up after a NATS reconnect;
+//! - [`streaming`]: the streamed replies in progress and their text so far (§14).
 
 mod actor;
 mod presence;
 pub mod resync;
 mod room;
+mod streaming;
 
 pub use room::Joined;
 
+use crate::replies::Replies;
 use actor::{Command, Registry};
 use coachwire_shared::envelope::RoomEvent;
 use coachwire_shared::error::Failure;
@@ -46,18 +49,23 @@ pub struct Rooms {
     nats: async_nats::Client,
     pool: PgPool,
     node: String,
+    /// Reads what the `REPLIES` stream holds of a reply (its text so far).
+    js: async_nats::jetstream::Context,
+    replies: Replies,
     /// Bumped when room events may have been lost on the NATS connection; every actor
     /// watches it and catches up from Postgres.
     resync: watch::Sender<u64>,
 }
 
 impl Rooms {
-    pub fn new(nats: async_nats::Client, pool: PgPool, node: String) -> Self {
+    pub fn new(nats: async_nats::Client, pool: PgPool, node: String, replies: Replies) -> Self {
         Self {
             registry: Registry::default(),
+            js: async_nats::jetstream::new(nats.clone()),
             nats,
             pool,
             node,
+            replies,
             resync: watch::Sender::new(0),
         }
     }
@@ -127,6 +135,8 @@ impl Rooms {
             io.clone(),
             self.pool.clone(),
             self.node.clone(),
+            self.js.clone(),
+            self.replies.clone(),
         );
         actor::spawn(
             room,

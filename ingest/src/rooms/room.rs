@@ -3,17 +3,19 @@
 //! repeats (see the module doc of [`super`]).
 
 use super::presence;
+use super::streaming::Streaming;
 use crate::auth::Principal;
+use crate::replies::Replies;
 use crate::socket::extract::JoinedRooms;
 use async_nats::HeaderMap;
 use chrono::Utc;
 use coachwire_shared::db;
-use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
+use coachwire_shared::envelope::{MessageEnvelope, ReplyAppended, RoomEvent};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
-use coachwire_shared::message::MessageDelivered;
+use coachwire_shared::message::{Message, MessageDelivered, MessageStatus};
 use coachwire_shared::metrics::END_TO_END_SECONDS;
-use coachwire_shared::replies::MessageUpdated;
+use coachwire_shared::replies::{MessageUpdated, ReplyDelta};
 use coachwire_shared::telemetry::propagation;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
@@ -32,6 +34,9 @@ const GAP_FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// down, and the room resumes once it answers.
 const GAP_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// The subjects of a conversation's reply appends begin so (`subjects::reply_subject`).
+const REPLY_SUBJECT_PREFIX: &str = "coachwire.reply.";
+
 /// How long a stored message is given to arrive through the fanout before a room that
 /// has not seen it treats its event as lost.
 pub(super) const SETTLED_AFTER: Duration = Duration::from_secs(1);
@@ -43,12 +48,14 @@ pub(super) enum CatchUp {
     Again,
 }
 
-/// The answer to a join: where the socket's stream of messages starts.
-#[derive(Clone, Copy, Debug)]
+/// The answer to a join: where the socket's stream of events starts.
+#[derive(Clone, Debug)]
 pub struct Joined {
     pub last_seq: Seq,
     /// `false` when the socket was already in the room (no `user_joined` then).
     pub newly: bool,
+    /// The replies in progress with their text so far; the socket gets every delta after.
+    pub streaming: Vec<Message>,
 }
 
 pub(super) struct Room {
@@ -60,6 +67,9 @@ pub(super) struct Room {
     name: String,
     cursor: Seq,
     members: HashSet<Sid>,
+    streaming: Streaming,
+    /// This node's replies, told when someone asks one of them to stop.
+    replies: Replies,
 }
 
 impl Room {
@@ -68,6 +78,8 @@ impl Room {
         io: SocketIo,
         pool: PgPool,
         node: String,
+        js: async_nats::jetstream::Context,
+        replies: Replies,
     ) -> Self {
         Self {
             conversation,
@@ -77,6 +89,8 @@ impl Room {
             name: conversation.to_string(),
             cursor: Seq::ZERO,
             members: HashSet::new(),
+            streaming: Streaming::new(js),
+            replies,
         }
     }
 
@@ -88,8 +102,12 @@ impl Room {
         self.members.is_empty()
     }
 
-    pub(super) async fn load_cursor(&mut self) -> Result<(), sqlx::Error> {
+    /// Where the room starts: its last event, and the replies in progress then.
+    pub(super) async fn load(&mut self) -> Result<(), sqlx::Error> {
         self.cursor = db::last_seq(&self.pool, self.conversation).await?;
+        for reply in crate::db::streaming_in(&self.pool, self.conversation).await? {
+            self.streaming.track(&reply).await;
+        }
         Ok(())
     }
 
@@ -100,6 +118,7 @@ impl Room {
         Ok(Joined {
             last_seq: self.cursor,
             newly,
+            streaming: self.streaming.in_progress(),
         })
     }
 
@@ -108,6 +127,44 @@ impl Room {
             && let Some(socket) = self.io.get_socket(sid)
         {
             socket.leave(self.name.clone());
+        }
+    }
+
+    async fn on_append(&mut self, payload: &[u8]) {
+        let appended: ReplyAppended = match serde_json::from_slice(payload) {
+            Ok(appended) => appended,
+            Err(e) => return tracing::warn!(error = %e, "undecodable reply append"),
+        };
+        let author = Some(&appended.origin)
+            .filter(|o| o.node == self.node)
+            .and_then(|o| Sid::from_str(&o.sid).ok());
+        if let Some(delta) = self.streaming.on_append(&appended).await {
+            self.emit_delta(&delta, author);
+        }
+    }
+
+    /// Emits a piece of a reply's text to every member but its author.
+    fn emit_delta(&mut self, delta: &ReplyDelta, author: Option<Sid>) {
+        let members: Vec<Sid> = self.members.iter().copied().collect();
+        for sid in members.into_iter().filter(|sid| Some(*sid) != author) {
+            if let Some(socket) = self.io.get_socket(sid) {
+                self.send_or_drop(sid, socket.emit("reply_delta", delta));
+            }
+        }
+    }
+
+    /// After an event was emitted: a reply that started is followed (its stored text goes
+    /// out as one delta), one that ended is no longer.
+    async fn follow(&mut self, envelope: &MessageEnvelope, author: Option<Sid>) {
+        let message = &envelope.message;
+        match envelope.version {
+            Some(_) => self.streaming.ended(message.id),
+            None if message.status == MessageStatus::Streaming => {
+                if let Some(delta) = self.streaming.track(message).await {
+                    self.emit_delta(&delta, author);
+                }
+            }
+            None => {}
         }
     }
 
@@ -145,7 +202,16 @@ impl Room {
         }
     }
 
-    pub(super) async fn on_event(&mut self, payload: &[u8], headers: Option<&HeaderMap>) {
+    /// An event on the room subject, or a stored append on one of its reply subjects.
+    pub(super) async fn on_event(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        headers: Option<&HeaderMap>,
+    ) {
+        if subject.starts_with(REPLY_SUBJECT_PREFIX) {
+            return self.on_append(payload).await;
+        }
         match serde_json::from_slice(payload) {
             Ok(RoomEvent::Message(envelope)) => {
                 let span = tracing::debug_span!(
@@ -161,6 +227,7 @@ impl Room {
                 propagation::continue_from_nats(&span, headers);
                 self.deliver(envelope).instrument(span).await
             }
+            Ok(RoomEvent::ReplyStop(notice)) => self.replies.stop(&self.io, notice),
             Ok(RoomEvent::Departed(departed)) => {
                 self.depart(departed.user_id);
                 let event = RoomEvent::Departed(departed);
@@ -207,6 +274,7 @@ impl Room {
         }
         .and_then(|o| Sid::from_str(&o.sid).ok());
         self.emit_event(&envelope, sender_sid);
+        self.follow(&envelope, sender_sid).await;
         if let Some(sid) = sender_sid
             && let Some(socket) = self.io.get_socket(sid)
         {
@@ -230,7 +298,9 @@ impl Room {
             match db::events_after(&self.pool, self.conversation, self.cursor, want).await {
                 Ok((page, _)) if !page.is_empty() => {
                     for event in page.into_iter().filter(|e| e.seq() <= Some(target)) {
-                        self.emit_event(&event.into_envelope(None), None);
+                        let envelope = event.into_envelope(None);
+                        self.emit_event(&envelope, None);
+                        self.follow(&envelope, None).await;
                     }
                     backoff = GAP_FIRST_BACKOFF;
                     continue;

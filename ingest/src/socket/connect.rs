@@ -7,6 +7,8 @@
 use crate::app::AppRef;
 use crate::auth::{Principal, bearer_token};
 use crate::events;
+use crate::replies::Writing;
+use crate::replies::finish::finish;
 use crate::socket::extract::JoinedRooms;
 use crate::socket::handshake::OverConnectionLimit;
 use crate::socket::order::SendOrder;
@@ -14,6 +16,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap};
 use coachwire_shared::envelope::{Origin, Presence, RoomEvent};
 use coachwire_shared::error::Failure;
+use coachwire_shared::message::MessageStatus;
 use coachwire_shared::metrics::CONNECTIONS;
 use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
@@ -59,6 +62,10 @@ fn register_handlers(s: &SocketRef) {
     s.on("message", events::message::handle);
     s.on("typing", events::typing::handle);
     s.on("sync", events::sync::handle);
+    s.on("reply_start", events::reply::start);
+    s.on("reply_append", events::reply::append);
+    s.on("reply_end", events::reply::end);
+    s.on("reply_stop", events::reply::stop);
     s.on_disconnect(on_disconnect);
 }
 
@@ -113,6 +120,20 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
     last_entry.trim().parse().ok()
 }
 
+/// A reply whose author's socket is gone ends `interrupted`, with every acked append (§14).
+async fn interrupt_replies(app: &AppRef, sid: Sid) {
+    for (_, held) in app.replies.of_socket(sid) {
+        let mut reply = held.lock().await;
+        if reply.writing == Writing::Ended {
+            continue;
+        }
+        if let Err(failure) = finish(app, &mut reply, MessageStatus::Interrupted).await {
+            // It stays registered, so the reaper ends it once it has been idle.
+            tracing::warn!(error = %failure.error, "ending a disconnected author's reply failed");
+        }
+    }
+}
+
 /// Cancelled when the socket disconnects, so its timers end with it.
 #[derive(Clone)]
 struct Gone(CancellationToken);
@@ -142,6 +163,7 @@ async fn on_disconnect(
 ) {
     gone.cancel();
     metrics::gauge!(CONNECTIONS).decrement(1.0);
+    interrupt_replies(&app, s.id).await;
     let origin = Origin {
         node: app.node.clone(),
         sid: s.id.to_string(),

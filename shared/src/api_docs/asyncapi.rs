@@ -10,10 +10,12 @@
 use super::components::{Components, component_ref};
 use crate::error::{ErrorEvent, FailureAck};
 use crate::message::{
-    ConversationPayload, Message, MessageDelivered, MessagePayload, SyncPayload, TypingPayload,
+    ConversationPayload, Message, MessageDelivered, MessagePayload, ReplyAppendPayload,
+    ReplyEndPayload, ReplyStartPayload, ReplyStopPayload, SyncPayload, TypingPayload,
 };
 use crate::replies::{
-    JoinAck, LeaveAck, Membership, MessageAck, MessagePage, TypingAck, TypingNotice,
+    AppendAck, EndAck, JoinAck, LeaveAck, Membership, MessageAck, MessagePage, MessageUpdated,
+    ReplyDelta, ReplyStopNotice, TypingAck, TypingNotice,
 };
 use serde_json::{Map, Value, json};
 
@@ -181,7 +183,7 @@ fn security_scheme() -> Value {
     })
 }
 
-fn client_events(c: &mut Components) -> [ClientEvent; 5] {
+fn client_events(c: &mut Components) -> [ClientEvent; 9] {
     [
         ClientEvent {
             name: "join_conversation",
@@ -218,10 +220,39 @@ fn client_events(c: &mut Components) -> [ClientEvent; 5] {
             payload: c.request::<SyncPayload>(),
             ack: c.reply::<MessagePage>(),
         },
+        ClientEvent {
+            name: "reply_start",
+            summary: "The AI coach (role ai, joined) starts a streamed reply: a message of \
+                type ai, status streaming, no text yet, with its seq taken now.",
+            payload: c.request::<ReplyStartPayload>(),
+            ack: c.reply::<MessageAck>(),
+        },
+        ClientEvent {
+            name: "reply_append",
+            summary: "The reply's author adds text at offset (the length so far, in \
+                Unicode scalar values); acked once stored. A retry inside the text changes \
+                nothing; a gap is VALIDATION_FAILED at /offset with the current length.",
+            payload: c.request::<ReplyAppendPayload>(),
+            ack: c.reply::<AppendAck>(),
+        },
+        ClientEvent {
+            name: "reply_end",
+            summary: "The reply's author ends it (complete or failed; cancelled after a \
+                reply_stop): the final version is stored with its own seq.",
+            payload: c.request::<ReplyEndPayload>(),
+            ack: c.reply::<EndAck>(),
+        },
+        ClientEvent {
+            name: "reply_stop",
+            summary: "Any joined participant asks the author to stop a reply; one no \
+                longer streaming is acked and nothing happens.",
+            payload: c.request::<ReplyStopPayload>(),
+            ack: c.reply::<TypingAck>(),
+        },
     ]
 }
 
-fn server_events(c: &mut Components) -> [ServerEvent; 6] {
+fn server_events(c: &mut Components) -> [ServerEvent; 9] {
     [
         ServerEvent {
             name: "message",
@@ -248,6 +279,23 @@ fn server_events(c: &mut Components) -> [ServerEvent; 6] {
             name: "typing",
             summary: "Another user in the conversation started or stopped typing.",
             payload: c.reply::<TypingNotice>(),
+        },
+        ServerEvent {
+            name: "reply_delta",
+            summary: "A piece of a streamed reply's text at offset, to every joined socket \
+                but the author's, in offset order; drop what overlaps the text you have.",
+            payload: c.reply::<ReplyDelta>(),
+        },
+        ServerEvent {
+            name: "message_updated",
+            summary: "A later version of a message (the end of a streamed reply), with \
+                its own seq, in seq order with the messages around it.",
+            payload: c.reply::<MessageUpdated>(),
+        },
+        ServerEvent {
+            name: "reply_stop",
+            summary: "To the reply's author: a participant asked it to stop.",
+            payload: c.reply::<ReplyStopNotice>(),
         },
         ServerEvent {
             name: "error",

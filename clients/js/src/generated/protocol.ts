@@ -10,22 +10,13 @@ export type ClientMessageId = string;
  */
 export type ConversationId = string;
 /**
- * The wire codes of the contract (§4). Each maps to one HTTP status (§8).
- */
-export type ErrorCode =
-  ("VALIDATION_FAILED" | "UNAUTHORIZED" | "FORBIDDEN" | "RATE_LIMITED" | "INTERNAL") | "UNAVAILABLE";
-/**
- * The conversation's last event `seq` (0 when empty): sync from here.
- */
-export type Seq = number;
-/**
  * A message; deterministic when the client gave a `clientMessageId`, so every retry has the same id.
  */
 export type MessageId = string;
 /**
  * A message's position in its conversation: 1, 2, 3 … with no gaps.
  */
-export type Seq1 = number;
+export type Seq = number;
 /**
  * Envelopes written before the field existed carry none: they are ordinary messages.
  */
@@ -38,6 +29,19 @@ export type MessageType = "user" | "ai";
  * A user, as named by the JWT `sub` claim.
  */
 export type UserId = string;
+/**
+ * How the author ends a reply.
+ */
+export type EndStatus = "complete" | "failed";
+/**
+ * The wire codes of the contract (§4). Each maps to one HTTP status (§8).
+ */
+export type ErrorCode =
+  ("VALIDATION_FAILED" | "UNAUTHORIZED" | "FORBIDDEN" | "RATE_LIMITED" | "INTERNAL") | "UNAVAILABLE";
+/**
+ * A message's position in its conversation: 1, 2, 3 … with no gaps.
+ */
+export type Seq1 = number;
 /**
  * A message's position in its conversation: 1, 2, 3 … with no gaps.
  */
@@ -53,10 +57,13 @@ export type MessageType1 = "user" | "ai";
 export type MessageStatus1 = "complete" | "streaming" | "cancelled" | "interrupted" | "failed";
 
 export interface CoachwireSchemas {
+  AppendAck?: AppendAck;
   ClientMessageId?: ClientMessageId;
   ConversationId?: ConversationId;
   ConversationPayload?: ConversationPayload;
   Detail?: Detail;
+  EndAck?: EndAck;
+  EndStatus?: EndStatus;
   ErrorCode?: ErrorCode;
   ErrorEvent?: ErrorEvent;
   FailureAck?: FailureAck;
@@ -73,12 +80,28 @@ export interface CoachwireSchemas {
   MessageType?: MessageType;
   MessageUpdated?: MessageUpdated;
   Metadata?: Metadata;
-  Seq?: Seq1;
+  ReplyAppendPayload?: ReplyAppendPayload;
+  ReplyDelta?: ReplyDelta;
+  ReplyEndPayload?: ReplyEndPayload;
+  ReplyStartPayload?: ReplyStartPayload;
+  ReplyStopNotice?: ReplyStopNotice;
+  ReplyStopPayload?: ReplyStopPayload;
+  Seq?: Seq;
   SyncPayload?: SyncPayload;
   TypingAck?: TypingAck;
   TypingNotice?: TypingNotice;
   TypingPayload?: TypingPayload;
   UserId?: UserId;
+}
+/**
+ * `reply_append` success ack: the reply's text length after it.
+ */
+export interface AppendAck {
+  /**
+   * In Unicode scalar values.
+   */
+  length: number;
+  success: true;
 }
 /**
  * `join_conversation` / `leave_conversation` payload.
@@ -96,6 +119,48 @@ export interface Detail {
    * whole payload.
    */
   path: string;
+}
+/**
+ * `reply_end` success ack: the final version.
+ */
+export interface EndAck {
+  message: Message;
+  success: true;
+}
+/**
+ * The message object of the contract, as acked, emitted and returned by `sync`.
+ */
+export interface Message {
+  clientMessageId: ClientMessageId | null;
+  content: string;
+  conversationId: ConversationId;
+  /**
+   * When ingest accepted the message (RFC 3339 UTC, milliseconds).
+   */
+  createdAt: string;
+  id: MessageId;
+  metadata: Metadata;
+  /**
+   * The position of its creation among the conversation's events (§7.3); null until
+   * persisted.
+   */
+  seq: Seq | null;
+  status: MessageStatus;
+  type: MessageType;
+  userId: UserId;
+}
+/**
+ * `metadata` of a message: at most these two keys (§5).
+ */
+export interface Metadata {
+  /**
+   * An absolute `http`/`https` URL without user-info.
+   */
+  imageUrl?: string | null;
+  /**
+   * An RFC 3339 timestamp chosen by the client, stored as sent.
+   */
+  timestamp?: string | null;
 }
 /**
  * The `error` event: a failure of an event the client sent without an ack callback.
@@ -137,47 +202,12 @@ export interface FailureAck {
  */
 export interface JoinAck {
   conversationId: ConversationId;
-  lastSeq: Seq;
+  lastSeq: Seq1;
   /**
    * Its streamed replies in progress (§14), each with the text so far; `[]` when none.
    */
   streaming: Message[];
   success: true;
-}
-/**
- * The message object of the contract, as acked, emitted and returned by `sync`.
- */
-export interface Message {
-  clientMessageId: ClientMessageId | null;
-  content: string;
-  conversationId: ConversationId;
-  /**
-   * When ingest accepted the message (RFC 3339 UTC, milliseconds).
-   */
-  createdAt: string;
-  id: MessageId;
-  metadata: Metadata;
-  /**
-   * The position of its creation among the conversation's events (§7.3); null until
-   * persisted.
-   */
-  seq: Seq1 | null;
-  status: MessageStatus;
-  type: MessageType;
-  userId: UserId;
-}
-/**
- * `metadata` of a message: at most these two keys (§5).
- */
-export interface Metadata {
-  /**
-   * An absolute `http`/`https` URL without user-info.
-   */
-  imageUrl?: string | null;
-  /**
-   * An RFC 3339 timestamp chosen by the client, stored as sent.
-   */
-  timestamp?: string | null;
 }
 /**
  * `leave_conversation` success ack.
@@ -221,7 +251,7 @@ export interface Message1 {
    * The position of its creation among the conversation's events (§7.3); null until
    * persisted.
    */
-  seq: Seq1 | null;
+  seq: Seq | null;
   status: MessageStatus;
   type: MessageType;
   userId: UserId;
@@ -234,7 +264,7 @@ export interface MessageDelivered {
   conversationId: ConversationId;
   createdAt: string;
   id: MessageId;
-  seq: Seq1;
+  seq: Seq;
 }
 /**
  * A page of history: the `sync` ack (with `success`) and the body of
@@ -284,7 +314,7 @@ export interface Message2 {
    * The position of its creation among the conversation's events (§7.3); null until
    * persisted.
    */
-  seq: Seq1 | null;
+  seq: Seq | null;
   status: MessageStatus;
   type: MessageType;
   userId: UserId;
@@ -315,6 +345,73 @@ export interface Metadata1 {
    * An RFC 3339 timestamp chosen by the client, stored as sent.
    */
   timestamp?: string | null;
+}
+/**
+ * `reply_append`: the next piece of a reply's text, at `offset` (the length of the text
+ * already sent, in Unicode scalar values).
+ */
+export interface ReplyAppendPayload {
+  conversationId: string;
+  id: string;
+  offset: number;
+  /**
+   * 1–2000 Unicode scalar values, no control characters but TAB, LF and CR.
+   */
+  text: string;
+}
+/**
+ * `reply_delta`, to every other socket in the conversation: a piece of a streamed reply's
+ * text at `offset`.
+ */
+export interface ReplyDelta {
+  conversationId: ConversationId;
+  id: MessageId;
+  offset: number;
+  text: string;
+}
+/**
+ * `reply_end`.
+ */
+export interface ReplyEndPayload {
+  conversationId: string;
+  id: string;
+  status: EndStatus;
+}
+/**
+ * `reply_start`: the AI coach begins a streamed reply (§14).
+ */
+export interface ReplyStartPayload {
+  clientMessageId?: string | null;
+  conversationId: string;
+  metadata?: Metadata2;
+}
+/**
+ * `metadata` of a message: at most these two keys (§5).
+ */
+export interface Metadata2 {
+  /**
+   * An absolute `http`/`https` URL without user-info.
+   */
+  imageUrl?: string | null;
+  /**
+   * An RFC 3339 timestamp chosen by the client, stored as sent.
+   */
+  timestamp?: string | null;
+}
+/**
+ * `reply_stop`, to the author's sockets in the conversation: who asked it to stop.
+ */
+export interface ReplyStopNotice {
+  conversationId: ConversationId;
+  id: MessageId;
+  userId: UserId;
+}
+/**
+ * `reply_stop`: any participant asks the author to stop.
+ */
+export interface ReplyStopPayload {
+  conversationId: string;
+  id: string;
 }
 /**
  * `sync` payload.
