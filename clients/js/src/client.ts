@@ -17,7 +17,9 @@ import { io, type Socket } from "socket.io-client";
 import { v7 as uuidv7 } from "uuid";
 import { Emitter } from "./emitter.js";
 import type {
+  ConversationEvent,
   Delivered,
+  Delta,
   ErrorCode,
   FailureBody,
   JoinAck,
@@ -29,6 +31,7 @@ import type {
   StoredMessage,
   SyncAck,
   Typing,
+  Updated,
 } from "./protocol.js";
 import { Timeline } from "./timeline.js";
 
@@ -86,6 +89,11 @@ export class CoachwireError extends Error {
 export interface ClientEvents {
   /** Every message of a joined conversation, the user's own included, once, in `seq` order. */
   message: StoredMessage;
+  /** A later version of a message (a streamed reply's end), in `seq` order with the messages. */
+  updated: Updated;
+  /** New text of a streamed reply in progress, once, in `offset` order (also the text so
+   * far after a join). */
+  delta: Delta;
   /** The server stored one of this client's messages. */
   delivered: Delivered;
   typing: Typing;
@@ -98,7 +106,9 @@ export interface ClientEvents {
 }
 
 interface Conversation {
-  timeline: Timeline | null;
+  timeline: Timeline<ConversationEvent> | null;
+  /** Text length of each streamed reply in progress, to pass on each delta once. */
+  replies: Map<string, number>;
   afterSeq: number | undefined;
   joined: boolean;
   syncing: Promise<void> | null;
@@ -162,6 +172,7 @@ export class CoachwireClient extends Emitter<ClientEvents> {
   async join(conversationId: string, options: JoinOptions = {}): Promise<{ lastSeq: number }> {
     const conversation: Conversation = this.conversations.get(conversationId) ?? {
       timeline: null,
+      replies: new Map(),
       afterSeq: options.afterSeq,
       joined: false,
       syncing: null,
@@ -286,6 +297,8 @@ export class CoachwireClient extends Emitter<ClientEvents> {
     });
     socket.on("disconnect", (reason: string) => this.onDown(socket, reason));
     socket.on("message", (m: StoredMessage) => this.deliver(m));
+    socket.on("message_updated", (u: Updated) => this.deliverEvent(u.conversationId, { seq: u.seq, updated: u }));
+    socket.on("reply_delta", (d: Delta) => this.onDelta(d));
     socket.on("message_delivered", (d: Delivered) => this.onDelivered(d));
     socket.on("typing", (t: Typing) => this.emit("typing", t));
     socket.on("user_joined", (p: Omit<Presence, "status">) => this.emit("presence", { ...p, status: "joined" }));
@@ -348,8 +361,11 @@ export class CoachwireClient extends Emitter<ClientEvents> {
   private async joinOn(socket: Socket, id: string, conversation: Conversation): Promise<{ lastSeq: number }> {
     const ack = await this.request<JoinAck>(socket, "join_conversation", { conversationId: id });
     if (this.conversations.get(id) !== conversation) return { lastSeq: ack.lastSeq };
-    conversation.timeline ??= new Timeline(conversation.afterSeq ?? ack.lastSeq);
+    conversation.timeline ??= new Timeline<ConversationEvent>(conversation.afterSeq ?? ack.lastSeq);
     conversation.joined = true;
+    for (const reply of ack.streaming) {
+      this.onDelta({ conversationId: id, id: reply.id, offset: 0, text: reply.content });
+    }
     if (ack.lastSeq > conversation.timeline.lastSeq) void this.sync(id, conversation);
     for (const outgoing of this.outbox) {
       if (outgoing.payload.conversationId === id) this.attempt(outgoing);
@@ -381,6 +397,10 @@ export class CoachwireClient extends Emitter<ClientEvents> {
             this.deliver(message);
             afterSeq = Math.max(afterSeq, message.seq);
           }
+          for (const updated of page.updates) {
+            this.deliverEvent(id, { seq: updated.seq, updated });
+            afterSeq = Math.max(afterSeq, updated.seq);
+          }
           if (!page.hasMore) break;
         }
       } while (conversation.syncAgain || conversation.timeline?.hasGap);
@@ -394,11 +414,35 @@ export class CoachwireClient extends Emitter<ClientEvents> {
   }
 
   private deliver(message: StoredMessage): void {
-    const conversation = this.conversations.get(message.conversationId);
+    if (typeof message.seq !== "number") return;
+    this.deliverEvent(message.conversationId, { seq: message.seq, message });
+  }
+
+  private deliverEvent(conversationId: string, event: ConversationEvent): void {
+    const conversation = this.conversations.get(conversationId);
     const timeline = conversation?.timeline;
-    if (!conversation || !timeline || typeof message.seq !== "number") return;
-    for (const ready of timeline.accept(message)) this.emit("message", ready);
-    if (timeline.hasGap) void this.sync(message.conversationId, conversation);
+    if (!conversation || !timeline) return;
+    for (const ready of timeline.accept(event)) {
+      if ("message" in ready) this.emit("message", ready.message);
+      else {
+        conversation.replies.delete(ready.updated.message.id);
+        this.emit("updated", ready.updated);
+      }
+    }
+    if (timeline.hasGap) void this.sync(conversationId, conversation);
+  }
+
+  /** Passes on what a delta adds to the reply's text; a repeat or an overlap adds only
+   * what is new, and a piece past the end waits for the final version (or a re-join). */
+  private onDelta(delta: Delta): void {
+    const conversation = this.conversations.get(delta.conversationId);
+    if (!conversation) return;
+    const known = conversation.replies.get(delta.id) ?? 0;
+    const chars = [...delta.text];
+    if (delta.offset > known || delta.offset + chars.length <= known) return;
+    const text = chars.slice(known - delta.offset).join("");
+    conversation.replies.set(delta.id, known + [...text].length);
+    this.emit("delta", { ...delta, offset: known, text });
   }
 
   private onDelivered(delivered: Delivered): void {

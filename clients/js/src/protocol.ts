@@ -19,7 +19,9 @@ import type {
   MessageAck,
   MessageDelivered,
   MessagePage,
+  MessageUpdated,
   Metadata,
+  ReplyDelta,
   TypingNotice,
 } from "./generated/protocol.js";
 
@@ -36,6 +38,16 @@ export type FailureBody = FailureAck;
 
 /** The `sync` success ack. */
 export type SyncAck = MessagePage & { messages: StoredMessage[] };
+
+/** `message_updated`: a later version of a message, with its own `seq` (the end of a
+ * streamed reply). `message.seq` stays the message's creation `seq`. */
+export type Updated = MessageUpdated;
+
+/** `reply_delta`: a piece of a streamed reply's text at `offset`. */
+export type Delta = ReplyDelta;
+
+/** One event of a conversation, as its timeline orders them. */
+export type ConversationEvent = { seq: number; message: StoredMessage } | { seq: number; updated: Updated };
 
 /** `message_delivered`: the socket's own message is stored, with its `seq`. */
 export type Delivered = MessageDelivered;

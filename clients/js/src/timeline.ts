@@ -1,16 +1,16 @@
 /**
- * One conversation's messages, handed to the application once each and in `seq` order.
+ * One conversation's events, handed to the application once each and in `seq` order:
+ * new messages, and later versions of messages (the end of a streamed reply).
  *
- * Messages reach a client from several places that race: live `message` events, its own
- * acks and `message_delivered`, and `sync` pages after a gap or a reconnect. The server
- * numbers every conversation 1, 2, 3 … with no gaps, so the timeline only needs the last
- * `seq` it handed over: anything at or below it is a repeat, the next one goes out, and
- * anything beyond is held until the missing ones arrive (which `sync` guarantees).
+ * Events reach a client from several places that race: live `message` and
+ * `message_updated` events, its own acks and `message_delivered`, and `sync` pages after a
+ * gap or a reconnect. The server numbers every conversation's events 1, 2, 3 … with no
+ * gaps, so the timeline only needs the last `seq` it handed over: anything at or below it
+ * is a repeat, the next one goes out, and anything beyond is held until the missing ones
+ * arrive (which `sync` guarantees).
  */
-import type { StoredMessage } from "./protocol.js";
-
-export class Timeline {
-  private readonly held = new Map<number, StoredMessage>();
+export class Timeline<T extends { seq: number } = { seq: number }> {
+  private readonly held = new Map<number, T>();
 
   /** `lastSeq`: the highest `seq` the application already has (0 for none). */
   constructor(private last: number) {}
@@ -26,11 +26,11 @@ export class Timeline {
     return this.held.size > 0;
   }
 
-  /** Takes one message; returns those now ready for the application, in order. */
-  accept(message: StoredMessage): StoredMessage[] {
-    if (message.seq <= this.last || this.held.has(message.seq)) return [];
-    this.held.set(message.seq, message);
-    const ready: StoredMessage[] = [];
+  /** Takes one event; returns those now ready for the application, in order. */
+  accept(event: T): T[] {
+    if (event.seq <= this.last || this.held.has(event.seq)) return [];
+    this.held.set(event.seq, event);
+    const ready: T[] = [];
     for (let next = this.held.get(this.last + 1); next; next = this.held.get(this.last + 1)) {
       this.held.delete(next.seq);
       this.last = next.seq;

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { Harness } from "./harness.mjs";
 import { assertConversation, assertStored, recordingClient, until } from "./helpers.mjs";
+import { io } from "socket.io-client";
 import { Timeline } from "../dist/index.js";
 
 /** Sends `n` messages named `prefix-i`, one after the other's ack, and returns the contents. */
@@ -106,6 +107,43 @@ describe("a conversation between two clients", () => {
     await assert.rejects(c.client.leaveForGood(room), (e) => e.code === "FORBIDDEN");
     c.client.close();
     d.client.close();
+  });
+
+  test("a streamed reply grows by deltas, ends as one update in seq order, and nothing sticks", async () => {
+    const coach = await harness.user("ai");
+    const room = await harness.conversation(alice, coach);
+    const a = recordingClient(harness.urls, alice.token);
+    const deltas = [];
+    const updates = [];
+    a.client.on("delta", (d) => deltas.push(d));
+    a.client.on("updated", (u) => updates.push(u));
+    await a.client.join(room);
+    const raw = io(harness.urls[0], { auth: { token: coach.token }, transports: ["websocket"] });
+    const ack = (event, payload) => new Promise((resolve) => raw.emit(event, payload, resolve));
+    await new Promise((resolve) => raw.on("connect", resolve));
+    await ack("join_conversation", { conversationId: room });
+    const started = await ack("reply_start", { conversationId: room });
+    const id = started.message.id;
+    let offset = 0;
+    for (const piece of ["Keep ", "it ", "small."]) {
+      offset = (await ack("reply_append", { conversationId: room, id, offset, text: piece })).length;
+    }
+    await until(a.client, "delta", () => deltas.map((d) => d.text).join("") === "Keep it small.", "the text");
+    let length = 0;
+    for (const d of deltas) {
+      assert.equal(d.offset, length, "in offset order, each piece once");
+      length += [...d.text].length;
+    }
+    await ack("reply_end", { conversationId: room, id, status: "complete" });
+    await ack("message", { conversationId: room, content: "after the reply", type: "ai" });
+    await until(a.client, "message", () => a.messages.length === 2, "the reply and the message after it");
+    assert.equal(updates.length, 1);
+    assert.deepEqual([a.messages[0].seq, updates[0].seq, a.messages[1].seq], [1, 2, 3], "one seq per event");
+    assert.equal(updates[0].message.content, "Keep it small.");
+    assert.equal(updates[0].message.status, "complete");
+    assert.equal(a.client.lastSeq(room), 3);
+    raw.close();
+    a.client.close();
   });
 
   test("a refused send rejects with the server's code and is not retried", async () => {
