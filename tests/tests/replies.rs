@@ -68,22 +68,22 @@ async fn start(coach: &Client, room: &Room) -> String {
     ack["message"]["id"].as_str().expect("id").to_string()
 }
 
+/// Longer than the server's 5 s wait for a PubAck, so an outage is answered, not timed out.
+const OUTAGE_ACK_WAIT: Duration = Duration::from_secs(15);
+
 async fn append(coach: &Client, room: &Room, id: &str, offset: u64, text: &str) -> Value {
+    let payload =
+        json!({"conversationId": room.id.to_string(), "id": id, "offset": offset, "text": text});
     coach
-        .emit_ack(
-            "reply_append",
-            json!({"conversationId": room.id.to_string(), "id": id, "offset": offset, "text": text}),
-        )
+        .emit_ack_within("reply_append", vec![payload], OUTAGE_ACK_WAIT)
         .await
         .expect("ack")
 }
 
 async fn end(coach: &Client, room: &Room, id: &str, status: &str) -> Value {
+    let payload = json!({"conversationId": room.id.to_string(), "id": id, "status": status});
     coach
-        .emit_ack(
-            "reply_end",
-            json!({"conversationId": room.id.to_string(), "id": id, "status": status}),
-        )
+        .emit_ack_within("reply_end", vec![payload], OUTAGE_ACK_WAIT)
         .await
         .expect("ack")
 }
@@ -419,4 +419,124 @@ async fn a_reply_whose_ingest_node_is_killed_ends_interrupted_on_another_node() 
     assert_eq!(updated["message"]["id"], id.as_str());
     assert_eq!(updated["message"]["status"], "interrupted");
     assert_eq!(updated["message"]["content"], "Every acked append stays.");
+}
+
+/// Appends `pieces` from `length` on, retrying each until it is acked (as a client retries
+/// `UNAVAILABLE` with the same offset); returns the new length.
+async fn append_all(
+    coach: &Client,
+    room: &Room,
+    id: &str,
+    mut length: u64,
+    pieces: &[&str],
+) -> u64 {
+    for piece in pieces {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ack = append(coach, room, id, length, piece).await;
+            if ack["success"] == true {
+                length = ack["length"].as_u64().expect("length");
+                break;
+            }
+            assert_eq!(ack["code"], "UNAVAILABLE", "only an outage refuses: {ack}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "NATS never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    length
+}
+
+#[tokio::test]
+async fn a_persister_killed_mid_reply_stores_its_end_once_with_contiguous_seqs() {
+    let mut stack = Stack::start_with(timers(1, LONG_IDLE))
+        .await
+        .expect("stack");
+    let room = room(&stack).await;
+    let driver = Driver::start().await.expect("driver");
+    let url = stack.url();
+    let coach = joined(
+        &driver,
+        "coach",
+        &url,
+        &token(room.coach, Some("ai"), 3600),
+        &room,
+    )
+    .await;
+    let alice = joined(
+        &driver,
+        "alice",
+        &url,
+        &token(room.alice, None, 3600),
+        &room,
+    )
+    .await;
+    let id = start(&coach, &room).await;
+    alice
+        .next_event("message")
+        .await
+        .expect("the start is stored");
+    let length = append_all(&coach, &room, &id, 0, &["Scale ", "in "]).await;
+    stack.persisters[0].kill().await.expect("kill -9");
+    append_all(&coach, &room, &id, length, &["slowly."]).await;
+    assert_eq!(end(&coach, &room, &id, "complete").await["success"], true);
+    stack.persisters[0].restart().await.expect("persister back");
+    // The restarted persister takes its partitions once the dead one's pins expire.
+    let updated = alice
+        .try_next_event("message_updated", Duration::from_secs(60))
+        .await
+        .expect("the end, once the persister is back");
+    assert_eq!(updated["message"]["content"], "Scale in slowly.");
+    let rows = stack.db.seqs(room.id).await.expect("rows");
+    let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [1, 2], "the start and its end, once each");
+}
+
+#[tokio::test]
+async fn nats_restarted_mid_reply_loses_no_acked_append() {
+    let mut stack = Stack::start_with(timers(1, LONG_IDLE))
+        .await
+        .expect("stack");
+    let room = room(&stack).await;
+    let driver = Driver::start().await.expect("driver");
+    let url = stack.url();
+    let coach = joined(
+        &driver,
+        "coach",
+        &url,
+        &token(room.coach, Some("ai"), 3600),
+        &room,
+    )
+    .await;
+    let alice = joined(
+        &driver,
+        "alice",
+        &url,
+        &token(room.alice, None, 3600),
+        &room,
+    )
+    .await;
+    let id = start(&coach, &room).await;
+    let length = append_all(&coach, &room, &id, 0, &["Before ", "the "]).await;
+    stack.nats_server().kill().await;
+    let refused = append(&coach, &room, &id, length, "outage ").await;
+    assert_eq!(
+        refused["code"], "UNAVAILABLE",
+        "never a false success: {refused}"
+    );
+    stack.nats_server().restart().await.expect("nats back");
+    append_all(&coach, &room, &id, length, &["restart."]).await;
+    let ended = loop {
+        let ack = end(&coach, &room, &id, "complete").await;
+        if ack["success"] == true {
+            break ack;
+        }
+        assert_eq!(ack["code"], "UNAVAILABLE", "{ack}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ended["message"]["content"], "Before the restart.");
+    let updated = alice.next_event("message_updated").await.expect("the end");
+    assert_eq!(updated["message"]["content"], "Before the restart.");
 }
