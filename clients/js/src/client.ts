@@ -33,6 +33,7 @@ import type {
   Typing,
   Updated,
 } from "./protocol.js";
+import { ReplyWriter } from "./reply.js";
 import { Timeline } from "./timeline.js";
 
 export interface ClientOptions {
@@ -136,6 +137,8 @@ export class CoachwireClient extends Emitter<ClientEvents> {
   private readonly conversations = new Map<string, Conversation>();
   private readonly outbox: Outgoing[] = [];
   private readonly own = new Map<string, Message>();
+  /** Streamed replies this client is writing, to tell each of its `reply_stop`. */
+  private readonly writers = new Map<string, ReplyWriter>();
   private socket: Socket | null = null;
   private urlIndex = 0;
   private reconnects = 0;
@@ -216,6 +219,34 @@ export class CoachwireClient extends Emitter<ClientEvents> {
     if (response.status === 204) return;
     const body = (await response.json().catch(() => ({}))) as Partial<FailureBody>;
     throw new CoachwireError(body.code ?? "INTERNAL", body.error ?? `HTTP ${response.status}`, body.details ?? []);
+  }
+
+  /** Starts a streamed reply in a joined conversation (role `ai` only) on the current
+   * socket; the writer appends, ends or fails it (see {@link ReplyWriter}). */
+  async startReply(conversationId: string, options: Omit<SendOptions, "type"> = {}): Promise<ReplyWriter> {
+    const socket = await this.connected();
+    const payload = {
+      conversationId,
+      clientMessageId: options.clientMessageId ?? uuidv7(),
+      ...(options.metadata ? { metadata: options.metadata } : {}),
+    };
+    const ack = await this.request<MessageAck>(socket, "reply_start", payload);
+    const writer = new ReplyWriter(ack.message, {
+      // Only the socket that started it may write it: after a reconnect, requests fail.
+      request: <T>(event: string, body: unknown) =>
+        socket === this.socket ? this.request<T>(socket, event, body) : Promise.reject(new CoachwireError("DISCONNECTED", "the reply's socket is gone")),
+      retryDelay: (code, attempt, retryAfterMs) =>
+        code === "RATE_LIMITED" ? (retryAfterMs ?? this.backoff(attempt)) : code === "UNAVAILABLE" || code === "TIMEOUT" ? this.backoff(attempt) : null,
+      ended: () => this.writers.delete(ack.message.id),
+    });
+    this.writers.set(writer.id, writer);
+    return writer;
+  }
+
+  /** Asks the author of streamed reply `id` to stop (any participant of a joined
+   * conversation); a reply no longer streaming is acked and nothing happens. */
+  async stopReply(conversationId: string, id: string): Promise<void> {
+    await this.request(await this.connected(), "reply_stop", { conversationId, id });
   }
 
   /** Sends a message and resolves once the server has made it durable, retrying as
@@ -299,6 +330,7 @@ export class CoachwireClient extends Emitter<ClientEvents> {
     socket.on("message", (m: StoredMessage) => this.deliver(m));
     socket.on("message_updated", (u: Updated) => this.deliverEvent(u.conversationId, { seq: u.seq, updated: u }));
     socket.on("reply_delta", (d: Delta) => this.onDelta(d));
+    socket.on("reply_stop", (s: { id: string; userId: string }) => this.writers.get(s.id)?.stop(s.userId));
     socket.on("message_delivered", (d: Delivered) => this.onDelivered(d));
     socket.on("typing", (t: Typing) => this.emit("typing", t));
     socket.on("user_joined", (p: Omit<Presence, "status">) => this.emit("presence", { ...p, status: "joined" }));

@@ -14,4 +14,5 @@ export type {
   SendResult,
 } from "./client.js";
 export { Timeline } from "./timeline.js";
+export { ReplyWriter } from "./reply.js";
 export type * from "./protocol.js";

@@ -146,6 +146,31 @@ describe("a conversation between two clients", () => {
     a.client.close();
   });
 
+  test("the coach writes a reply with startReply; a stop reaches it and the end is cancelled", async () => {
+    const coach = await harness.user("ai");
+    const room = await harness.conversation(alice, coach);
+    const a = recordingClient(harness.urls, alice.token);
+    const c = recordingClient(harness.urls, coach.token);
+    const updates = [];
+    a.client.on("updated", (u) => updates.push(u));
+    await a.client.join(room);
+    await c.client.join(room);
+    const writer = await c.client.startReply(room);
+    const stoppedBy = new Promise((resolve) => writer.onStop(resolve));
+    assert.equal(await writer.append("Trim "), 5);
+    assert.equal(await writer.append("the size"), 13);
+    await until(a.client, "message", () => a.messages.length === 1, "the start");
+    await a.client.stopReply(room, writer.id);
+    assert.equal(await stoppedBy, alice.userId, "the coach hears who stopped it");
+    const final = await writer.end();
+    assert.equal(final.status, "cancelled");
+    assert.equal(final.content, "Trim the size");
+    await until(a.client, "updated", () => updates.length === 1, "the end");
+    assert.equal(updates[0].message.status, "cancelled");
+    a.client.close();
+    c.client.close();
+  });
+
   test("a refused send rejects with the server's code and is not retried", async () => {
     const a = recordingClient(harness.urls, alice.token);
     await a.client.join(conversationId);
