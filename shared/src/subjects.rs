@@ -49,16 +49,18 @@ pub fn dead_letter_subject(conversation: &str) -> String {
 /// append, on its reply's subject, purged once the reply has ended.
 pub const REPLIES_STREAM: &str = "COACHWIRE_REPLIES";
 pub const REPLIES_ALL: &str = "coachwire.reply.>";
+/// What every reply subject begins with, so a room tells its appends from its events.
+pub const REPLY_SUBJECT_PREFIX: &str = "coachwire.reply.";
 
 /// One reply's appends. Rooms subscribe to their conversation's replies with core NATS,
 /// so an append reaches every node that holds the room as it is stored.
 pub fn reply_subject(conversation: ConversationId, reply: MessageId) -> String {
-    format!("coachwire.reply.{conversation}.{reply}")
+    format!("{REPLY_SUBJECT_PREFIX}{conversation}.{reply}")
 }
 
 /// Every reply of one conversation.
 pub fn replies_of(conversation: ConversationId) -> String {
-    format!("coachwire.reply.{conversation}.*")
+    format!("{REPLY_SUBJECT_PREFIX}{conversation}.*")
 }
 
 /// Core-NATS subject of a conversation's room: each ingest node subscribes while it has

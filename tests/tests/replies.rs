@@ -53,6 +53,15 @@ async fn joined(driver: &Driver, name: &str, url: &str, token: &str, room: &Room
     client
 }
 
+/// The coach and alice, each joined on the first ingest node.
+async fn coach_and_alice(stack: &Stack, driver: &Driver, room: &Room) -> (Client, Client) {
+    let url = stack.url();
+    let coach_token = token(room.coach, Some("ai"), 3600);
+    let coach = joined(driver, "coach", &url, &coach_token, room).await;
+    let alice = joined(driver, "alice", &url, &token(room.alice, None, 3600), room).await;
+    (coach, alice)
+}
+
 async fn start(coach: &Client, room: &Room) -> String {
     let ack = coach
         .emit_ack(
@@ -206,23 +215,7 @@ async fn only_the_coach_starts_only_its_socket_writes_and_bad_appends_change_not
         .expect("stack");
     let room = room(&stack).await;
     let driver = Driver::start().await.expect("driver");
-    let url = stack.url();
-    let coach = joined(
-        &driver,
-        "coach",
-        &url,
-        &token(room.coach, Some("ai"), 3600),
-        &room,
-    )
-    .await;
-    let alice = joined(
-        &driver,
-        "alice",
-        &url,
-        &token(room.alice, None, 3600),
-        &room,
-    )
-    .await;
+    let (coach, alice) = coach_and_alice(&stack, &driver, &room).await;
     let refused = alice
         .emit_ack(
             "reply_start",
@@ -276,6 +269,52 @@ async fn only_the_coach_starts_only_its_socket_writes_and_bad_appends_change_not
         append(&coach, &room, &id, length, "late").await["success"],
         true
     );
+
+    let fast = start(&coach, &room).await;
+    let burst = vec![
+        json!({"conversationId": room.id.to_string(), "id": fast, "offset": 0, "text": "x"});
+        80
+    ];
+    let acks = coach
+        .emit_many_ack("reply_append", burst)
+        .await
+        .expect("acks");
+    let limited: Vec<&Value> = acks
+        .iter()
+        .filter(|a| a["code"] == "RATE_LIMITED")
+        .collect();
+    assert!(
+        limited.len() >= 20 && limited.iter().all(|a| a["retryAfterMs"].as_u64().is_some()),
+        "80 appends at once: past 50 a second they wait ({} refused)",
+        limited.len()
+    );
+}
+
+#[tokio::test]
+async fn a_room_that_opens_mid_reply_reads_the_text_so_far_from_the_stream() {
+    let stack = Stack::start_with(timers(2, LONG_IDLE))
+        .await
+        .expect("stack");
+    let room = room(&stack).await;
+    let driver = Driver::start().await.expect("driver");
+    let urls = stack.urls();
+    let coach_token = token(room.coach, Some("ai"), 3600);
+    let coach = joined(&driver, "coach", &urls[0], &coach_token, &room).await;
+    let id = start(&coach, &room).await;
+    let length = append(&coach, &room, &id, 0, "Wait for ").await["length"]
+        .as_u64()
+        .expect("acked");
+    // Alice is the first socket of this conversation on the other node: its room opens
+    // now, after the start and the first append.
+    let alice = driver
+        .connect("alice", &urls[1], Some(&token(room.alice, None, 3600)))
+        .await
+        .expect("alice");
+    let join = alice.join(room.id).await.expect("join");
+    assert_eq!(join["streaming"][0]["id"], id.as_str(), "{join}");
+    assert_eq!(join["streaming"][0]["content"], "Wait for ");
+    append(&coach, &room, &id, length, "the close.").await;
+    text_from_deltas(&alice, &id, "Wait for ".into(), "Wait for the close.").await;
 }
 
 #[tokio::test]
@@ -456,23 +495,7 @@ async fn a_persister_killed_mid_reply_stores_its_end_once_with_contiguous_seqs()
         .expect("stack");
     let room = room(&stack).await;
     let driver = Driver::start().await.expect("driver");
-    let url = stack.url();
-    let coach = joined(
-        &driver,
-        "coach",
-        &url,
-        &token(room.coach, Some("ai"), 3600),
-        &room,
-    )
-    .await;
-    let alice = joined(
-        &driver,
-        "alice",
-        &url,
-        &token(room.alice, None, 3600),
-        &room,
-    )
-    .await;
+    let (coach, alice) = coach_and_alice(&stack, &driver, &room).await;
     let id = start(&coach, &room).await;
     alice
         .next_event("message")
@@ -501,23 +524,7 @@ async fn nats_restarted_mid_reply_loses_no_acked_append() {
         .expect("stack");
     let room = room(&stack).await;
     let driver = Driver::start().await.expect("driver");
-    let url = stack.url();
-    let coach = joined(
-        &driver,
-        "coach",
-        &url,
-        &token(room.coach, Some("ai"), 3600),
-        &room,
-    )
-    .await;
-    let alice = joined(
-        &driver,
-        "alice",
-        &url,
-        &token(room.alice, None, 3600),
-        &room,
-    )
-    .await;
+    let (coach, alice) = coach_and_alice(&stack, &driver, &room).await;
     let id = start(&coach, &room).await;
     let length = append_all(&coach, &room, &id, 0, &["Before ", "the "]).await;
     stack.nats_server().kill().await;

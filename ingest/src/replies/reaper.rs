@@ -67,10 +67,10 @@ async fn sweep_abandoned(app: &AppRef, settings: &ReplySettings) {
         };
         let quiet_since = so_far
             .last_append
-            .map(|at| chrono::DateTime::from_timestamp(at.unix_timestamp(), 0))
-            .unwrap_or(Some(start.created_at));
-        let abandoned_for = quiet_since
-            .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+            .and_then(|at| chrono::DateTime::from_timestamp(at.unix_timestamp(), 0))
+            .unwrap_or(start.created_at);
+        let abandoned_for = (chrono::Utc::now() - quiet_since)
+            .to_std()
             .unwrap_or_default();
         if abandoned_for < stale_after {
             continue;

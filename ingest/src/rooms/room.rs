@@ -16,7 +16,9 @@ use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::{Message, MessageDelivered, MessageStatus};
 use coachwire_shared::metrics::END_TO_END_SECONDS;
 use coachwire_shared::replies::{MessageUpdated, ReplyDelta};
+use coachwire_shared::subjects::REPLY_SUBJECT_PREFIX;
 use coachwire_shared::telemetry::propagation;
+use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo};
@@ -33,9 +35,6 @@ const GAP_FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// A gap is waited for, never skipped (§7.4): retries go on at this pace while Postgres is
 /// down, and the room resumes once it answers.
 const GAP_MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// The subjects of a conversation's reply appends begin so (`subjects::reply_subject`).
-const REPLY_SUBJECT_PREFIX: &str = "coachwire.reply.";
 
 /// How long a stored message is given to arrive through the fanout before a room that
 /// has not seen it treats its event as lost.
@@ -145,10 +144,22 @@ impl Room {
 
     /// Emits a piece of a reply's text to every member but its author.
     fn emit_delta(&mut self, delta: &ReplyDelta, author: Option<Sid>) {
+        match serde_json::value::to_raw_value(delta) {
+            Ok(payload) => self.emit_to_members("reply_delta", &payload, author),
+            Err(e) => tracing::error!(error = %e, "unserializable delta"),
+        }
+    }
+
+    /// Emits `event` to each member but `except`, one emit per member (so a full queue is
+    /// known per socket) of a payload serialized once; members whose socket is gone leave.
+    fn emit_to_members(&mut self, event: &str, payload: &RawValue, except: Option<Sid>) {
         let members: Vec<Sid> = self.members.iter().copied().collect();
-        for sid in members.into_iter().filter(|sid| Some(*sid) != author) {
-            if let Some(socket) = self.io.get_socket(sid) {
-                self.send_or_drop(sid, socket.emit("reply_delta", delta));
+        for sid in members.into_iter().filter(|sid| Some(*sid) != except) {
+            match self.io.get_socket(sid) {
+                Some(socket) => self.send_or_drop(sid, socket.emit(event, payload)),
+                None => {
+                    self.members.remove(&sid);
+                }
             }
         }
     }
@@ -335,18 +346,9 @@ impl Room {
                 ("message_updated", serde_json::value::to_raw_value(&update))
             }
         };
-        let payload = match payload {
-            Ok(payload) => payload,
+        match payload {
+            Ok(payload) => self.emit_to_members(event, &payload, except),
             Err(e) => return tracing::error!(error = %e, "unserializable event"),
-        };
-        let members: Vec<Sid> = self.members.iter().copied().collect();
-        for sid in members.into_iter().filter(|sid| Some(*sid) != except) {
-            match self.io.get_socket(sid) {
-                Some(socket) => self.send_or_drop(sid, socket.emit(event, &payload)),
-                None => {
-                    self.members.remove(&sid);
-                }
-            }
         }
         self.cursor = self.cursor.max(seq);
         if envelope.version.is_none() {
