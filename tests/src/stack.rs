@@ -228,6 +228,16 @@ impl Service {
         self.child.id()
     }
 
+    /// The process's resident memory (`VmRSS`) in kB, or `None` once it is gone.
+    pub fn rss_kb(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+    }
+
     /// Whether the process is still alive (it never panicked or exited).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -417,6 +417,73 @@ async fn a_socket_flooding_sync_is_refused_past_its_burst() {
     );
 }
 
+/// A page of history is one ack packet, so it is cut at `MAX_PAGE_BYTES` of JSON with
+/// `hasMore` whatever `limit` asked for: what a socket's outgoing queue holds stays
+/// bounded in bytes (§7.4), and paging on still returns every message once.
+#[tokio::test]
+async fn a_page_of_large_messages_ends_early_and_paging_returns_them_all() {
+    const SENT: usize = 24;
+    let stack = Stack::start_with(StackOptions::with_env(&[(
+        "COACHWIRE_MESSAGE_LIMIT",
+        "1000",
+    )]))
+    .await
+    .expect("stack");
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice) = stack.room_with_alice(&driver).await.expect("room");
+    let path = format!("/api/conversations/{}/messages", room.id);
+    let emoji = "\u{1F4C8}".repeat(10_000);
+    for _ in 0..SENT {
+        let body = json!({ "content": emoji });
+        let (status, answer) = stack
+            .api(Method::POST, &path, Some(&room.alice_token), Some(body))
+            .await
+            .expect("send");
+        assert_eq!(status, 202, "{answer}");
+    }
+    // Alice's joined socket gets each once it is stored.
+    alice
+        .next_events("message", SENT)
+        .await
+        .expect("all stored");
+    let (mut after, mut pages, mut seqs) = (0, 0, Vec::new());
+    loop {
+        let query = format!("{path}?afterSeq={after}&limit=500");
+        let (status, page) = stack
+            .api(Method::GET, &query, Some(&room.alice_token), None)
+            .await
+            .expect("history");
+        assert_eq!(status, 200, "{page}");
+        let bytes = page["messages"].to_string().len();
+        assert!(bytes <= 300 * 1024, "a page of {bytes} bytes");
+        seqs.extend(
+            page["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| m["seq"].as_i64()),
+        );
+        pages += 1;
+        after = seqs
+            .last()
+            .copied()
+            .flatten()
+            .expect("a page has a message");
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    assert!(
+        pages >= 3,
+        "{SENT} messages of 40 KB came in {pages} page(s)"
+    );
+    let expected: Vec<Option<i64>> = (1..=SENT as i64).map(Some).collect();
+    assert_eq!(
+        seqs, expected,
+        "every message once, in order, across the pages"
+    );
+}
+
 /// Counts `event`s from `user` that `listener` got before the first from `sentinel`.
 async fn count_until(listener: &Client, event: &str, user: UserId, sentinel: UserId) -> usize {
     let mut count = 0;

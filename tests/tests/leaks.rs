@@ -210,7 +210,7 @@ async fn holdings(stack: &Stack) -> Holdings {
         subscriptions: ingest_connections[0]["subscriptions"]
             .as_u64()
             .expect("subscriptions"),
-        rss_kb: rss_kb(ingest.pid().expect("ingest runs")),
+        rss_kb: ingest.rss_kb().expect("ingest runs"),
     }
 }
 
@@ -221,14 +221,4 @@ fn gauge(metrics: &str, name: &str) -> f64 {
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .find_map(|value| value.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-        .expect("VmRSS")
 }
