@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks coachwire against the seed's naive design on this machine, in one run.
 #   scripts/bench.sh [RATE ...]        default rates: 1000 2000 4000 6000 8000 msg/s
+#   scripts/bench.sh replies [ARG ...] streamed replies (bench/replies.mjs: 200 replies at
+#                                      20 appends/s each beside 500 msg/s of chat; ARGs
+#                                      go to it, e.g. --replies 100)
 # Env: BENCH_CONNECTIONS (200), BENCH_ROOM_SIZE (4), BENCH_DURATION (8s), BENCH_WARMUP (2s),
 #      BENCH_DRIVERS (Node client processes, 1), BENCH_SKIP_REFERENCE=1,
 #      BENCH_HISTORY_ROWS (0): after the steps, insert this many messages of history
@@ -14,6 +17,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
+MODE=messages REPLY_ARGS=()
+if [ "${1:-}" = replies ]; then MODE=replies; shift; REPLY_ARGS=("$@"); set --; fi
 RATES=("$@"); [ ${#RATES[@]} -gt 0 ] || RATES=(1000 2000 4000 6000 8000)
 OUT=$ROOT/.run/bench
 REF_PORT=3100
@@ -26,9 +31,15 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 
 # The benchmark measures the pipeline, not the abuse limits.
-export COACHWIRE_MESSAGE_LIMIT=0 COACHWIRE_CONNECTION_LIMIT=0
+export COACHWIRE_MESSAGE_LIMIT=0 COACHWIRE_CONNECTION_LIMIT=0 COACHWIRE_CONVERSATION_LIMIT=0
 scripts/run-stack.sh >/dev/null
 export COACHWIRE_JWT_SECRET=${COACHWIRE_JWT_SECRET:-$(cat .run/jwt-secret)}
+if [ "$MODE" = replies ]; then
+  node bench/replies.mjs --url http://127.0.0.1:3000 --secret "$COACHWIRE_JWT_SECRET" \
+    --json "$OUT/replies.json" "${REPLY_ARGS[@]}" || { scripts/run-stack.sh stop >/dev/null; die "bench/replies.mjs failed"; }
+  scripts/run-stack.sh stop >/dev/null
+  exit 0
+fi
 LOAD=$CARGO_TARGET_DIR/release/coachwire-load
 
 # A step that cannot finish (a server too far behind to accept the clients) is reported

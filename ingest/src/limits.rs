@@ -92,6 +92,16 @@ pub struct Limits {
     /// Conversations one socket may have joined at once; `None`: no limit.
     pub rooms_per_socket: Option<usize>,
     pub trust_proxy: bool,
+    connections_from: ConnectionsFrom,
+}
+
+/// Whose handshakes the connection limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionsFrom {
+    Everyone,
+    /// All but loopback: in demo mode every tab, reload, CLI client and bot of the one
+    /// person running it comes from 127.0.0.1, and the limit would lock them out of it.
+    AllButLoopback,
 }
 
 impl Limits {
@@ -115,6 +125,15 @@ impl Limits {
             appends: Limiter::new(APPENDS_PER_SECOND, Duration::from_secs(1)),
             rooms_per_socket: (settings.rooms_per_socket > 0).then_some(settings.rooms_per_socket),
             trust_proxy: settings.trust_proxy,
+            connections_from: ConnectionsFrom::Everyone,
+        }
+    }
+
+    /// The same limits, with the connection limit counting only `from`.
+    pub fn counting_connections(self, from: ConnectionsFrom) -> Self {
+        Self {
+            connections_from: from,
+            ..self
         }
     }
 
@@ -165,6 +184,9 @@ impl Limits {
 
     /// A handshake from `ip`.
     pub fn connection(&self, ip: IpAddr) -> Result<(), Failure> {
+        if self.connections_from == ConnectionsFrom::AllButLoopback && ip.is_loopback() {
+            return Ok(());
+        }
         self.connections.check(&ip).map_err(|wait| {
             metrics::counter!(RATE_LIMITED_TOTAL, "kind" => "connection").increment(1);
             Failure::rate_limited(retry_after_ms(wait))
@@ -229,6 +251,27 @@ mod tests {
             rooms_per_socket: 500,
             trust_proxy: false,
         }
+    }
+
+    #[test]
+    fn in_demo_mode_loopback_connections_are_not_counted_and_everyone_else_is() {
+        let demo = Limits::new(&settings(3)).counting_connections(ConnectionsFrom::AllButLoopback);
+        for ip in ["127.0.0.1", "::1"].into_iter().cycle().take(10) {
+            demo.connection(ip.parse().expect("ip"))
+                .expect("loopback is not counted");
+        }
+        let remote: IpAddr = "203.0.113.9".parse().expect("ip");
+        demo.connection(remote).expect("first");
+        demo.connection(remote).expect("second");
+        demo.connection(remote)
+            .expect_err("the third is over the limit of 2");
+        let plain = Limits::new(&settings(3));
+        let loopback: IpAddr = "127.0.0.1".parse().expect("ip");
+        plain.connection(loopback).expect("first");
+        plain.connection(loopback).expect("second");
+        plain
+            .connection(loopback)
+            .expect_err("outside demo mode loopback counts");
     }
 
     #[test]

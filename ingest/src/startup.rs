@@ -6,7 +6,7 @@ use crate::app::{App, AppRef, Validators};
 use crate::auth::Verifier;
 use crate::http;
 use crate::http::demo::Demo;
-use crate::limits::Limits;
+use crate::limits::{ConnectionsFrom, Limits};
 use crate::replies::Replies;
 use crate::rooms::Rooms;
 use crate::serve::{MAX_CONNECTIONS_PER_IP, PeerCap, serve};
@@ -73,7 +73,7 @@ pub fn build(
     let app: AppRef = Arc::new(App {
         acceptor: Acceptor::new(js, pool.clone()),
         verifier,
-        limits: Limits::new(&settings.limits),
+        limits: Limits::new(&settings.limits).counting_connections(connections_counted(&demo)),
         rooms: Rooms::new(nats.clone(), pool.clone(), node.clone(), replies.clone()),
         replies,
         reply_settings: settings.replies.clone(),
@@ -109,6 +109,20 @@ pub fn build(
     // origin check must see those requests first (browsers apply no CORS to WebSockets).
     let router = http::cors::guard(router, settings.cors_origins.clone().unwrap_or_default());
     (router, io, app)
+}
+
+/// In demo mode one person's tabs, reloads, CLI clients and coach all come from loopback:
+/// the connection limit then counts everyone else only, and says so.
+fn connections_counted(demo: &Option<Demo>) -> ConnectionsFrom {
+    match demo {
+        Some(_) => {
+            tracing::info!(
+                "demo mode: connections from loopback are not counted by the connection limit"
+            );
+            ConnectionsFrom::AllButLoopback
+        }
+        None => ConnectionsFrom::Everyone,
+    }
 }
 
 /// Serves until `shutdown`; then acks the messages in flight (refusing new ones), disconnects

@@ -6,6 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coachwire_testkit::js::Driver;
 use coachwire_testkit::nats_server::free_port;
 use coachwire_testkit::repo_root;
 use coachwire_testkit::stack::{JWT_SECRET, Stack, StackOptions, bin_dir};
@@ -236,6 +237,32 @@ async fn each_listed_user_gets_a_short_lived_token_that_works_with_its_role() {
             .await
             .expect("list");
         assert_eq!(status, 200, "{name}: {body}");
+    }
+}
+
+/// One person's tabs, reloads, CLI clients and coach all come from loopback: in demo mode
+/// the per-IP connection limit does not count them (it counts everyone else as ever).
+#[tokio::test]
+async fn demo_mode_does_not_lock_its_own_loopback_user_out() {
+    let page = PageDir::new();
+    let stack = Stack::start_with(StackOptions {
+        env: vec![
+            ("COACHWIRE_DEMO".into(), "true".into()),
+            ("COACHWIRE_DEMO_DIR".into(), page.path()),
+            ("COACHWIRE_CONNECTION_LIMIT".into(), "2".into()),
+            ("COACHWIRE_CONNECTION_WINDOW_MS".into(), "300000".into()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .expect("stack");
+    let room = stack.room().await.expect("room");
+    let driver = Driver::start().await.expect("driver");
+    for tab in 0..5 {
+        driver
+            .connect(&format!("tab{tab}"), &stack.url(), Some(&room.alice_token))
+            .await
+            .unwrap_or_else(|e| panic!("tab {tab} of a limit of 2 was refused: {e:#}"));
     }
 }
 
