@@ -49,6 +49,8 @@ start_nats() {
     return
   fi
   if ! running nats nats-server; then
+    # Installed only now: a NATS server already answering needs nothing installed.
+    ensure_nats_binary
     log "nats: starting $COACHWIRE_NATS_SERVER -c nats/dev.conf (data in .run/nats)"
     # setsid: a Ctrl-C in this terminal must not take the background stack down.
     setsid "$COACHWIRE_NATS_SERVER" -c nats/dev.conf </dev/null >>"$RUN/nats.log" 2>&1 &
@@ -107,25 +109,69 @@ start_coach() {
   echo $! >"$RUN/coach.pid"
 }
 
+# The conversation of exactly A, B and the coach: the one an earlier run created, so that
+# terminals already open keep theirs and the sidebar holds one; else a new one titled by
+# its people.
+demo_conversation() { # TOKEN_A A B C
+  local found body
+  found=$(curl -fsS "$URL/api/conversations?limit=200" -H "Authorization: Bearer $1" | python3 -c '
+import json, sys
+people = set(sys.argv[1:])
+print(next((c["id"] for c in json.load(sys.stdin)["conversations"] if set(c["participantIds"]) == people), ""))
+' "$2" "$3" "$4") || die "listing the conversations failed"
+  if [ -n "$found" ]; then echo "$found"; return; fi
+  body=$(curl -sS --fail-with-body -X POST "$URL/api/conversations" -H "Authorization: Bearer $1" \
+    -H 'content-type: application/json' \
+    -d "{\"title\":\"$DEMO_TITLE\",\"participantIds\":[\"$2\",\"$3\",\"$4\"]}") ||
+    die "creating the demo conversation failed: $body"
+  found=$(printf '%s' "$body" | sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
+  [ -n "$found" ] || die "no id in the create-conversation answer: $body"
+  echo "$found"
+}
+
+# .run/env: everything an operator command or a client needs, sourceable
+# (`. .run/env`; scripts/cw sources it itself). .run/demo.env is the same file.
+write_env() { # A B C TOKEN_A TOKEN_B TOKEN_C CONVERSATION
+  (umask 077
+   printf 'export %s=%s\n' URL "$URL" DATABASE_URL "$DATABASE_URL" NATS_URL "$NATS_URL" \
+     COACHWIRE_JWT_SECRET "$COACHWIRE_JWT_SECRET" COACHWIRE_BIN_DIR "$BIN" \
+     USER_A "$1" USER_B "$2" COACH_USER "$3" TOKEN_A "$4" TOKEN_B "$5" COACH_TOKEN "$6" \
+     CONVERSATION_ID "$7" >"$RUN/env")
+  ln -sf env "$RUN/demo.env"
+}
+
+# Demo mode already runs the coach (a second one would answer nothing twice, but is not
+# needed); without it, how to start one.
+coach_hint() { # COACH_TOKEN
+  if [ "$DEMO" = true ]; then
+    printf '# the AI coach is running (log: .run/coach.log); it answers every message in a one-to-one\n'
+    printf '# conversation with it, and messages that mention @coach in a group.\n'
+  else
+    printf '# start the AI coach (rules offline; COACH_LLM_URL for a model):\n'
+    printf 'COACHWIRE_URL=%s COACH_TOKEN=%s node clients/js/examples/coach-bot/bot.mjs\n' "$URL" "$1"
+  fi
+}
+
 make_demo() {
-  local a b c token_a token_b token_c body id
+  local a b c token_a token_b token_c id
   if [ "$DEMO" = true ]; then
     a=$(demo_user Alice) && b=$(demo_user Bob) && c=$(demo_user Coach) || die "reading the demo users failed"
+    DEMO_TITLE="Alice, Bob and Coach"
   else
-    a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid)
-    c=$(cat /proc/sys/kernel/random/uuid)
+    DEMO_TITLE="A, B and the coach"
+    # The users of the last run, so that its conversation is reused too.
+    a=$(sed -n 's/^export USER_A=//p' "$RUN/env" 2>/dev/null); b=$(sed -n 's/^export USER_B=//p' "$RUN/env" 2>/dev/null)
+    c=$(sed -n 's/^export COACH_USER=//p' "$RUN/env" 2>/dev/null)
+    [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] || {
+      a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid)
+      c=$(cat /proc/sys/kernel/random/uuid)
+    }
   fi
   token_a=$("$BIN/coachwire-ingest" token --user "$a" --ttl 24h) || die "coachwire-ingest token failed"
   token_b=$("$BIN/coachwire-ingest" token --user "$b" --ttl 24h) || die "coachwire-ingest token failed"
   token_c=$("$BIN/coachwire-ingest" token --user "$c" --role ai --ttl 24h) || die "coachwire-ingest token failed"
-  body=$(curl -sS --fail-with-body -X POST "$URL/api/conversations" -H "Authorization: Bearer $token_a" \
-    -H 'content-type: application/json' -d "{\"title\":\"demo\",\"participantIds\":[\"$a\",\"$b\",\"$c\"]}") ||
-    die "creating the demo conversation failed: $body"
-  id=$(printf '%s' "$body" | sed -n 's/.*"id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p')
-  [ -n "$id" ] || die "no id in the create-conversation answer: $body"
-  # Sourceable for shell sessions: . .run/demo.env
-  printf 'URL=%s\nUSER_A=%s\nUSER_B=%s\nCOACH_USER=%s\nTOKEN_A=%s\nTOKEN_B=%s\nCOACH_TOKEN=%s\nCONVERSATION_ID=%s\n' \
-    "$URL" "$a" "$b" "$c" "$token_a" "$token_b" "$token_c" "$id" >"$RUN/demo.env"
+  id=$(demo_conversation "$token_a" "$a" "$b" "$c")
+  write_env "$a" "$b" "$c" "$token_a" "$token_b" "$token_c" "$id"
   cat <<EOF
 
 coachwire is running at $URL   (logs: .run/*.log; stop: scripts/run-stack.sh stop)
@@ -136,7 +182,8 @@ user B:        $b
 token B:       $token_b
 AI coach:      $c
 coach token:   $token_c
-conversation:  $id        (A, B and the coach; all of the above: . .run/demo.env)
+conversation:  $id        (A, B and the coach, kept across runs; all of the above: . .run/env)
+operators:     scripts/cw persister status   (any coachwire command, with .run/env; docs/operations.md)
 
 # send a message as A, then read the conversation:
 curl -sS -X POST $URL/api/conversations/$id/messages -H 'Authorization: Bearer $token_a' -H 'content-type: application/json' -d '{"content":"hello"}'
@@ -146,16 +193,13 @@ curl -sS '$URL/api/conversations/$id/messages?afterSeq=0' -H 'Authorization: Bea
 node scripts/chat.mjs --url $URL --token $token_b --conversation $id
 node scripts/chat.mjs --url $URL --token $token_a --conversation $id
 
-# the AI coach answers people in its conversations (rules offline; COACH_LLM_URL for a model;
-# in demo mode this script already runs it):
-COACHWIRE_URL=$URL COACH_TOKEN=$token_c node clients/js/examples/coach-bot/bot.mjs
+$(coach_hint "$token_c")
 EOF
 }
 
 start() {
   export_defaults
   ensure_postgres
-  ensure_nats_binary
   # Only for scripts/chat.mjs and the coach bot; the stack itself runs without Node.
   if [ -f tests/js/package.json ]; then ensure_node_deps tests/js; else log "WARNING: no tests/js/package.json, so scripts/chat.mjs can't run"; fi
   # The client library, for the coach bot that the demo prints.

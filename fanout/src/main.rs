@@ -108,9 +108,7 @@ async fn run_replay(
     args: &ReplayArgs,
     range: SeqRange,
 ) -> anyhow::Result<()> {
-    let pool = db::connect(&common.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let pool = db::connect(&common.database_url, 2).await?;
     let client = nats::connect(&common.nats_url, "coachwire-fanout-replay").await?;
     let report = replay::replay(&pool, &client, args.conversation, range).await?;
     if args.json {

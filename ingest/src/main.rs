@@ -38,9 +38,18 @@ enum Command {
         #[arg(long, default_value = "user", value_parser = ["user", "ai"])]
         role: String,
         /// Lifetime, e.g. `1h`, `30m`, `7d`.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = positive_duration)]
         ttl: Duration,
     },
+}
+
+/// A token that is expired when printed is a mistake, not a choice.
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(ttl) if ttl.is_zero() => Err("a token must live longer than 0 s".into()),
+        Ok(ttl) => Ok(ttl),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[tokio::main]

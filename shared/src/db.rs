@@ -6,42 +6,20 @@ use crate::ids::{ClientMessageId, ConversationId, MessageId, Seq, UserId};
 use crate::message::{Message, MessageStatus, MessageType, Metadata};
 use crate::replies::MessageUpdated;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub use crate::db_connect::{ConnectError, connect, connect_and_migrate};
+
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-/// How long a request waits for a pooled connection before failing (and answering
-/// `UNAVAILABLE`/503) rather than piling up while Postgres is down.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// No statement of ours runs longer than a few milliseconds when Postgres is healthy. One
 /// that waits this long is stuck (a lock held on `messages`, a database that hangs): it is
 /// cancelled (SQLSTATE 57014) and retried like any other database fault, instead of
 /// holding a batch forever.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A pool whose requests fail fast while Postgres is down or stuck.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
-    let options = url
-        .parse::<PgConnectOptions>()?
-        .options([("statement_timeout", timeout.as_str())]);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await
-}
-
-/// Connects and applies migrations (concurrent services serialize on sqlx's advisory lock).
-pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let pool = connect(url, max_connections).await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
 
 /// The columns of `messages` that make a [`MessageRow`]; a macro so queries stay
 /// `&'static str` (sqlx refuses SQL built at run time).

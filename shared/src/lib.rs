@@ -19,6 +19,7 @@
 
 pub mod api_docs;
 pub mod db;
+mod db_connect;
 pub mod envelope;
 pub mod error;
 pub mod health;

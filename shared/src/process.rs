@@ -19,8 +19,8 @@ pub struct Clients {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("Postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
+    #[error(transparent)]
+    Postgres(#[from] db::ConnectError),
     #[error("Postgres migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]

@@ -1,5 +1,7 @@
 //! Settings every service reads: where Postgres and NATS are, how streams are replicated,
-//! how logs look. Each service flattens [`CommonSettings`] into its own `*Settings`.
+//! how logs look. Each service flattens [`CommonSettings`] into its own `*Settings`. They
+//! are global: an operator writes them after the subcommand (`status --nats-url …`) as
+//! often as before it.
 
 use clap::{Args, CommandFactory, Parser, ValueEnum};
 
@@ -8,18 +10,19 @@ pub struct CommonSettings {
     /// Postgres connection URL.
     #[arg(
         long,
+        global = true,
         env = "DATABASE_URL",
         default_value = "postgres://localhost/coachwire"
     )]
     pub database_url: String,
     /// NATS server URL (comma-separate several for a cluster).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_url)]
+    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_parser = nats_url)]
     pub nats_url: String,
     /// Replicas of each JetStream stream: 1 for a single server, 3 for the production cluster.
-    #[arg(long, env = "COACHWIRE_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    #[arg(long, global = true, env = "COACHWIRE_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
     /// Log format; default `pretty` on a terminal, else `json`.
-    #[arg(long, env = "COACHWIRE_LOG_FORMAT")]
+    #[arg(long, global = true, env = "COACHWIRE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 }
 
@@ -61,11 +64,14 @@ fn error_line<T: CommandFactory>(error: &clap::Error) -> String {
         .take_while(|l| !l.trim().is_empty())
         .map(str::trim)
         .collect();
-    let line = if parts.is_empty() {
+    let mut line = if parts.is_empty() {
         "invalid configuration".to_string()
     } else {
         parts.join(" ")
     };
+    if error.kind() == clap::error::ErrorKind::UnknownArgument {
+        line.push_str(" (a service's own settings flags go before the subcommand; see --help)");
+    }
     format!("{}: {line}", T::command().get_name())
 }
 
@@ -117,6 +123,22 @@ mod tests {
             );
             assert_eq!(line.lines().count(), 1, "{reason}: {line}");
         }
+    }
+
+    #[test]
+    fn settings_flags_are_accepted_after_the_subcommand_too() {
+        let parsed = Example::try_parse_from([
+            "x",
+            "replay",
+            "--from-seq",
+            "3",
+            "--nats-url",
+            "nats://n:4333",
+        ])
+        .expect("a settings flag after the subcommand");
+        assert_eq!(parsed.common.nats_url, "nats://n:4333");
+        let line = error_line::<Example>(&error_of(&["x", "replay", "--from-seq", "3", "--bogus"]));
+        assert!(line.contains("go before the subcommand"), "{line}");
     }
 
     #[test]

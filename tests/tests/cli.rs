@@ -74,6 +74,29 @@ async fn bad_subcommands_and_flags_exit_two_with_one_line_naming_the_binary() {
 }
 
 #[tokio::test]
+async fn a_token_that_would_be_expired_when_printed_is_refused() {
+    let user = uuid::Uuid::new_v4().to_string();
+    let env = [("COACHWIRE_JWT_SECRET", JWT_SECRET.to_string())];
+    for ttl in ["0s", "0ms"] {
+        let output = run(
+            "coachwire-ingest",
+            &["token", "--user", &user, "--ttl", ttl],
+            &env,
+        )
+        .await;
+        let line = one_line("coachwire-ingest", ttl, &output, 2);
+        assert!(line.contains("longer than 0 s"), "{ttl}: {line}");
+    }
+    let output = run(
+        "coachwire-ingest",
+        &["token", "--user", &user, "--ttl", "1s"],
+        &env,
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "a positive ttl still works");
+}
+
+#[tokio::test]
 async fn help_and_version_exit_zero_and_name_the_binary() {
     for binary in BINARIES {
         let help = run(binary, &["--help"], &[]).await;

@@ -27,9 +27,7 @@ pub async fn nats(common: &CommonSettings) -> anyhow::Result<jetstream::Context>
 
 /// Postgres, without migrating: an operator command does not change the schema.
 pub async fn postgres(common: &CommonSettings) -> anyhow::Result<PgPool> {
-    db::connect(&common.database_url, MAX_CONNECTIONS)
-        .await
-        .context("connecting to Postgres")
+    Ok(db::connect(&common.database_url, MAX_CONNECTIONS).await?)
 }
 
 /// A JetStream timestamp (async-nats uses the `time` crate) as the chrono time the rest of
