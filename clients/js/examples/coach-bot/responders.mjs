@@ -3,24 +3,38 @@
 // messages, oldest first, the message itself last) and `respond` resolves with the reply
 // text, or null for no reply.
 
-/** Trading-coach rules that need no network, so the demo works offline. */
+/**
+ * Trading-coach rules that need no network, so the demo works offline: the first rule
+ * whose pattern matches the message picks the answer (earnings before sizing, so that
+ * "add to my position before earnings?" is answered about the event risk).
+ */
+export const RULES = [
+  ["earnings", /earnings|\bthe print\b|\breports? (date|day|season)|guidance|\bevent risk/i, "Earnings are a coin flip with a gap: price can open far past your stop, so the stop does not cap the loss. Hold through the print only a size you could lose entirely, or wait and trade the reaction once the number is out."],
+  ["adding", /\badd(ing)? to (my|a|the|this)\b|average (down|in)|scal(e|ing) in/i, "Add only to a position that is working, and only if the whole position still fits your risk: move the stop so that the combined size loses no more than 1% of your account. Never add to a loser to lower your average."],
+  ["stops", /stop[- ]?loss|\bstop\b/i, "Set the stop where your trade idea is proven wrong, not where the loss feels bearable. Then size the position so that stop costs at most 1% of your account."],
+  ["position size", /position siz|how (big|much|many)|lot size|risk per trade/i, "Size from risk: account × risk per trade (say 1%) ÷ distance to your stop. The stop comes first; the size follows from it."],
+  ["tilt", /revenge|tilt|angry|frustrat|lost (again|big)|losing streak/i, "After a string of losses, step away before the next trade. Write down what happened, cut your size in half, and return only with a setup from your plan."],
+  ["fomo", /fomo|missed|chas/i, "A missed move costs nothing. Chasing one usually means a late entry and a wide stop. Wait for the next setup that meets your plan."],
+  ["journaling", /journal|review/i, "Log each trade with its setup, entry, stop, target, result and how you felt. Every week, look for the mistake you made most often."],
+  ["entries", /entry|enter|setup/i, "Define the setup before the market opens: the trigger, the invalidation level and the target. If price does not give you the trigger, there is no trade."],
+  ["exits", /target|take profit|exit/i, "Plan the exit before the entry. A target at least twice the distance to your stop lets you be right less than half the time and still grow."],
+  ["leverage", /leverage|margin/i, "Leverage magnifies mistakes as much as wins. Keep it low enough that a normal losing streak of five trades leaves your account almost intact."],
+];
+
+/** The answer when no rule matches. */
+export const FALLBACK = "Tell me about the trade you are planning: the setup, where you would enter, where your stop goes and what you are aiming for. I will help you check the risk.";
+
+/** The rule answering `content`: `{ topic, answer }` (topic `null` for the fallback). */
+export function answerFor(content) {
+  const rule = RULES.find(([, pattern]) => pattern.test(content));
+  return rule ? { topic: rule[0], answer: rule[2] } : { topic: null, answer: FALLBACK };
+}
+
 export function ruleBasedResponder() {
-  const rules = [
-    [/stop[- ]?loss|\bstop\b/i, "Set the stop where your trade idea is proven wrong, not where the loss feels bearable. Then size the position so that stop costs at most 1% of your account."],
-    [/position siz|how (big|much|many)|lot size|risk per trade/i, "Size from risk: account × risk per trade (say 1%) ÷ distance to your stop. The stop comes first; the size follows from it."],
-    [/revenge|tilt|angry|frustrat|lost (again|big)|losing streak/i, "After a string of losses, step away before the next trade. Write down what happened, cut your size in half, and return only with a setup from your plan."],
-    [/fomo|missed|chas/i, "A missed move costs nothing. Chasing one usually means a late entry and a wide stop. Wait for the next setup that meets your plan."],
-    [/journal|review/i, "Log each trade with its setup, entry, stop, target, result and how you felt. Every week, look for the mistake you made most often."],
-    [/entry|enter|setup/i, "Define the setup before the market opens: the trigger, the invalidation level and the target. If price does not give you the trigger, there is no trade."],
-    [/target|take profit|exit/i, "Plan the exit before the entry. A target at least twice the distance to your stop lets you be right less than half the time and still grow."],
-    [/leverage|margin/i, "Leverage magnifies mistakes as much as wins. Keep it low enough that a normal losing streak of five trades leaves your account almost intact."],
-  ];
   return {
     name: "rules",
     async respond({ message }) {
-      const rule = rules.find(([pattern]) => pattern.test(message.content));
-      if (rule) return rule[1];
-      return "Tell me about the trade you are planning: the setup, where you would enter, where your stop goes and what you are aiming for. I will help you check the risk.";
+      return answerFor(message.content).answer;
     },
   };
 }
