@@ -84,6 +84,10 @@ async fn main() -> ExitCode {
 async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
     let telemetry = telemetry::init(settings.common.log_format, BINARY);
     let metrics = metrics::install();
+    metrics::start_at_zero(
+        metrics::CONSUMER_REDELIVERED_TOTAL,
+        &[("consumer", coachwire_shared::subjects::FANOUT_CONSUMER)],
+    );
     let clients = Clients::connect(&settings.common, BINARY, 4).await?;
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await

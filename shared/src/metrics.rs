@@ -92,10 +92,10 @@ pub fn record_pulled(consumer: &str, batch: &[async_nats::jetstream::Message]) {
         .filter_map(|m| m.info().ok())
         .filter(|i| i.delivered > 1)
         .count();
-    if redelivered > 0 {
-        metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => consumer.to_string())
-            .increment(redelivered as u64);
-    }
+    // Incremented by 0 too, so that each consumer's series exists (at 0) from its first
+    // pull and a dashboard shows 0 rather than "No data" until the first redelivery.
+    metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => consumer.to_string())
+        .increment(redelivered as u64);
 }
 
 /// Each durable consumer's backlog (messages not yet delivered plus delivered but not yet
