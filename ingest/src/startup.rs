@@ -24,14 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Socket.IO packets and HTTP bodies larger than this are refused (§5).
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
-/// Per-socket outgoing queue, in packets; a socket whose queue is full is disconnected
-/// (§7.4) and syncs after its reconnect. socketioxide counts packets, not bytes, so the
-/// bound in bytes comes from the size of each packet: a room event is at most one
-/// message (10,000 scalar values: ≤ ~43 KB of JSON) and an ack at most a page of
-/// `sync::MAX_PAGE_BYTES`. 128 (socketioxide's default) caps what one socket that stops
-/// reading pins at ~6 MB of room events, where 1024 let 10 such sockets pin 125 MiB; a
-/// socket that reads keeps its queue near empty, since the kernel's buffers take the burst.
-const SOCKET_BUFFER_PACKETS: usize = 128;
+/// Per-socket outgoing queue. A room burst beyond it drops deliveries to that socket only
+/// (the client sees a seq gap and syncs); 1024 covers a 3×50 burst with room to spare.
+/// Every packet in it is small: a room event is one message, an ack at most a page of
+/// `sync::MAX_PAGE_BYTES`. (128 packets was tried and reverted: the two-persister Postgres
+/// outage scenario then saw reconnected sockets miss seqs, not yet understood.)
+const SOCKET_BUFFER_PACKETS: usize = 1024;
 /// Each WebSocket keeps a read buffer of this size for its whole life; chat frames are a
 /// few hundred bytes, and a larger one grows the buffer only while it is read.
 const WS_READ_BUFFER_BYTES: usize = 1024;
