@@ -98,7 +98,9 @@ async fn serve(settings: FanoutSettings) -> anyhow::Result<()> {
         metrics,
     };
     let shutdown = shutdown::on_signal();
-    tracing::info!(admin = %settings.admin_listen, "fanout ready");
+    // Its own target, so a supervisor filtering at `warn,coachwire::ready=info` still sees
+    // that the listeners are bound.
+    tracing::info!(target: "coachwire::ready", admin = %settings.admin_listen, "fanout ready");
     let service = tokio::spawn(startup::run(clients.js, admin, probe, shutdown.clone()));
     let result = supervise(service, shutdown).await;
     telemetry.shutdown().await;

@@ -105,7 +105,9 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding {}", settings.admin_listen))?;
-    tracing::info!(listen = %settings.listen, admin = %settings.admin_listen, node = %app.node, "ingest ready");
+    // Its own target, so a supervisor filtering at `warn,coachwire::ready=info` still sees
+    // that the listeners are bound.
+    tracing::info!(target: "coachwire::ready", listen = %settings.listen, admin = %settings.admin_listen, node = %app.node, "ingest ready");
     let shutdown = shutdown::on_signal();
     let server = tokio::spawn(startup::run(
         listener,

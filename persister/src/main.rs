@@ -63,7 +63,9 @@ async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
         pool: clients.pool,
         js: clients.js,
     };
-    tracing::info!(admin = %settings.admin_listen, "persister ready");
+    // Its own target, so a supervisor filtering at `warn,coachwire::ready=info` still sees
+    // that the listeners are bound.
+    tracing::info!(target: "coachwire::ready", admin = %settings.admin_listen, "persister ready");
     let service = tokio::spawn(startup::run(
         persister,
         ConsumerTuning::default(),

@@ -52,6 +52,9 @@ impl StackOptions {
 /// How long a (re)started service may take to answer `/readyz` with 200: on a fresh
 /// 3-node cluster, declaring R3 streams alone takes 5–15 s (the services retry for up
 /// to 45 s, `DECLARE_PATIENCE`).
+/// Warnings, plus the line each binary logs once its listeners are bound (see `bound`).
+pub const LOG_FILTER: &str = "warn,coachwire::ready=info";
+
 const READY_WAIT: Duration = Duration::from_secs(50);
 
 /// Starts of one service on fresh ports before a lost port race counts as a failure.
@@ -114,6 +117,10 @@ pub struct Service {
     env: Vec<(String, String)>,
     child: Child,
     logs: Logs,
+    /// Whether the current process logged its "… ready" line, which each binary writes
+    /// only once its listeners are bound: until then a 200 from `/readyz` may come from
+    /// another test's process that took the port.
+    bound: watch::Receiver<bool>,
 }
 
 /// The lines a service wrote to stderr (its logs), across restarts, newest last, and a
@@ -133,7 +140,7 @@ impl Service {
             env,
         } = with_ports(binary, env.to_vec())?;
         let logs = Logs::default();
-        let child = launch(binary, &env, &logs)?;
+        let (child, bound) = launch(binary, &env, &logs)?;
         Ok(Self {
             name: binary,
             port,
@@ -141,6 +148,7 @@ impl Service {
             env,
             child,
             logs,
+            bound,
         })
     }
 
@@ -155,19 +163,38 @@ impl Service {
                     let fresh = with_ports(self.name, self.env.clone())?;
                     (self.port, self.admin_port, self.env) =
                         (fresh.port, fresh.admin_port, fresh.env);
-                    self.child = launch(self.name, &self.env, &self.logs)?;
+                    (self.child, self.bound) = launch(self.name, &self.env, &self.logs)?;
                 }
-                Readiness::Exited | Readiness::TimedOut => break,
+                other => return self.readiness_result(other),
             }
         }
-        self.wait_ready(within).await
+        let last = self.wait_ready_while_running(within).await;
+        self.readiness_result(last)
+    }
+
+    fn readiness_result(&self, readiness: Readiness) -> anyhow::Result<()> {
+        match readiness {
+            Readiness::Ready => Ok(()),
+            Readiness::Exited if self.lost_its_port() => {
+                anyhow::bail!(
+                    "{}: port {} is taken by another process",
+                    self.name,
+                    self.port
+                )
+            }
+            Readiness::Exited => anyhow::bail!("{} exited while starting", self.name),
+            Readiness::TimedOut => anyhow::bail!("{} never became ready", self.name),
+        }
     }
 
     async fn wait_ready_while_running(&mut self, within: Duration) -> Readiness {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
-            if self.wait_ready(READY_POLL).await.is_ok() {
+            if *self.bound.borrow() && self.wait_ready(READY_POLL).await.is_ok() {
                 return Readiness::Ready;
+            }
+            if !*self.bound.borrow() {
+                tokio::time::sleep(READY_POLL.min(Duration::from_millis(25))).await;
             }
             if !self.is_running() {
                 return Readiness::Exited;
@@ -270,8 +297,9 @@ impl Service {
         if self.is_running() {
             self.kill().await?;
         }
-        self.child = launch(self.name, &self.env, &self.logs)?;
-        self.wait_ready(READY_WAIT).await
+        (self.child, self.bound) = launch(self.name, &self.env, &self.logs)?;
+        let readiness = self.wait_ready_while_running(READY_WAIT).await;
+        self.readiness_result(readiness)
     }
 
     /// Polls `/readyz` until it answers 200 (at most `within`).
@@ -460,7 +488,7 @@ fn base_env(db: &TestDb, nats_url: &str, options: &StackOptions) -> Vec<(String,
         ("NATS_URL".to_string(), nats_url.to_string()),
         ("COACHWIRE_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
         ("COACHWIRE_LOG_FORMAT".to_string(), "json".to_string()),
-        ("RUST_LOG".to_string(), "warn".to_string()),
+        ("RUST_LOG".to_string(), LOG_FILTER.to_string()),
         // Tests open many connections from one IP and send fast; limits get their own tests.
         ("COACHWIRE_CONNECTION_LIMIT".to_string(), "0".to_string()),
         ("COACHWIRE_MESSAGE_LIMIT".to_string(), "0".to_string()),
@@ -484,24 +512,40 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn launch(binary: &str, env: &[(String, String)], logs: &Logs) -> anyhow::Result<Child> {
+/// Starts `binary`, keeping its logs in `logs`; the receiver turns `true` once this
+/// process logged that it is ready (its listeners bound).
+fn launch(
+    binary: &str,
+    env: &[(String, String)],
+    logs: &Logs,
+) -> anyhow::Result<(Child, watch::Receiver<bool>)> {
     let mut child = Command::new(bin_dir().join(binary))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("spawning {binary} (build the workspace first)"))?;
+    let (bound, bound_rx) = watch::channel(false);
+    let ready_line = format!("{} ready", binary.trim_start_matches("coachwire-"));
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(keep_lines(stderr, logs.clone()));
+        tokio::spawn(keep_lines(stderr, logs.clone(), bound, ready_line));
     }
-    Ok(child)
+    Ok((child, bound_rx))
 }
 
 /// Copies a service's stderr to the test's (so a failing test shows it) and keeps it.
-async fn keep_lines(stderr: ChildStderr, logs: Logs) {
+async fn keep_lines(
+    stderr: ChildStderr,
+    logs: Logs,
+    bound: watch::Sender<bool>,
+    ready_line: String,
+) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         eprintln!("{line}");
+        if line.contains(&ready_line) {
+            bound.send_replace(true);
+        }
         let mut kept = logs.0.0.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() == KEPT_LOG_LINES {
             kept.drain(..KEPT_LOG_LINES / 2);

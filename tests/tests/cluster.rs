@@ -9,7 +9,7 @@ use coachwire_testkit::db::TestDb;
 use coachwire_testkit::js::{Client, Driver};
 use coachwire_testkit::nats_cluster::{NODES, NatsCluster};
 use coachwire_testkit::nats_server::free_port;
-use coachwire_testkit::stack::{JWT_SECRET, bin_dir, new_user, token};
+use coachwire_testkit::stack::{JWT_SECRET, LOG_FILTER, bin_dir, new_user, token};
 use serde_json::json;
 use std::time::Duration;
 use tokio::process::{Child, Command};
@@ -33,7 +33,7 @@ fn spawn_all(db: &TestDb, cluster: &NatsCluster) -> anyhow::Result<Vec<Service>>
         ("COACHWIRE_JWT_SECRET", JWT_SECRET.to_string()),
         ("COACHWIRE_STREAM_REPLICAS", "3".to_string()),
         ("COACHWIRE_LOG_FORMAT", "json".to_string()),
-        ("RUST_LOG", "warn".to_string()),
+        ("RUST_LOG", LOG_FILTER.to_string()),
         ("COACHWIRE_CONNECTION_LIMIT", "0".to_string()),
         ("COACHWIRE_MESSAGE_LIMIT", "0".to_string()),
     ];

@@ -43,8 +43,11 @@ fn nats_addr(stack: &Stack) -> SocketAddr {
 async fn spawn_behind(stack: &Stack, binary: &'static str, proxy: &TcpProxy) -> Service {
     let mut env = stack.env();
     env.push(("NATS_URL".into(), proxy.url()));
-    let service = Service::spawn(binary, &env).await.expect("spawn");
-    service.wait_ready(READY_WAIT).await.expect("ready");
+    let mut service = Service::spawn(binary, &env).await.expect("spawn");
+    service
+        .wait_bound_and_ready(READY_WAIT)
+        .await
+        .expect("ready");
     service
 }
 
