@@ -222,7 +222,9 @@ export class CoachwireClient extends Emitter<ClientEvents> {
   }
 
   /** Starts a streamed reply in a joined conversation (role `ai` only) on the current
-   * socket; the writer appends, ends or fails it (see {@link ReplyWriter}). */
+   * socket; the writer appends, ends or fails it (see {@link ReplyWriter}). With the
+   * `clientMessageId` of an earlier start, the writer is `duplicate` and `message` is
+   * that reply as it stands now (perhaps ended, perhaps another socket's to write). */
   async startReply(conversationId: string, options: Omit<SendOptions, "type"> = {}): Promise<ReplyWriter> {
     const socket = await this.connected();
     const payload = {
@@ -238,7 +240,7 @@ export class CoachwireClient extends Emitter<ClientEvents> {
       retryDelay: (code, attempt, retryAfterMs) =>
         code === "RATE_LIMITED" ? (retryAfterMs ?? this.backoff(attempt)) : code === "UNAVAILABLE" || code === "TIMEOUT" ? this.backoff(attempt) : null,
       ended: () => this.writers.delete(ack.message.id),
-    });
+    }, ack.duplicate);
     this.writers.set(writer.id, writer);
     return writer;
   }

@@ -31,6 +31,9 @@ export class ReplyWriter {
     /** The reply as started: `status` `streaming`, no text yet. */
     readonly message: Message,
     private readonly channel: ReplyChannel,
+    /** Whether `reply_start` answered an earlier start with the same `clientMessageId`
+     * (§7.2): the reply exists already, as `message` shows. */
+    readonly duplicate = false,
   ) {}
 
   get id(): string {

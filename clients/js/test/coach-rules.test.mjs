@@ -2,7 +2,7 @@
 // the two messages that once got the same paragraph now get different ones.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FALLBACK, RULES, answerFor, ruleBasedResponder } from "../examples/coach-bot/responders.mjs";
+import { FALLBACK, RULES, answerFor, ruleBasedResponder, sseData } from "../examples/coach-bot/responders.mjs";
 
 const asked = [
   ["Should I add to my NVDA position before earnings?", "earnings"],
@@ -32,10 +32,46 @@ test("every topic has its own answer, and unrelated chat gets the fallback", () 
   assert.deepEqual(answerFor("good morning everyone"), { topic: null, answer: FALLBACK });
 });
 
-test("the two messages that once got the same paragraph now get different ones", async () => {
-  const responder = ruleBasedResponder();
-  const first = await responder.respond({ message: { content: "Should I add to my NVDA position before earnings?" } });
-  const second = await responder.respond({ message: { content: "What position size should I use?" } });
-  assert.notEqual(first, second);
-  assert.match(first, /earnings/i);
+/** Everything an async iterable yields, in order. */
+async function collect(pieces) {
+  const all = [];
+  for await (const piece of pieces) all.push(piece);
+  return all;
+}
+
+test("the two messages that once got the same paragraph now get different ones, word by word", async () => {
+  const responder = ruleBasedResponder({ wordDelayMs: 0 });
+  const first = await collect(responder.respond({ message: { content: "Should I add to my NVDA position before earnings?" } }));
+  const second = await collect(responder.respond({ message: { content: "What position size should I use?" } }));
+  assert.ok(first.length > 10, "streamed in many pieces");
+  assert.equal(first.join(""), answerFor("before earnings").answer);
+  assert.notEqual(first.join(""), second.join(""));
+});
+
+test("Stop ends the rules' stream", async () => {
+  const controller = new AbortController();
+  const pieces = ruleBasedResponder({ wordDelayMs: 0 }).respond({ message: { content: "stop loss?" }, signal: controller.signal });
+  const seen = [];
+  await assert.rejects(async () => {
+    for await (const piece of pieces) {
+      seen.push(piece);
+      controller.abort();
+    }
+  }, { name: "AbortError" });
+  assert.equal(seen.length, 1);
+});
+
+test("server-sent events are read whatever the chunking, with multi-line data and comments", async () => {
+  const text = ": keep-alive\r\ndata: {\"a\":1}\r\n\r\ndata: line one\r\ndata: line two\nid: 7\n\ndata: [DONE]\n\n";
+  for (const size of [1, 3, 7, text.length]) {
+    const chunks = [];
+    for (let i = 0; i < text.length; i += size) chunks.push(text.slice(i, i + size));
+    const body = new ReadableStream({
+      start(controller) {
+        for (const chunk of chunks) controller.enqueue(new TextEncoder().encode(chunk));
+        controller.close();
+      },
+    });
+    assert.deepEqual(await collect(sseData(body)), ['{"a":1}', "line one\nline two", "[DONE]"], `chunks of ${size}`);
+  }
 });

@@ -1,7 +1,10 @@
 // Where the coach's answers come from. A responder is `{ name, respond(turn) }`, where
-// `turn` is `{ message, history }` (the person's message and the conversation's recent
-// messages, oldest first, the message itself last) and `respond` resolves with the reply
-// text, or null for no reply.
+// `turn` is `{ message, history, coachUserId, signal }` (the person's message, the
+// conversation's recent messages oldest first with the message itself last, and an
+// AbortSignal raised when someone presses Stop) and `respond` is an async iterable of
+// the answer's text, piece by piece, as it is written. The coach streams those pieces
+// into one reply (docs/protocol.md §14).
+import { setTimeout as delay } from "node:timers/promises";
 
 /**
  * Trading-coach rules that need no network, so the demo works offline: the first rule
@@ -30,11 +33,16 @@ export function answerFor(content) {
   return rule ? { topic: rule[0], answer: rule[2] } : { topic: null, answer: FALLBACK };
 }
 
-export function ruleBasedResponder() {
+/** The rules, written out word by word (`wordDelayMs` apart) as a model would, so the
+ * demo streams without one. */
+export function ruleBasedResponder({ wordDelayMs = 40 } = {}) {
   return {
     name: "rules",
-    async respond({ message }) {
-      return answerFor(message.content).answer;
+    async *respond({ message, signal }) {
+      for (const word of answerFor(message.content).answer.split(/(?<=\s)/)) {
+        await delay(wordDelayMs, undefined, { signal });
+        yield word;
+      }
     },
   };
 }
@@ -45,14 +53,16 @@ const SYSTEM_PROMPT =
   "(at most a few sentences), concrete and kind. You do not give financial advice or predict prices.";
 
 /**
- * An OpenAI-compatible chat-completions endpoint. `url` is the API base
- * (`https://api.openai.com/v1`) or the full `…/chat/completions` URL.
+ * An OpenAI-compatible chat-completions endpoint, streamed (`stream: true`: server-sent
+ * events, each a `data:` line with a `choices[0].delta.content` piece, then
+ * `data: [DONE]`). `url` is the API base (`https://api.openai.com/v1`) or the full
+ * `…/chat/completions` URL. `timeoutMs` bounds the whole answer; Stop aborts the request.
  */
 export function openAiCompatibleResponder({ url, model, apiKey, timeoutMs = 30_000, fetchImpl = fetch }) {
   const endpoint = /\/chat\/completions\/?$/.test(url) ? url : `${url.replace(/\/+$/, "")}/chat/completions`;
   return {
     name: "llm",
-    async respond({ history, coachUserId }) {
+    async *respond({ history, coachUserId, signal }) {
       const messages = [
         { role: "system", content: SYSTEM_PROMPT },
         ...history.map((m) => ({
@@ -60,22 +70,67 @@ export function openAiCompatibleResponder({ url, model, apiKey, timeoutMs = 30_0
           content: m.content,
         })),
       ];
+      const timeout = AbortSignal.timeout(timeoutMs);
       const response = await fetchImpl(endpoint, {
         method: "POST",
         headers: {
           "content-type": "application/json",
+          accept: "text/event-stream",
           ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
         },
-        body: JSON.stringify({ model, messages }),
-        signal: AbortSignal.timeout(timeoutMs),
+        body: JSON.stringify({ model, messages, stream: true }),
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
       if (!response.ok) throw new Error(`chat completions answered ${response.status}`);
-      const body = await response.json();
-      const content = body?.choices?.[0]?.message?.content;
-      if (typeof content !== "string" || content.trim() === "") throw new Error("chat completions gave no content");
-      return content.trim();
+      let pieces = 0;
+      for await (const data of sseData(response.body)) {
+        if (data === "[DONE]") break;
+        const piece = JSON.parse(data)?.choices?.[0]?.delta?.content;
+        if (typeof piece === "string" && piece !== "") {
+          pieces += 1;
+          yield piece;
+        }
+      }
+      if (pieces === 0) throw new Error("chat completions gave no content");
     },
   };
+}
+
+/**
+ * The `data` of each server-sent event in `body` (multi-line data joined by "\n";
+ * comments and other fields ignored), per the WHATWG event-stream format, which is all
+ * the chat-completions stream uses.
+ */
+export async function* sseData(body) {
+  let buffer = "";
+  let data = null;
+  const line = (text) => {
+    if (text === "") {
+      const event = data;
+      data = null;
+      return event;
+    }
+    if (text.startsWith("data:")) {
+      const value = text.slice(5).replace(/^ /, "");
+      data = data === null ? value : `${data}\n${value}`;
+    }
+    return null;
+  };
+  for await (const chunk of body.pipeThrough(new TextDecoderStream())) {
+    buffer += chunk;
+    let newline;
+    // A "\r" at the very end may be the first half of "\r\n": wait for the next chunk.
+    while ((newline = buffer.search(/\r\n|\r(?!$)|\n/)) >= 0) {
+      const event = line(buffer.slice(0, newline));
+      buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+      if (event !== null) yield event;
+    }
+  }
+  for (const rest of buffer.split(/\r\n|\r|\n/)) {
+    const event = line(rest);
+    if (event !== null) yield event;
+  }
+  if (data !== null) yield data;
 }
 
 /** The LLM responder when `COACH_LLM_URL` is set, else the rules. */
