@@ -13,6 +13,12 @@ const $ = (id) => document.getElementById(id);
 const TYPING_SHOWN_MS = 6000;
 const TYPING_IDLE_MS = 2500;
 const DISCOVER_EVERY_MS = 5000;
+/** The single ✓ (acked) stays at least this long before ✓✓ (stored and delivered): the
+ * two usually come a few ms apart, and a person should see that the send went through
+ * before it was delivered. */
+const ACKED_SHOWN_MS = 400;
+/** What the page says about a streamed reply that did not end `complete` (§14). */
+const REPLY_NOTES = { cancelled: "stopped", interrupted: "interrupted", failed: "could not finish" };
 
 const page = {
   users: [],
@@ -35,8 +41,20 @@ async function request(path, init = {}) {
   const headers = { ...(init.body ? { "content-type": "application/json" } : {}) };
   if (page.me) headers.authorization = `Bearer ${page.me.token}`;
   const response = await fetch(new URL(path, server), { ...init, headers });
-  if (!response.ok) throw new Error(`${init.method ?? "GET"} ${path}: ${response.status}`);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    const error = new Error(`${init.method ?? "GET"} ${path}: ${response.status} ${body.error ?? ""}`.trim());
+    error.code = body.code ?? `HTTP ${response.status}`;
+    throw error;
+  }
   return response.json();
+}
+
+/** Shows a problem the person should know about (a refused connection, a refused
+ * token, a failed request) until it is dismissed or the connection is back. */
+function notify(error) {
+  $("notice-text").textContent = error.code ? `${error.code}: ${error.message.replace(`${error.code}: `, "")}` : error.message;
+  $("notice").hidden = false;
 }
 
 async function freshToken(userId) {
@@ -53,10 +71,11 @@ async function start() {
     button.type = "button";
     button.textContent = user.name;
     button.dataset.userId = user.userId;
-    button.addEventListener("click", () => login(user));
+    button.addEventListener("click", () => login(user).catch(notify));
     box.append(button);
   }
   $("logout").addEventListener("click", logout);
+  $("notice-close").addEventListener("click", () => ($("notice").hidden = true));
   $("back").addEventListener("click", () => $("app").classList.remove("in-chat"));
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -71,7 +90,7 @@ async function start() {
   $("input").addEventListener("input", typed);
   $("new-conversation").addEventListener("submit", (e) => {
     e.preventDefault();
-    createConversation($("new-with").value);
+    createConversation($("new-with").value).catch(notify);
   });
 }
 
@@ -87,17 +106,23 @@ async function login(user) {
   const client = connect(server, { token: async () => (await freshToken(user.userId)).token });
   page.client = client;
   client.on("state", ({ state }) => {
-    if (state === "connected") page.everConnected = true;
+    if (state === "connected") {
+      page.everConnected = true;
+      $("notice").hidden = true;
+    }
     $("banner").hidden = state === "connected" || state === "closed" || !page.everConnected;
     document.body.dataset.connection = state;
   });
   client.on("message", received);
   client.on("delivered", delivered);
   client.on("typing", typing);
+  client.on("delta", replyDelta);
+  client.on("updated", ({ message }) => replyUpdated(message));
+  client.on("error", notify);
   $("login").hidden = true;
   $("app").hidden = false;
   await discover();
-  page.discoverTimer = setInterval(() => discover().catch(() => undefined), DISCOVER_EVERY_MS);
+  page.discoverTimer = setInterval(() => discover().catch(notify), DISCOVER_EVERY_MS);
 }
 
 function logout() {
@@ -109,6 +134,7 @@ function logout() {
   $("messages").replaceChildren();
   $("chat-title").textContent = "Pick a conversation";
   $("banner").hidden = true;
+  $("notice").hidden = true;
   $("app").hidden = true;
   $("login").hidden = false;
 }
@@ -118,7 +144,7 @@ async function discover() {
   const { conversations } = await request("/api/conversations?limit=50");
   for (const c of conversations) {
     if (page.conversations.has(c.id)) continue;
-    page.conversations.set(c.id, { ...c, entries: [] });
+    page.conversations.set(c.id, { ...c, entries: [], drafts: new Map() });
     await page.client.join(c.id, { afterSeq: 0 });
   }
   renderConversations();
@@ -133,6 +159,9 @@ function titleOf(conversation) {
 function renderConversations() {
   const list = $("conversations");
   list.replaceChildren();
+  if (page.conversations.size === 0) {
+    list.append(Object.assign(document.createElement("li"), { className: "empty", textContent: "No conversations yet. Start one below." }));
+  }
   for (const conversation of page.conversations.values()) {
     const item = document.createElement("li");
     const button = document.createElement("button");
@@ -153,7 +182,7 @@ async function createConversation(otherId) {
     method: "POST",
     body: JSON.stringify({ title: `${page.me.name} & ${nameOf(otherId)}`, participantIds }),
   });
-  page.conversations.set(created.id, { ...created, entries: [] });
+  page.conversations.set(created.id, { ...created, entries: [], drafts: new Map() });
   await page.client.join(created.id, { afterSeq: 0 });
   renderConversations();
   open(created.id);
@@ -185,9 +214,16 @@ function received(message) {
   const entry = entryFor(message.conversationId, message);
   if (entry) {
     Object.assign(entry, { id: message.id, seq: message.seq });
-    if (entry.status) entry.status = "delivered";
+    if (entry.status) markDelivered(entry);
   } else {
-    conversation.entries.push({ ...message, status: message.userId === page.me.userId ? "delivered" : null });
+    // A streamed reply's text may have begun to arrive before the reply itself.
+    const content = conversation.drafts.get(message.id) ?? message.content;
+    conversation.entries.push({
+      ...message,
+      content,
+      reply: message.status,
+      status: message.userId === page.me.userId ? "delivered" : null,
+    });
   }
   // A message ends its author's typing.
   clearTimeout(page.typers.get(message.userId));
@@ -201,8 +237,43 @@ function received(message) {
 function delivered(d) {
   const entry = entryFor(d.conversationId, d);
   if (!entry) return;
-  Object.assign(entry, { id: d.id, seq: d.seq, status: "delivered" });
-  if (d.conversationId === page.current) renderMessages();
+  Object.assign(entry, { id: d.id, seq: d.seq });
+  markDelivered(entry);
+}
+
+/** ✓✓, once the ✓ has been seen for ACKED_SHOWN_MS (or as soon as the ack comes). */
+function markDelivered(entry) {
+  if (entry.status === "delivered") return;
+  if (entry.status !== "acked") {
+    entry.deliveredEarly = true;
+    return;
+  }
+  const wait = entry.ackedAt + ACKED_SHOWN_MS - Date.now();
+  setTimeout(() => {
+    entry.status = "delivered";
+    if (entry.conversationId === page.current) renderMessages();
+  }, Math.max(0, wait));
+}
+
+/** New text of a streamed reply (also its text so far after a join or a reload). */
+function replyDelta(d) {
+  const conversation = page.conversations.get(d.conversationId);
+  if (!conversation) return;
+  const text = (conversation.drafts.get(d.id) ?? "") + d.text;
+  conversation.drafts.set(d.id, text);
+  const entry = entryFor(d.conversationId, d);
+  if (entry?.reply === "streaming") entry.content = text;
+  if (entry && d.conversationId === page.current) renderMessages();
+}
+
+/** A reply's final version: its whole text and how it ended. */
+function replyUpdated(message) {
+  const conversation = page.conversations.get(message.conversationId);
+  const entry = entryFor(message.conversationId, message);
+  conversation?.drafts.delete(message.id);
+  if (!entry) return;
+  Object.assign(entry, { content: message.content, reply: message.status });
+  if (message.conversationId === page.current) renderMessages();
 }
 
 function send() {
@@ -227,7 +298,8 @@ function send() {
   page.client.send(conversationId, content, { clientMessageId: entry.clientMessageId }).then(
     ({ message }) => {
       entry.id = message.id;
-      if (entry.status === "pending") entry.status = "acked";
+      if (entry.status === "pending") Object.assign(entry, { status: "acked", ackedAt: Date.now() });
+      if (entry.deliveredEarly) markDelivered(entry);
       if (conversationId === page.current) renderMessages();
     },
     (error) => {
@@ -245,8 +317,28 @@ function renderMessages() {
   const entries = page.conversations.get(page.current)?.entries ?? [];
   // Stored messages in seq order, then own sends still waiting for theirs.
   const ordered = [...entries].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity));
-  list.replaceChildren(...ordered.map(renderMessage));
+  const items = [];
+  let day = null;
+  for (const entry of ordered) {
+    const date = new Date(entry.createdAt);
+    if (date.toDateString() !== day) {
+      day = date.toDateString();
+      items.push(Object.assign(document.createElement("li"), { className: "day", textContent: dayLabel(date) }));
+    }
+    items.push(renderMessage(entry));
+  }
+  list.replaceChildren(...items);
   list.scrollTop = list.scrollHeight;
+}
+
+/** "Today", "Yesterday", or the date, for the separator above a day's messages. */
+function dayLabel(date) {
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (date.toDateString() === today.toDateString()) return "Today";
+  if (date.toDateString() === yesterday.toDateString()) return "Yesterday";
+  const sameYear = date.getFullYear() === today.getFullYear();
+  return date.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short", ...(sameYear ? {} : { year: "numeric" }) });
 }
 
 function renderMessage(entry) {
@@ -256,12 +348,39 @@ function renderMessage(entry) {
   if (entry.type === "ai") item.classList.add("ai");
   if (entry.seq) item.dataset.seq = String(entry.seq);
   if (entry.status) item.dataset.status = entry.status;
+  if (entry.reply) item.dataset.reply = entry.reply;
   const who = document.createElement("span");
   who.className = "who";
   who.textContent = entry.type === "ai" ? `${nameOf(entry.userId)} (AI coach)` : nameOf(entry.userId);
   const text = document.createElement("span");
   text.className = "text";
   text.textContent = entry.content;
+  item.append(who, text);
+  if (entry.reply === "streaming") item.append(caret(), stopButton(entry));
+  if (REPLY_NOTES[entry.reply]) {
+    item.append(Object.assign(document.createElement("span"), { className: "reply-note", textContent: REPLY_NOTES[entry.reply] }));
+  }
+  item.append(metaOf(entry));
+  return item;
+}
+
+function caret() {
+  return Object.assign(document.createElement("span"), { className: "caret", ariaHidden: "true", textContent: "▍" });
+}
+
+/** Anyone in the conversation may stop a reply (§14); its author then ends it. */
+function stopButton(entry) {
+  const button = Object.assign(document.createElement("button"), { type: "button", className: "stop", textContent: "Stop" });
+  button.disabled = Boolean(entry.stopping);
+  button.addEventListener("click", () => {
+    entry.stopping = true;
+    button.disabled = true;
+    page.client.stopReply(entry.conversationId, entry.id).catch(notify);
+  });
+  return button;
+}
+
+function metaOf(entry) {
   const meta = document.createElement("span");
   meta.className = "meta";
   meta.textContent = new Date(entry.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -272,8 +391,7 @@ function renderMessage(entry) {
     ticks.title = entry.error ?? entry.status;
     meta.append(ticks);
   }
-  item.append(who, text, meta);
-  return item;
+  return meta;
 }
 
 function typed() {

@@ -8,12 +8,14 @@ import path from "node:path";
 import puppeteer from "puppeteer-core";
 import { Harness } from "../../js/test/harness.mjs";
 import { Coach } from "../../js/examples/coach-bot/coach.mjs";
-import { ruleBasedResponder } from "../../js/examples/coach-bot/responders.mjs";
+import { answerFor, ruleBasedResponder } from "../../js/examples/coach-bot/responders.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const PUBLIC = path.resolve(import.meta.dirname, "../public");
 const ARTIFACTS = path.resolve(import.meta.dirname, "../test-artifacts");
 const WAIT = { timeout: 30_000 };
+/** The coach writes a word every this many ms: slow enough to reload and Stop mid-reply. */
+const WORD_MS = 200;
 
 /** Serves the page's files from another origin, as a separately hosted web app would. */
 async function staticServer() {
@@ -52,7 +54,7 @@ before(async () => {
       body: JSON.stringify({ userId: coachUser.userId }),
     })
   ).json();
-  coach = new Coach({ url, token, responder: ruleBasedResponder(), discoverEveryMs: 500, log: () => {} });
+  coach = new Coach({ url, token, responder: ruleBasedResponder({ wordDelayMs: WORD_MS }), discoverEveryMs: 500, log: () => {} });
   await coach.start();
   browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
 });
@@ -72,6 +74,7 @@ async function openAs(name, pageUrl = `${url}/demo/`) {
   const page = await context.newPage();
   page.errors = [];
   page.on("pageerror", (e) => page.errors.push(String(e)));
+  page.on("response", (r) => r.status() >= 400 && page.errors.push(`${r.status()} ${r.url()}`));
   page.on("dialog", async (d) => {
     page.errors.push(`dialog: ${d.message()}`);
     await d.dismiss();
@@ -86,7 +89,7 @@ async function openAs(name, pageUrl = `${url}/demo/`) {
 
 /** The rendered messages: seq, status and text, in DOM order. */
 function rendered(page) {
-  return page.$$eval("#messages li", (items) =>
+  return page.$$eval("#messages li.message", (items) =>
     items.map((li) => ({
       seq: li.dataset.seq ? Number(li.dataset.seq) : null,
       status: li.dataset.status ?? null,
@@ -108,10 +111,12 @@ function showsStored(page, texts) {
   );
 }
 
-/** seq 1..n in order, each once, and every text at most once. */
+/** Stored messages in ascending seq, each once (a streamed reply's end takes a seq of its
+ * own, §14, so a message's seqs may skip one), and nothing left unstored. */
 function assertExactlyOnce(messages) {
   const stored = messages.filter((m) => m.seq !== null);
-  assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), "seq 1..n, in order, each once");
+  const seqs = stored.map((m) => m.seq);
+  assert.deepEqual(seqs, [...new Set(seqs)].sort((a, b) => a - b), "ascending seq, each once");
   assert.equal(messages.length, stored.length, "nothing left unstored");
 }
 
@@ -130,7 +135,7 @@ async function send(page, text) {
 describe("the web demo", () => {
   let alice, bob;
 
-  test("two windows chat, with ticks, typing and the coach's answers", async () => {
+  test("two windows chat, with ticks and typing", async () => {
     alice = await openAs("Alice");
     bob = await openAs("Bob");
     await startConversation(alice);
@@ -143,6 +148,7 @@ describe("the web demo", () => {
 
     const fromAlice = ["Hi Bob, where would you put the stop on this trade?", "And how big a position?"];
     for (const text of fromAlice) await send(alice, text);
+    await alice.waitForSelector('#messages li.mine[data-status="acked"] .ticks', WAIT); // the single ✓ is seen
     await send(bob, "Right under the last swing low, I think.");
     const all = [...fromAlice, "Right under the last swing low, I think."];
     await showsStored(alice, all);
@@ -154,16 +160,96 @@ describe("the web demo", () => {
     const ticks = await alice.$$eval("#messages li.mine .ticks", (t) => t.map((x) => x.textContent));
     assert.ok(ticks.length >= 2 && ticks.every((t) => t === "✓✓"), `two ticks once delivered: ${ticks}`);
 
-    await bob.waitForSelector("#messages li.ai", WAIT);
-    const answers = (await rendered(bob)).filter((m) => m.ai);
-    assert.ok(answers.length >= 1, "the coach answered in the page");
+    assert.deepEqual((await rendered(bob)).filter((m) => m.ai), [], "in a group the coach answers @coach only");
     assertExactlyOnce(await rendered(alice));
     assertExactlyOnce(await rendered(bob));
+    assert.deepEqual(await alice.$$eval("#messages li.day", (d) => d.map((x) => x.textContent)), ["Today"], "a date separator");
+    assert.deepEqual([...alice.errors, ...bob.errors], [], "no page errors or failed requests (a favicon included)");
     await alice.screenshot({ path: path.join(ARTIFACTS, "chat-alice.png") });
     await bob.screenshot({ path: path.join(ARTIFACTS, "chat-bob.png") });
     await bob.setViewport({ width: 390, height: 760 });
     await bob.screenshot({ path: path.join(ARTIFACTS, "chat-bob-phone.png") });
     await bob.setViewport({ width: 1100, height: 760 });
+  });
+
+  test("the coach's answer streams in, a reload mid-reply shows the text so far, and Stop ends it", async () => {
+    const question = "@coach should I hold through earnings?";
+    await send(alice, question);
+    const full = answerFor(question).answer;
+    const lastReply = (page) =>
+      page.evaluate(() => {
+        const li = [...document.querySelectorAll("#messages li.ai")].at(-1);
+        return li ? { reply: li.dataset.reply, text: li.querySelector(".text").textContent } : null;
+      });
+    const grows = (page, than) =>
+      page.waitForFunction(
+        (length) => {
+          const li = [...document.querySelectorAll("#messages li.ai")].at(-1);
+          return li?.dataset.reply === "streaming" && li.querySelector(".text").textContent.length > length;
+        },
+        WAIT,
+        than,
+      );
+    await grows(bob, 0);
+    const early = await lastReply(bob);
+    await grows(bob, early.text.length);
+    assert.ok(full.startsWith(early.text), "the text so far is the answer's beginning");
+
+    await bob.reload();
+    await bob.locator("#users ::-p-text(Bob)").click();
+    await grows(bob, 0);
+    const afterReload = await lastReply(bob);
+    assert.equal(afterReload.reply, "streaming");
+    assert.ok(full.startsWith(afterReload.text) && afterReload.text.length >= early.text.length, "the text so far, after a reload");
+    await bob.waitForFunction(() => [...document.querySelectorAll("#messages li.ai")].at(-1)?.dataset.reply === "complete", WAIT);
+    assert.equal((await lastReply(bob)).text, full);
+    assert.equal(await bob.$$eval("#messages li.ai .caret, #messages li.ai .stop", (e) => e.length), 0, "no caret or Stop once complete");
+
+    const stopped = "@coach is 10x leverage too much?";
+    await send(alice, stopped);
+    await alice.waitForFunction((q) => {
+      const li = [...document.querySelectorAll("#messages li.ai")].at(-1);
+      const asked = [...document.querySelectorAll("#messages li.mine .text")].some((t) => t.textContent === q);
+      return asked && li?.dataset.reply === "streaming" && li.querySelector(".text").textContent.length > 0 && li.dataset.seq > 0;
+    }, WAIT, stopped);
+    await alice.evaluate(() => [...document.querySelectorAll("#messages li.ai")].at(-1).querySelector(".stop").click());
+    for (const page of [alice, bob]) {
+      await page.waitForFunction(() => [...document.querySelectorAll("#messages li.ai")].at(-1)?.dataset.reply === "cancelled", WAIT);
+      const { text } = await lastReply(page);
+      assert.ok(text.length < answerFor(stopped).answer.length && answerFor(stopped).answer.startsWith(text), "stopped part-way");
+      const note = await page.evaluate(() => [...document.querySelectorAll("#messages li.ai")].at(-1).querySelector(".reply-note")?.textContent);
+      assert.equal(note, "stopped");
+    }
+    assertExactlyOnce(await rendered(alice));
+    assertExactlyOnce(await rendered(bob));
+    await alice.screenshot({ path: path.join(ARTIFACTS, "reply-stopped-alice.png") });
+  });
+
+  test("more tabs than the old per-IP limit all connect", async () => {
+    const tabs = [];
+    for (let i = 0; i < 7; i++) tabs.push(await openAs(i % 2 ? "Bob" : "Alice"));
+    for (const tab of tabs) {
+      await tab.waitForFunction(() => document.body.dataset.connection === "connected", WAIT);
+      assert.equal(await tab.$eval("#notice", (n) => n.hidden), true, "no error shown");
+      await tab.context.close();
+    }
+  });
+
+  test("a refused token is shown with its code", async () => {
+    const context = await browser.createBrowserContext();
+    const page = await context.newPage();
+    await page.setRequestInterception(true);
+    page.on("request", (request) =>
+      request.url().endsWith("/demo/api/token")
+        ? request.respond({ status: 200, contentType: "application/json", body: JSON.stringify({ token: "not-a-token" }) })
+        : request.continue(),
+    );
+    await page.goto(`${url}/demo/`);
+    await page.locator("#users ::-p-text(Alice)").click();
+    await page.waitForSelector("#notice:not([hidden])", WAIT);
+    assert.match(await page.$eval("#notice-text", (n) => n.textContent), /^UNAUTHORIZED: /);
+    await page.screenshot({ path: path.join(ARTIFACTS, "refused-token.png") });
+    await context.close();
   });
 
   test("a server restart shows the banner on both pages, then every message once", async () => {
@@ -178,7 +264,7 @@ describe("the web demo", () => {
     await send(bob, "back again");
     await showsStored(alice, ["sent while the server was down", "back again"]);
     await showsStored(bob, ["sent while the server was down", "back again"]);
-    await alice.waitForFunction(() => document.querySelectorAll("#messages li:not([data-seq])").length === 0, WAIT);
+    await alice.waitForFunction(() => document.querySelectorAll("#messages li.message:not([data-seq])").length === 0, WAIT);
     assertExactlyOnce(await rendered(alice));
     assertExactlyOnce(await rendered(bob));
     for (const page of [alice, bob]) {
@@ -227,6 +313,7 @@ describe("the web demo", () => {
 
   test("a page on an allowed origin chats with the default transports; another origin is refused", async () => {
     const remote = await openAs("Carol", `${allowed.origin}/index.html?server=${encodeURIComponent(url)}`);
+    await remote.waitForSelector("#conversations ::-p-text(No conversations yet)", WAIT);
     await startConversation(remote);
     await send(remote, "hello from another origin");
     await remote.waitForFunction(
