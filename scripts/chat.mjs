@@ -4,11 +4,22 @@
 //       joins, prints every event, sends each stdin line as a message
 //   node scripts/chat.mjs ... --send "text"
 //       joins, sends one message, prints the ack, exits (0 on success)
-// Uses socket.io-client from tests/js/node_modules (npm ci --prefix tests/js).
+//   --json prints every event and ack as raw JSON instead of one readable line each.
+// Uses socket.io-client and uuid from tests/js/node_modules (npm ci --prefix tests/js).
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { randomUUID } from 'node:crypto';
 import readline from 'node:readline';
+
+const USAGE = `usage: node scripts/chat.mjs --token TOKEN --conversation ID [--url URL] [--send TEXT] [--json]
+
+  --url URL           ingest's public URL (default http://127.0.0.1:3000)
+  --token TOKEN       a JWT (coachwire-ingest token --user <uuid>; . .run/env has $TOKEN_A)
+  --conversation ID   the conversation to join ($CONVERSATION_ID in .run/env)
+  --send TEXT         send one message, print its ack and exit (0 on success)
+  --json              print raw events and acks instead of readable lines
+  --help              this text
+
+Without --send, every stdin line is sent as a message; Ctrl-D quits.`;
 
 const ACK_TIMEOUT_MS = 10_000; // above ingest's PubAck timeout, so a slow ack still shows up
 
@@ -25,25 +36,60 @@ try {
       token: { type: 'string' },
       conversation: { type: 'string' },
       send: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
 } catch (err) {
-  fail(err.message);
+  fail(`${err.message}\n${USAGE}`);
 }
-if (!args.token || !args.conversation) fail('usage: --url URL --token TOKEN --conversation ID [--send TEXT]');
+if (args.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+if (!args.token || !args.conversation) fail(`--token and --conversation are required\n${USAGE}`);
 
 // Resolve from tests/js so the demo shares the e2e tests' pinned client version.
 const require = createRequire(new URL('../tests/js/package.json', import.meta.url));
-let io;
+let io, uuidv7;
 try {
   ({ io } = require('socket.io-client'));
+  ({ v7: uuidv7 } = require('uuid'));
 } catch {
-  fail('socket.io-client not found: run `npm ci --prefix tests/js`');
+  fail('socket.io-client or uuid not found: run `npm ci --prefix tests/js`');
 }
 
 const conversationId = args.conversation;
 const socket = io(args.url, { auth: { token: args.token }, transports: ['websocket'] });
-const show = (label, value) => console.log(`${label} ${JSON.stringify(value)}`);
+const show = (label, value) => console.log(args.json ? `${label} ${JSON.stringify(value)}` : readable(label, value));
+const who = (userId) => (userId ?? '?').slice(0, 8);
+const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '');
+
+/** One line a person can read for each event or ack (`--json` prints them raw). */
+function readable(label, v) {
+  if (v && v.success === false) return `${label}: refused ${v.code}: ${v.error}`;
+  switch (label) {
+    case 'message ack':
+      return `  ✓ sent${v.duplicate ? ' (already sent before)' : ''}${v.message?.seq != null ? ` as #${v.message.seq}` : ''}`;
+    case 'message_delivered':
+      return `  ✓✓ stored as #${v.seq}`;
+    case 'join_conversation ack':
+      return `joined: ${v.lastSeq} message(s) so far${v.streaming?.length ? `, ${v.streaming.length} reply being written` : ''}`;
+    case 'user_joined':
+    case 'user_left':
+      return `  (${who(v.userId)} ${label === 'user_joined' ? 'joined' : 'left'})`;
+    case 'typing':
+      return v.isTyping ? `  (${who(v.userId)} is typing…)` : `  (${who(v.userId)} stopped typing)`;
+    case 'reply_delta':
+      return `  … ${who(v.id)}+${v.offset}: ${v.text}`;
+    case 'message_updated':
+      return `[#${v.message.seq} → #${v.seq}] ${who(v.message.userId)} (${v.message.status}): ${v.message.content}`;
+    case 'error':
+      return `error ${v.code} (${v.event}): ${v.error}`;
+    default:
+      return `${label} ${JSON.stringify(v)}`;
+  }
+}
 const emit = (event, payload) => socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);
 
 // Message ids already printed: live events and a post-reconnect sync can overlap.
@@ -59,7 +105,9 @@ function printMessage(m) {
   if (printed.has(m.id)) return;
   printed.add(m.id);
   if (m.seq > lastSeq) lastSeq = m.seq;
-  console.log(`[${m.seq}] ${m.userId}: ${m.content}`);
+  if (args.json) return console.log(JSON.stringify(m));
+  const status = m.status && m.status !== 'complete' ? ` (${m.status})` : '';
+  console.log(`[#${m.seq} ${clock(m.createdAt)}] ${who(m.userId)}${m.type === 'ai' ? ' (AI)' : ''}${status}: ${m.content}`);
 }
 
 function exitIfDone() {
@@ -71,7 +119,7 @@ function exitIfDone() {
 
 async function sendLine(content) {
   pending += 1;
-  const clientMessageId = randomUUID();
+  const clientMessageId = uuidv7();
   try {
     const ack = await emit('message', { conversationId, content, clientMessageId });
     show('message ack', ack);
@@ -89,7 +137,11 @@ async function catchUp() {
     const ack = await emit('sync', { conversationId, afterSeq: lastSeq });
     if (!ack.success) return show('sync ack', ack);
     ack.messages.forEach(printMessage);
-    hasMore = ack.hasMore && ack.messages.length > 0;
+    for (const update of ack.updates ?? []) {
+      lastSeq = Math.max(lastSeq, update.seq);
+      show('message_updated', update);
+    }
+    hasMore = ack.hasMore && ack.messages.length + (ack.updates ?? []).length > 0;
   }
 }
 
@@ -112,6 +164,11 @@ socket.on('message_delivered', (d) => {
 socket.on('user_joined', (e) => show('user_joined', e));
 socket.on('user_left', (e) => show('user_left', e));
 socket.on('typing', (e) => show('typing', e));
+socket.on('reply_delta', (e) => show('reply_delta', e));
+socket.on('message_updated', (e) => {
+  lastSeq = Math.max(lastSeq, e.seq);
+  show('message_updated', e);
+});
 socket.on('error', (e) => show('error', e));
 
 let firstConnect = true;
@@ -130,7 +187,7 @@ socket.on('connect', async () => {
   joined = true;
 
   if (args.send !== undefined) {
-    const sent = await emit('message', { conversationId, content: args.send, clientMessageId: randomUUID() }).catch(
+    const sent = await emit('message', { conversationId, content: args.send, clientMessageId: uuidv7() }).catch(
       (err) => fail(`message: no ack (${err.message})`),
     );
     show('message ack', sent);
