@@ -2,7 +2,7 @@
 // the two messages that once got the same paragraph now get different ones.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FALLBACK, RULES, answerFor, ruleBasedResponder, sseData } from "../examples/coach-bot/responders.mjs";
+import { FALLBACK, RULES, answerFor, openAiCompatibleResponder, ruleBasedResponder, sseData } from "../examples/coach-bot/responders.mjs";
 
 const asked = [
   ["Should I add to my NVDA position before earnings?", "earnings"],
@@ -74,4 +74,14 @@ test("server-sent events are read whatever the chunking, with multi-line data an
     });
     assert.deepEqual(await collect(sseData(body)), ['{"a":1}', "line one\nline two", "[DONE]"], `chunks of ${size}`);
   }
+});
+
+test("an unreachable model is reported with its URL and the cause", async () => {
+  const fetchImpl = async () => {
+    throw new TypeError("fetch failed", { cause: new Error("connect ECONNREFUSED 127.0.0.1:9") });
+  };
+  const responder = openAiCompatibleResponder({ url: "http://127.0.0.1:9/v1", model: "m", fetchImpl });
+  await assert.rejects(collect(responder.respond({ history: [], coachUserId: "c" })), {
+    message: "POST http://127.0.0.1:9/v1/chat/completions: connect ECONNREFUSED 127.0.0.1:9",
+  });
 });

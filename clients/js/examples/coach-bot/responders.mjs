@@ -71,7 +71,7 @@ export function openAiCompatibleResponder({ url, model, apiKey, timeoutMs = 30_0
         })),
       ];
       const timeout = AbortSignal.timeout(timeoutMs);
-      const response = await fetchImpl(endpoint, {
+      const response = await post(fetchImpl, endpoint, {
         method: "POST",
         headers: {
           "content-type": "application/json",
@@ -81,7 +81,7 @@ export function openAiCompatibleResponder({ url, model, apiKey, timeoutMs = 30_0
         body: JSON.stringify({ model, messages, stream: true }),
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
-      if (!response.ok) throw new Error(`chat completions answered ${response.status}`);
+      if (!response.ok) throw new Error(`POST ${endpoint} answered ${response.status}`);
       let pieces = 0;
       for await (const data of sseData(response.body)) {
         if (data === "[DONE]") break;
@@ -94,6 +94,16 @@ export function openAiCompatibleResponder({ url, model, apiKey, timeoutMs = 30_0
       if (pieces === 0) throw new Error("chat completions gave no content");
     },
   };
+}
+
+/** `fetch`, whose failure names the URL and the cause ("fetch failed" alone says neither). */
+async function post(fetchImpl, endpoint, init) {
+  try {
+    return await fetchImpl(endpoint, init);
+  } catch (e) {
+    if (e.name === "AbortError" || e.name === "TimeoutError") throw e;
+    throw new Error(`POST ${endpoint}: ${e.cause?.message ?? e.message}`, { cause: e });
+  }
 }
 
 /**
