@@ -49,12 +49,12 @@ impl StackOptions {
     }
 }
 
-/// How long a (re)started service may take to answer `/readyz` with 200: on a fresh
-/// 3-node cluster, declaring R3 streams alone takes 5–15 s (the services retry for up
-/// to 45 s, `DECLARE_PATIENCE`).
 /// Warnings, plus the line each binary logs once its listeners are bound (see `bound`).
 pub const LOG_FILTER: &str = "warn,coachwire::ready=info";
 
+/// How long a (re)started service may take to answer `/readyz` with 200: on a fresh
+/// 3-node cluster, declaring R3 streams alone takes 5–15 s (the services retry for up
+/// to 45 s, `DECLARE_PATIENCE`).
 const READY_WAIT: Duration = Duration::from_secs(50);
 
 /// Starts of one service on fresh ports before a lost port race counts as a failure.
@@ -190,11 +190,16 @@ impl Service {
     async fn wait_ready_while_running(&mut self, within: Duration) -> Readiness {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
-            if *self.bound.borrow() && self.wait_ready(READY_POLL).await.is_ok() {
-                return Readiness::Ready;
-            }
-            if !*self.bound.borrow() {
-                tokio::time::sleep(READY_POLL.min(Duration::from_millis(25))).await;
+            let bound = tokio::time::timeout(READY_POLL, self.bound.wait_for(|&bound| bound))
+                .await
+                .map(|logged| logged.is_ok());
+            match bound {
+                Ok(true) if self.wait_ready(READY_POLL).await.is_ok() => return Readiness::Ready,
+                // Its stderr closed before the ready line: the process is gone, or going.
+                Ok(false) => {
+                    let _ = tokio::time::timeout(READY_POLL, self.child.wait()).await;
+                }
+                _ => {}
             }
             if !self.is_running() {
                 return Readiness::Exited;

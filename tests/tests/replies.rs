@@ -290,6 +290,50 @@ async fn only_the_coach_starts_only_its_socket_writes_and_bad_appends_change_not
     );
 }
 
+/// `reply_start` with `clientMessageId`, asserting success; returns the ack.
+async fn start_as(coach: &Client, room: &Room, client_message_id: &str) -> Value {
+    let payload =
+        json!({"conversationId": room.id.to_string(), "clientMessageId": client_message_id});
+    let ack = coach.emit_ack("reply_start", payload).await.expect("ack");
+    assert_eq!(ack["success"], true, "{ack}");
+    ack
+}
+
+#[tokio::test]
+async fn a_reply_start_retried_with_its_client_message_id_answers_the_same_reply() {
+    let stack = Stack::start_with(timers(1, LONG_IDLE))
+        .await
+        .expect("stack");
+    let room = room(&stack).await;
+    let driver = Driver::start().await.expect("driver");
+    let (coach, alice) = coach_and_alice(&stack, &driver, &room).await;
+    // A UUIDv7 (caught in JetStream's duplicate window) and a UUIDv4 (in Postgres, as
+    // the coach's ids derived from the message they answer are).
+    for cmid in [uuid::Uuid::now_v7(), uuid::Uuid::new_v4()].map(|id| id.to_string()) {
+        let first = start_as(&coach, &room, &cmid).await;
+        assert_eq!(first["duplicate"], false, "{first}");
+        let id = first["message"]["id"].as_str().expect("id").to_string();
+        let streaming = start_as(&coach, &room, &cmid).await;
+        assert_eq!(streaming["duplicate"], true, "{streaming}");
+        assert_eq!(streaming["message"]["id"], id.as_str());
+
+        assert_eq!(append(&coach, &room, &id, 0, "done").await["length"], 4);
+        let ended = end(&coach, &room, &id, "complete").await;
+        assert_eq!(ended["success"], true, "{ended}");
+        let after_end = start_as(&coach, &room, &cmid).await;
+        assert_eq!(after_end["duplicate"], true, "{after_end}");
+        assert_eq!(after_end["message"]["id"], id.as_str());
+        let updated = alice
+            .next_event("message_updated")
+            .await
+            .expect("stored end");
+        assert_eq!(updated["message"]["id"], id.as_str());
+    }
+    // Each reply once: its own row and the row of its one later version (its end).
+    let stored = stack.db.seqs(room.id).await.expect("rows");
+    assert_eq!(stored.len(), 4, "one reply per clientMessageId: {stored:?}");
+}
+
 #[tokio::test]
 async fn a_room_that_opens_mid_reply_reads_the_text_so_far_from_the_stream() {
     let stack = Stack::start_with(timers(2, LONG_IDLE))

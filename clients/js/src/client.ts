@@ -241,7 +241,8 @@ export class CoachwireClient extends Emitter<ClientEvents> {
         code === "RATE_LIMITED" ? (retryAfterMs ?? this.backoff(attempt)) : code === "UNAVAILABLE" || code === "TIMEOUT" ? this.backoff(attempt) : null,
       ended: () => this.writers.delete(ack.message.id),
     }, ack.duplicate);
-    this.writers.set(writer.id, writer);
+    // A duplicate is an earlier start's reply: this writer hears no `reply_stop` for it.
+    if (!writer.duplicate) this.writers.set(writer.id, writer);
     return writer;
   }
 

@@ -214,7 +214,7 @@ function received(message) {
   const entry = entryFor(message.conversationId, message);
   if (entry) {
     Object.assign(entry, { id: message.id, seq: message.seq });
-    if (entry.status) markDelivered(entry);
+    markDelivered(entry);
   } else {
     // A streamed reply's text may have begun to arrive before the reply itself.
     const content = conversation.drafts.get(message.id) ?? message.content;
@@ -222,16 +222,15 @@ function received(message) {
       ...message,
       content,
       reply: message.status,
-      status: message.userId === page.me.userId ? "delivered" : null,
+      // Own messages sent earlier (history, another tab) are long delivered.
+      ...(message.userId === page.me.userId ? { mine: true, ackedAt: 0, deliveredAt: 0 } : {}),
     });
   }
   // A message ends its author's typing.
   clearTimeout(page.typers.get(message.userId));
   page.typers.delete(message.userId);
-  if (message.conversationId === page.current) {
-    renderMessages();
-    renderTyping();
-  }
+  if (message.conversationId === page.current) renderTyping();
+  renderIfCurrent(message.conversationId);
 }
 
 function delivered(d) {
@@ -241,18 +240,27 @@ function delivered(d) {
   markDelivered(entry);
 }
 
-/** ✓✓, once the ✓ has been seen for ACKED_SHOWN_MS (or as soon as the ack comes). */
+/** Notes when an own send was stored; its ✓✓ shows once its ✓ has been seen
+ * ACKED_SHOWN_MS (see `tickOf`). */
 function markDelivered(entry) {
-  if (entry.status === "delivered") return;
-  if (entry.status !== "acked") {
-    entry.deliveredEarly = true;
-    return;
-  }
-  const wait = entry.ackedAt + ACKED_SHOWN_MS - Date.now();
-  setTimeout(() => {
-    entry.status = "delivered";
-    if (entry.conversationId === page.current) renderMessages();
-  }, Math.max(0, wait));
+  if (!entry.mine || entry.deliveredAt !== undefined) return;
+  entry.deliveredAt = Date.now();
+  renderIfCurrent(entry.conversationId);
+  setTimeout(() => renderIfCurrent(entry.conversationId), ACKED_SHOWN_MS);
+}
+
+/** What an own send's ticks say, from when it was acked and stored: ✓ from the first of
+ * the two, for at least ACKED_SHOWN_MS, then ✓✓. */
+function tickOf(entry, now) {
+  if (!entry.mine) return null;
+  if (entry.error) return "failed";
+  const ackedAt = entry.ackedAt ?? entry.deliveredAt;
+  if (ackedAt === undefined) return "pending";
+  return entry.deliveredAt !== undefined && now >= ackedAt + ACKED_SHOWN_MS ? "delivered" : "acked";
+}
+
+function renderIfCurrent(conversationId) {
+  if (conversationId === page.current) renderMessages();
 }
 
 /** New text of a streamed reply (also its text so far after a join or a reload). */
@@ -262,8 +270,9 @@ function replyDelta(d) {
   const text = (conversation.drafts.get(d.id) ?? "") + d.text;
   conversation.drafts.set(d.id, text);
   const entry = entryFor(d.conversationId, d);
-  if (entry?.reply === "streaming") entry.content = text;
-  if (entry && d.conversationId === page.current) renderMessages();
+  if (entry?.reply !== "streaming") return;
+  entry.content = text;
+  renderIfCurrent(d.conversationId);
 }
 
 /** A reply's final version: its whole text and how it ended. */
@@ -273,7 +282,7 @@ function replyUpdated(message) {
   conversation?.drafts.delete(message.id);
   if (!entry) return;
   Object.assign(entry, { content: message.content, reply: message.status });
-  if (message.conversationId === page.current) renderMessages();
+  renderIfCurrent(message.conversationId);
 }
 
 function send() {
@@ -290,7 +299,7 @@ function send() {
     content,
     type: "user",
     seq: null,
-    status: "pending",
+    mine: true,
     createdAt: new Date().toISOString(),
   };
   page.conversations.get(conversationId).entries.push(entry);
@@ -298,14 +307,13 @@ function send() {
   page.client.send(conversationId, content, { clientMessageId: entry.clientMessageId }).then(
     ({ message }) => {
       entry.id = message.id;
-      if (entry.status === "pending") Object.assign(entry, { status: "acked", ackedAt: Date.now() });
-      if (entry.deliveredEarly) markDelivered(entry);
-      if (conversationId === page.current) renderMessages();
+      entry.ackedAt ??= Date.now();
+      renderIfCurrent(conversationId);
+      if (entry.deliveredAt !== undefined) setTimeout(() => renderIfCurrent(conversationId), ACKED_SHOWN_MS);
     },
     (error) => {
-      entry.status = "failed";
       entry.error = error.message;
-      if (conversationId === page.current) renderMessages();
+      renderIfCurrent(conversationId);
     },
   );
 }
@@ -347,7 +355,8 @@ function renderMessage(entry) {
   if (entry.userId === page.me.userId) item.classList.add("mine");
   if (entry.type === "ai") item.classList.add("ai");
   if (entry.seq) item.dataset.seq = String(entry.seq);
-  if (entry.status) item.dataset.status = entry.status;
+  const tick = tickOf(entry, Date.now());
+  if (tick) item.dataset.status = tick;
   if (entry.reply) item.dataset.reply = entry.reply;
   const who = document.createElement("span");
   who.className = "who";
@@ -360,7 +369,7 @@ function renderMessage(entry) {
   if (REPLY_NOTES[entry.reply]) {
     item.append(Object.assign(document.createElement("span"), { className: "reply-note", textContent: REPLY_NOTES[entry.reply] }));
   }
-  item.append(metaOf(entry));
+  item.append(metaOf(entry, tick));
   return item;
 }
 
@@ -380,15 +389,15 @@ function stopButton(entry) {
   return button;
 }
 
-function metaOf(entry) {
+function metaOf(entry, tick) {
   const meta = document.createElement("span");
   meta.className = "meta";
   meta.textContent = new Date(entry.createdAt).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  if (entry.status) {
+  if (tick) {
     const ticks = document.createElement("span");
-    ticks.className = `ticks ${entry.status}`;
-    ticks.textContent = TICKS[entry.status];
-    ticks.title = entry.error ?? entry.status;
+    ticks.className = `ticks ${tick}`;
+    ticks.textContent = TICKS[tick];
+    ticks.title = entry.error ?? tick;
     meta.append(ticks);
   }
   return meta;

@@ -224,14 +224,16 @@ export class Coach {
         if (!text.add(piece)) break;
       }
     } catch (e) {
-      if (!writer.stopped) failure = e;
+      failure = e;
     }
     await text.close();
+    // After a Stop the reply ends `cancelled` with what it has, however short.
+    if (writer.stopped) return writer.end();
     if (failure || text.length === 0) {
-      if (failure) this.log(`coach: the ${this.responder.name} responder failed: ${failure.message}`);
-      // Not after a Stop: the reply ends `cancelled` with what it has, however short.
-      if (!writer.stopped) await text.finalNote();
-      return writer.stopped ? writer.end() : writer.fail();
+      this.log(`coach: the ${this.responder.name} responder failed: ${failure?.message ?? "it wrote nothing"}`);
+      text.add(text.length === 0 ? APOLOGY : CUT_SHORT);
+      await text.close();
+      return writer.fail();
     }
     return writer.end();
   }
@@ -248,7 +250,8 @@ export class Coach {
 /**
  * The text of one reply on its way out: pieces gather for FLUSH_MS, then go as one
  * append (at most APPEND_MAX scalar values each, REPLY_MAX in all). A failed append
- * (the socket is gone, so the server ends the reply `interrupted`) aborts the responder.
+ * (the socket is gone, so the server ends the reply `interrupted`) aborts the responder
+ * and is thrown by `close`.
  */
 class Outgoing {
   constructor(writer, controller) {
@@ -258,26 +261,27 @@ class Outgoing {
     this.length = 0;
     this.timer = null;
     this.sent = Promise.resolve();
+    this.failed = null;
   }
 
-  /** Takes a piece; `false` once the reply is full. */
+  /** Takes a piece; `false` once no more can go (the reply is full, or an append failed). */
   add(piece) {
-    const room = REPLY_MAX - this.length;
-    const chars = [...piece].slice(0, room);
+    const chars = [...piece].slice(0, REPLY_MAX - this.length);
     this.pending.push(...chars);
     this.length += chars.length;
     this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
-    return this.length < REPLY_MAX;
+    return this.length < REPLY_MAX && !this.failed;
   }
 
   flush() {
     clearTimeout(this.timer);
     this.timer = null;
-    while (this.pending.length > 0) {
+    while (this.pending.length > 0 && !this.failed) {
       const text = this.pending.splice(0, APPEND_MAX).join("");
+      // The writer sends appends in order, so the last one settles after the others.
       this.sent = this.writer.append(text).catch((e) => {
+        this.failed ??= e;
         this.controller.abort(e);
-        throw e;
       });
     }
   }
@@ -285,14 +289,7 @@ class Outgoing {
   /** Sends what is pending and waits until every append is acked. */
   async close() {
     this.flush();
-    await this.sent.catch(() => undefined);
-    if (this.controller.signal.aborted && !this.writer.stopped) await this.sent;
-  }
-
-  /** A failed answer's last words: APOLOGY alone, or CUT_SHORT after partial text. */
-  async finalNote() {
-    const note = this.length === 0 ? APOLOGY : CUT_SHORT;
-    this.add(note.slice(0, REPLY_MAX - this.length));
-    await this.close();
+    await this.sent;
+    if (this.failed) throw this.failed;
   }
 }
