@@ -120,7 +120,10 @@ async function handle(cmd) {
         });
         socket.once("connect_error", (err) => {
           entry.settled = true;
-          resolve({ ok: true, connected: false, error: String(err && err.message) });
+          // A transport failure ("xhr poll error") says why only in its description.
+          const cause = err?.description?.message ?? err?.description;
+          const error = [err?.message, cause].filter((part) => part != null && part !== "").join(": ");
+          resolve({ ok: true, connected: false, error });
         });
       });
     }

@@ -8,25 +8,16 @@ use coachwire_shared::subjects::{DEAD_LETTER_STREAM, MESSAGES_STREAM, PERSISTED_
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::js::{Client, Driver};
 use coachwire_testkit::nats_cluster::{NODES, NatsCluster};
-use coachwire_testkit::nats_server::free_port;
-use coachwire_testkit::stack::{JWT_SECRET, LOG_FILTER, bin_dir, new_user, token};
+use coachwire_testkit::stack::{JWT_SECRET, LOG_FILTER, Service, new_user, token};
 use serde_json::json;
 use std::time::Duration;
-use tokio::process::{Child, Command};
 
 /// Longer than the services' declaration patience (45 s), so a service that gives up
 /// shows as an exit, not as a test timeout.
 const READY_WAIT: Duration = Duration::from_secs(75);
 
-/// One service process and the port its `/readyz` answers on.
-struct Service {
-    name: &'static str,
-    port: u16,
-    child: Child,
-}
-
 /// Spawns the three services at once, all pointed at every node of `cluster`.
-fn spawn_all(db: &TestDb, cluster: &NatsCluster) -> anyhow::Result<Vec<Service>> {
+async fn spawn_all(db: &TestDb, cluster: &NatsCluster) -> anyhow::Result<Vec<Service>> {
     let env = [
         ("DATABASE_URL", db.url.clone()),
         ("NATS_URL", cluster.urls()),
@@ -36,57 +27,28 @@ fn spawn_all(db: &TestDb, cluster: &NatsCluster) -> anyhow::Result<Vec<Service>>
         ("RUST_LOG", LOG_FILTER.to_string()),
         ("COACHWIRE_CONNECTION_LIMIT", "0".to_string()),
         ("COACHWIRE_MESSAGE_LIMIT", "0".to_string()),
-    ];
+    ]
+    .map(|(key, value)| (key.to_string(), value));
     let mut services = Vec::new();
     for name in [
         "coachwire-ingest",
         "coachwire-persister",
         "coachwire-fanout",
     ] {
-        let (port, admin) = (free_port()?, free_port()?);
-        // Ingest answers `/readyz` on its public port; the others on their admin port.
-        let ready_port = if name == "coachwire-ingest" {
-            port
-        } else {
-            admin
-        };
-        let child = Command::new(bin_dir().join(name))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("COACHWIRE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("COACHWIRE_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
-            .kill_on_drop(true)
-            .spawn()?;
-        services.push(Service {
-            name,
-            port: ready_port,
-            child,
-        });
+        services.push(Service::spawn(name, &env).await?);
     }
     Ok(services)
 }
 
-/// Waits until `service` answers `/readyz` 200; fails as soon as it exits instead.
-async fn wait_ready(http: &reqwest::Client, service: &mut Service) -> anyhow::Result<()> {
-    let url = format!("http://127.0.0.1:{}/readyz", service.port);
-    let deadline = tokio::time::Instant::now() + READY_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if let Some(status) = service.child.try_wait()? {
-            anyhow::bail!("{} exited with {status} before it was ready", service.name);
-        }
-        if let Ok(r) = http.get(&url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{} not ready within {READY_WAIT:?}", service.name)
-}
-
+/// Starts them and waits until every one is ready (its own process bound its ports and
+/// answers `/readyz`); fails as soon as one exits instead.
 async fn start_all(db: &TestDb, cluster: &NatsCluster) -> Vec<Service> {
-    let mut services = spawn_all(db, cluster).expect("spawn (build the workspace first)");
-    let http = reqwest::Client::new();
-    let waits = services.iter_mut().map(|s| wait_ready(&http, s));
+    let mut services = spawn_all(db, cluster)
+        .await
+        .expect("spawn (build the workspace first)");
+    let waits = services
+        .iter_mut()
+        .map(|s| s.wait_bound_and_ready(READY_WAIT));
     for result in futures::future::join_all(waits).await {
         result.expect("service ready");
     }
@@ -111,11 +73,7 @@ async fn services_started_together_on_a_fresh_cluster_all_become_ready_with_thre
         assert_eq!(peers, 2, "{name} has a leader and two followers: {info:?}");
     }
     for service in &mut services {
-        assert!(
-            service.child.try_wait().expect("status").is_none(),
-            "{} still runs",
-            service.name
-        );
+        assert!(service.is_running(), "{} still runs", service.name);
     }
 }
 
@@ -124,7 +82,7 @@ async fn on_the_cluster_a_message_is_acked_stored_and_delivered() {
     let db = TestDb::new().await.expect("db");
     let cluster = NatsCluster::start().await.expect("cluster");
     let services = start_all(&db, &cluster).await;
-    let ingest = format!("http://127.0.0.1:{}", services[0].port);
+    let ingest = services[0].url();
 
     let driver = Driver::start().await.expect("driver");
     let (conversation, alice_client, bob_client) = joined_pair(&db, &driver, &ingest).await;
@@ -157,7 +115,7 @@ async fn losing_the_node_ingest_is_connected_to_loses_no_acked_message() {
     let db = TestDb::new().await.expect("db");
     let mut cluster = NatsCluster::start().await.expect("cluster");
     let services = start_all(&db, &cluster).await;
-    let ingest = format!("http://127.0.0.1:{}", services[0].port);
+    let ingest = services[0].url();
     let driver = Driver::start().await.expect("driver");
     let (conversation, alice_client, bob_client) = joined_pair(&db, &driver, &ingest).await;
 
