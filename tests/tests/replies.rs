@@ -320,14 +320,23 @@ async fn a_reply_start_retried_with_its_client_message_id_answers_the_same_reply
         assert_eq!(append(&coach, &room, &id, 0, "done").await["length"], 4);
         let ended = end(&coach, &room, &id, "complete").await;
         assert_eq!(ended["success"], true, "{ended}");
-        let after_end = start_as(&coach, &room, &cmid).await;
-        assert_eq!(after_end["duplicate"], true, "{after_end}");
-        assert_eq!(after_end["message"]["id"], id.as_str());
         let updated = alice
             .next_event("message_updated")
             .await
             .expect("stored end");
         assert_eq!(updated["message"]["id"], id.as_str());
+        // Retried after its end, the start answers the reply as it now stands, and the
+        // ended reply takes no more appends.
+        let after_end = start_as(&coach, &room, &cmid).await;
+        assert_eq!(after_end["duplicate"], true, "{after_end}");
+        assert_eq!(after_end["message"]["id"], id.as_str());
+        assert_eq!(after_end["message"]["status"], "complete", "{after_end}");
+        assert_eq!(after_end["message"]["content"], "done");
+        let late = append(&coach, &room, &id, 4, " again").await;
+        assert_eq!(
+            late["success"], false,
+            "an ended reply took an append: {late}"
+        );
     }
     // Each reply once: its own row and the row of its one later version (its end).
     let stored = stack.db.seqs(room.id).await.expect("rows");

@@ -7,11 +7,12 @@ use super::{conversation_id, origin};
 use crate::accept::{Draft, uuid_at};
 use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
-use crate::replies::finish::finish;
+use crate::replies::finish::{LOOKUP_TIMEOUT, finish};
 use crate::replies::{Reply, Writing};
 use crate::socket::extract::{JoinedRooms, Payload, Reply as Answer};
 use crate::socket::order::Ticket;
 use async_nats::jetstream::message::PublishMessage;
+use coachwire_shared::db;
 use coachwire_shared::envelope::{ReplyAppended, RoomEvent};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
 use coachwire_shared::ids::MessageId;
@@ -54,8 +55,11 @@ pub async fn start(
             .acceptor
             .accept(principal.user, draft, Some(origin(&app, &s)), Some(turn))
             .await?;
-        // A retry finds the reply already registered; one that ended meanwhile (its
-        // stored version is no longer `streaming`) takes no more appends.
+        let ack = if ack.duplicate {
+            as_it_stands(&app, ack).await
+        } else {
+            ack
+        };
         if ack.message.status == MessageStatus::Streaming {
             app.replies.insert(Reply::new(ack.message.clone(), s.id));
         }
@@ -63,6 +67,25 @@ pub async fn start(
     }
     .await;
     answer.send(outcome);
+}
+
+/// A retried start answers the reply as it stands: while it is written here, as started
+/// (it stays registered); otherwise as stored, which after its end is the final version,
+/// and an ended reply is not registered again, so it takes no more appends. The stream's
+/// copy of the start, which the duplicate ack carries, says `streaming` forever.
+///
+/// Left open: a retry on another node in the milliseconds between an end's PubAck and its
+/// row, or while Postgres does not answer, reads `streaming` and registers the reply; its
+/// appends are then acked, and its end is the end already stored (one per message).
+async fn as_it_stands(app: &App, mut ack: MessageAck) -> MessageAck {
+    if app.replies.get(ack.message.id).is_some() {
+        return ack;
+    }
+    let lookup = db::message_by_id(&app.pool, ack.message.id);
+    if let Ok(Ok(Some(stored))) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+        ack.message = stored;
+    }
+    ack
 }
 
 pub async fn append(

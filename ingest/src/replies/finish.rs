@@ -13,9 +13,9 @@ use coachwire_shared::metrics::REPLIES_TOTAL;
 use coachwire_shared::subjects::{REPLIES_STREAM, reply_subject};
 use std::time::Duration;
 
-/// How long the end waits for Postgres to say where the reply stands (its creation `seq`,
-/// for the ack); past it the ack carries `seq: null`, as a start's may.
-const SEQ_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long an answer waits for Postgres to say where a reply stands (the end: its
+/// creation `seq`, for the ack; past it the ack carries `seq: null`, as a start's may).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Ends `reply`, which this node writes, with `status`; the caller holds its lock.
 pub async fn finish(
@@ -51,7 +51,7 @@ async fn end(app: &App, mut version: Message) -> Result<Message, Failure> {
     app.acceptor.publish_version(&version).await?;
     metrics::counter!(REPLIES_TOTAL, "status" => version.status.as_str()).increment(1);
     if let Ok(Ok(Some(stored))) =
-        tokio::time::timeout(SEQ_LOOKUP_TIMEOUT, db::message_by_id(&app.pool, version.id)).await
+        tokio::time::timeout(LOOKUP_TIMEOUT, db::message_by_id(&app.pool, version.id)).await
     {
         version.seq = stored.seq;
     }
