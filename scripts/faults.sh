@@ -16,6 +16,6 @@ cargo build --workspace || die "cargo build failed"
 export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
 for run in $(seq 1 "$runs"); do
   log "fault suite, run $run of $runs"
-  cargo nextest run -p coachwire-testkit --test faults --test db_faults --no-capture "$@" ||
+  cargo nextest run -p coachwire-testkit --test e2e -E 'test(/^(faults|db_faults)::/)' --no-capture "$@" ||
     die "fault suite failed in run $run"
 done

@@ -32,11 +32,9 @@ step cargo clippy --workspace --all-targets -- -D warnings
 # e2e tests spawn the real binaries, so build them before nextest runs the tests.
 step cargo build --workspace
 export COACHWIRE_BIN_DIR=$CARGO_TARGET_DIR/debug
-# The scenarios that measure under load (faults, leaks, slow sockets) run after the rest,
-# one at a time, so that no other test competes with them for the two cores.
-HEAVY='binary(faults) | binary(db_faults) | binary(leaks) | binary(slow_socket) | binary(collector_down)'
-step cargo nextest run --workspace --no-fail-fast --no-tests=warn -E "not ($HEAVY)" "$@"
-step cargo nextest run --workspace --no-fail-fast --no-tests=warn --test-threads 1 -E "$HEAVY" "$@"
+# One run: the scenarios that measure under load (faults, leaks, slow sockets) form a
+# test group that runs two at a time beside the rest (.config/nextest.toml).
+step cargo nextest run --workspace --no-fail-fast --no-tests=warn "$@"
 # The client library (clients/js) with its coach bot, and the web demo in headless
 # Chromium (clients/web), against the same debug binaries through coachwire-harness;
 # skipped when nextest was given a filter.

@@ -6,7 +6,7 @@
 //! while the tables grow to millions of rows: a plan that suited the empty table (a
 //! sequential scan) would then read the whole table for every batch.
 
-mod common;
+use crate::common;
 
 use coachwire_persister::store::{Incoming, store_batch, store_in};
 use coachwire_testkit::db::TestDb;

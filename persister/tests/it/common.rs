@@ -1,9 +1,6 @@
 //! Helpers the persister test files share: messages as ingest would accept them, and
 //! consumer timing short enough for tests.
 
-// Each test binary uses a subset of these.
-#![allow(dead_code)]
-
 use coachwire_persister::consumer::ConsumerTuning;
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::{ConversationId, MessageId, UserId};

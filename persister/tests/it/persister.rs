@@ -1,7 +1,7 @@
 //! The persister against real Postgres and a private nats-server: idempotent batches,
 //! crash between commit and ack, and stream order → seq order under concurrency.
 
-mod common;
+use crate::common;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use coachwire_persister::batch::Persister;

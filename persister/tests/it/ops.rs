@@ -2,7 +2,7 @@
 //! binary against a private database and nats-server, with the persister service run
 //! in-process (or as the binary) to fill Postgres and the dead letters.
 
-mod common;
+use crate::common;
 
 use async_nats::jetstream;
 use coachwire_persister::batch::Persister;
