@@ -81,19 +81,35 @@ impl std::fmt::Display for Summary {
 /// Checks every §7 guarantee of `report` against the test database; prints a one-line
 /// summary; `Err` carries the evidence of each violation.
 pub async fn check(report: &LoadReport, pool: &PgPool) -> Result<Summary> {
-    let conversations: Vec<uuid::Uuid> = conversations(report).iter().map(|c| c.0).collect();
-    let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT id, conversation_id, user_id, client_message_id, seq, content
-         FROM messages WHERE conversation_id = ANY($1)",
-    )
-    .bind(conversations)
-    .fetch_all(pool)
-    .await?;
-    check_rows(report, &rows)
+    check_rows(report, &stored_rows(report, pool).await?)
 }
 
 /// [`check`] on rows already read (what the unit tests feed by hand).
 pub fn check_rows(report: &LoadReport, rows: &[StoredRow]) -> Result<Summary> {
+    let verdict = judge(report, rows);
+    println!("{}", verdict.summary);
+    if !verdict.evidence.is_empty() {
+        bail!(
+            "delivery guarantees violated\n{}\n{}",
+            verdict.summary,
+            verdict.evidence
+        );
+    }
+    Ok(verdict.summary)
+}
+
+/// What every check found: the summary (with each check's result), the number of
+/// violations per check, and their evidence (empty when every guarantee held).
+#[derive(Clone, Debug, Default)]
+pub struct Verdict {
+    pub summary: Summary,
+    pub violations: BTreeMap<&'static str, usize>,
+    pub evidence: String,
+}
+
+/// Runs every check of [`check_rows`] without failing, for a caller that counts the
+/// violations (the soak's report) instead of stopping at the first failed scenario.
+pub fn judge(report: &LoadReport, rows: &[StoredRow]) -> Verdict {
     let world = World::new(report, rows);
     let mut summary = world.summary();
     let checks: [(&'static str, Vec<String>); 9] = [
@@ -107,22 +123,36 @@ pub fn check_rows(report: &LoadReport, rows: &[StoredRow]) -> Result<Summary> {
         ("reconnect-sync", world.reconnect_sync(&mut summary)),
         ("driver-consistent", world.driver_consistent()),
     ];
-    let mut evidence = String::new();
+    let mut verdict = Verdict::default();
     for (name, violations) in &checks {
         summary.results.push((name, violations.is_empty()));
+        verdict.violations.insert(name, violations.len());
         if violations.is_empty() {
             continue;
         }
-        let _ = writeln!(evidence, "{name}: {} violation(s)", violations.len());
+        let _ = writeln!(
+            verdict.evidence,
+            "{name}: {} violation(s)",
+            violations.len()
+        );
         for v in violations.iter().take(EVIDENCE_PER_CHECK) {
-            let _ = writeln!(evidence, "  - {v}");
+            let _ = writeln!(verdict.evidence, "  - {v}");
         }
     }
-    println!("{summary}");
-    if !evidence.is_empty() {
-        bail!("delivery guarantees violated\n{summary}\n{evidence}");
-    }
-    Ok(summary)
+    verdict.summary = summary;
+    verdict
+}
+
+/// Reads the rows of every conversation of `report` (what [`check`] judges).
+pub async fn stored_rows(report: &LoadReport, pool: &PgPool) -> Result<Vec<StoredRow>> {
+    let conversations: Vec<uuid::Uuid> = conversations(report).iter().map(|c| c.0).collect();
+    Ok(sqlx::query_as(
+        "SELECT id, conversation_id, user_id, client_message_id, seq, content
+         FROM messages WHERE conversation_id = ANY($1)",
+    )
+    .bind(conversations)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// §7.3/§7.5: per conversation, `seq` order equals the order JetStream accepted the
@@ -134,6 +164,42 @@ pub async fn check_stream_order(
     js: &async_nats::jetstream::Context,
     conversations: &[ConversationId],
 ) -> Result<usize> {
+    let StreamOrder { placed, inversions } = stream_order(pool, js, conversations).await?;
+    println!(
+        "stream-order: {placed} stored messages placed in the stream, {} inversion(s)",
+        inversions.len()
+    );
+    if !inversions.is_empty() {
+        let shown: Vec<&str> = inversions
+            .iter()
+            .take(EVIDENCE_PER_CHECK)
+            .map(String::as_str)
+            .collect();
+        bail!(
+            "seq order differs from stream order ({} inversion(s)):\n  - {}",
+            inversions.len(),
+            shown.join("\n  - ")
+        );
+    }
+    Ok(placed)
+}
+
+/// How the stored seqs compare with the stream's order.
+#[derive(Clone, Debug, Default)]
+pub struct StreamOrder {
+    /// Stored messages found in the stream.
+    pub placed: usize,
+    /// One line per pair of consecutive messages of a conversation whose seqs disagree
+    /// with their stream order.
+    pub inversions: Vec<String>,
+}
+
+/// The comparison of [`check_stream_order`], without failing on an inversion.
+pub async fn stream_order(
+    pool: &PgPool,
+    js: &async_nats::jetstream::Context,
+    conversations: &[ConversationId],
+) -> Result<StreamOrder> {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     use futures::StreamExt;
     let ids: Vec<uuid::Uuid> = conversations.iter().map(|c| c.0).collect();
@@ -202,24 +268,10 @@ pub async fn check_stream_order(
             }
         }
     }
-    let placed = order.values().map(Vec::len).sum();
-    println!(
-        "stream-order: {placed} stored messages placed in the stream, {} inversion(s)",
-        evidence.len()
-    );
-    if !evidence.is_empty() {
-        let shown: Vec<&String> = evidence.iter().take(EVIDENCE_PER_CHECK).collect();
-        bail!(
-            "seq order differs from stream order ({} inversion(s)):\n  - {}",
-            evidence.len(),
-            shown
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n  - ")
-        );
-    }
-    Ok(placed)
+    Ok(StreamOrder {
+        placed: order.values().map(Vec::len).sum(),
+        inversions: evidence,
+    })
 }
 
 /// Polls (bounded) until the test conversations hold at least `acked` rows, then returns
@@ -738,6 +790,7 @@ mod tests {
                 user_id: alice,
                 conversation_id: conversation,
                 content: format!("alice-{seq}"),
+                created_at: Some(t),
                 first_send_at: Some(t),
                 attempts: vec![(t + 5.0, "ok".into())],
                 id: Some(id),

@@ -4,6 +4,14 @@ use anyhow::Context;
 use coachwire_shared::ids::{ConversationId, UserId};
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// Whether new transactions of a database may write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `default_transaction_read_only`: what a writer sees after a failover to a replica.
+    ReadOnly,
+    ReadWrite,
+}
+
 /// Admin URL used to create and drop test databases (the role needs CREATEDB).
 const DEFAULT_ADMIN_URL: &str = "postgres://coachwire:coachwire@127.0.0.1:5432/coachwire";
 
@@ -61,6 +69,32 @@ impl TestDb {
             .execute(&self.pool)
             .await?;
         Ok(id)
+    }
+
+    /// Turns the database read-only or writable again, and ends every other session of it,
+    /// as a failover does: the services' pools reconnect into the new default.
+    pub async fn set_access(&self, access: Access) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&self.url).await?;
+        // The admin session itself starts read-only while the database is.
+        sqlx::raw_sql("SET default_transaction_read_only = off")
+            .execute(&mut admin)
+            .await?;
+        let setting = match access {
+            Access::ReadOnly => "SET default_transaction_read_only = on",
+            Access::ReadWrite => "RESET default_transaction_read_only",
+        };
+        let alter = format!("ALTER DATABASE {} {setting}", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(alter))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .execute(&mut admin)
+        .await?;
+        Ok(())
     }
 
     /// Rows in `conversations` (for "nothing was created" assertions).

@@ -12,6 +12,7 @@
 //! - [`api_docs`]: the official AsyncAPI and OpenAPI validators, run the same way.
 //! - [`load`]: steady load from many such clients, recorded for the fault scenarios.
 //! - [`checker`]: judges a load report against Postgres for every §7 guarantee.
+//! - [`soak`]: the randomized fault soak of the production shape (`coachwire-soak`).
 //! - [`otlp::OtlpReceiver`]: an in-process OTLP collector (gRPC and HTTP) the binaries
 //!   export their spans to.
 
@@ -25,6 +26,7 @@ pub mod nats_server;
 pub mod otlp;
 pub mod pg_server;
 pub mod scenario;
+pub mod soak;
 pub mod stack;
 pub mod tcp_proxy;
 

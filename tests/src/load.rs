@@ -100,6 +100,10 @@ pub struct SentMessage {
     pub user_id: UserId,
     pub conversation_id: ConversationId,
     pub content: String,
+    /// When the client created it (the user pressed send): it may wait in the outbox for a
+    /// socket before it first goes out.
+    #[serde(default)]
+    pub created_at: Option<f64>,
     /// When it first went out on a socket (`None`: it never left the outbox).
     pub first_send_at: Option<f64>,
     /// `(time, outcome)`: `ok`, `duplicate`, a failure code, `timeout` or `disconnected`.

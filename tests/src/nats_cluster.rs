@@ -3,8 +3,16 @@
 //! JetStream with `sync_interval: always`), on random loopback ports. Nodes can be
 //! killed and restarted on the same ports and store, and their monitoring endpoints tell
 //! a test who is connected where.
+//!
+//! [`NatsCluster::start_partitionable`] routes every link between two nodes through a
+//! [`TcpProxy`] of its own, so one node can be partitioned from the other two (or given a
+//! slow link) while both of them still talk. For that the nodes must not find each other
+//! around the proxies: each advertises a route address nobody listens on, so gossip adds
+//! no direct route, and none tells clients the other nodes' addresses (`no_advertise`),
+//! so a service that reaches the cluster through proxies of its own stays behind them.
 
 use crate::nats_server::free_port;
+use crate::tcp_proxy::{Link, TcpProxy};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -29,8 +37,27 @@ struct Node {
 pub struct NatsCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    routing: Routing,
     http: reqwest::Client,
 }
+
+/// How the nodes reach each other.
+enum Routing {
+    /// Straight to each other's cluster port, as in production.
+    Direct,
+    /// Node `from` reaches node `to` only through its own proxy, one per ordered pair.
+    Proxied(Vec<RouteLink>),
+}
+
+struct RouteLink {
+    from: usize,
+    to: usize,
+    proxy: TcpProxy,
+}
+
+/// A route address that refuses every connection (port 1 is privileged and unused), so
+/// a route learnt by gossip never goes around the proxies.
+const NOWHERE: &str = "127.0.0.1:1";
 
 /// A client connection as `/connz` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +71,15 @@ impl NatsCluster {
     /// Writes the three configs, starts the nodes and waits until every node reports the
     /// same JetStream meta leader.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_routed(false).await
+    }
+
+    /// Like [`start`](Self::start), with every route through a proxy (see the module doc).
+    pub async fn start_partitionable() -> anyhow::Result<Self> {
+        Self::start_routed(true).await
+    }
+
+    async fn start_routed(proxied: bool) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("cw-nats-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -56,9 +92,15 @@ impl NatsCluster {
                 child: None,
             });
         }
+        let routing = if proxied {
+            Routing::Proxied(route_links(&nodes).await?)
+        } else {
+            Routing::Direct
+        };
         let mut cluster = Self {
             dir,
             nodes,
+            routing,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
@@ -87,6 +129,11 @@ impl NatsCluster {
         format!("nats://127.0.0.1:{}", self.nodes[node].client_port)
     }
 
+    /// One node's client address (for a proxy in front of it).
+    pub fn client_addr(&self, node: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.nodes[node].client_port))
+    }
+
     /// One node's monitoring base URL (`/varz`, `/jsz`, `/connz`).
     pub fn monitor_url(&self, node: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[node].http_port)
@@ -97,6 +144,48 @@ impl NatsCluster {
         if let Some(mut child) = self.nodes[node].child.take() {
             let _ = child.kill().await;
         }
+    }
+
+    /// The node's OS process id while it runs (to pause it with SIGSTOP, say).
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.nodes[node].child.as_ref().and_then(Child::id)
+    }
+
+    /// Whether the node's process runs (it was not killed and did not exit).
+    pub fn is_running(&mut self, node: usize) -> bool {
+        self.nodes[node]
+            .child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Cuts every route between `node` and the other two, which keep theirs
+    /// ([`start_partitionable`](Self::start_partitionable) clusters only).
+    pub fn isolate(&self, node: usize) -> anyhow::Result<()> {
+        self.links_of(node)?.for_each(TcpProxy::cut);
+        Ok(())
+    }
+
+    /// Lets `node`'s routes through again after [`isolate`](Self::isolate).
+    pub fn rejoin(&self, node: usize) -> anyhow::Result<()> {
+        self.links_of(node)?.for_each(TcpProxy::restore);
+        Ok(())
+    }
+
+    /// How bytes pass on every route between `node` and the other two.
+    pub fn set_route_link(&self, node: usize, link: Link) -> anyhow::Result<()> {
+        self.links_of(node)?.for_each(|proxy| proxy.set_link(link));
+        Ok(())
+    }
+
+    fn links_of(&self, node: usize) -> anyhow::Result<impl Iterator<Item = &TcpProxy>> {
+        let Routing::Proxied(links) = &self.routing else {
+            anyhow::bail!("this cluster's routes are direct: start it with start_partitionable");
+        };
+        Ok(links
+            .iter()
+            .filter(move |l| l.from == node || l.to == node)
+            .map(|l| &l.proxy))
     }
 
     /// Starts a node again on the same ports and store (killing it first if it runs),
@@ -167,20 +256,37 @@ impl NatsCluster {
         self.dir.join(format!("node-{}.conf", node + 1))
     }
 
+    /// The route URLs in `node`'s config, and the lines that keep it from learning others.
+    fn routes_of(&self, node: usize) -> (Vec<String>, String) {
+        match &self.routing {
+            Routing::Direct => (
+                self.nodes
+                    .iter()
+                    .map(|n| format!("    nats-route://127.0.0.1:{}", n.cluster_port))
+                    .collect(),
+                String::new(),
+            ),
+            Routing::Proxied(links) => (
+                links
+                    .iter()
+                    .filter(|l| l.from == node)
+                    .map(|l| format!("    nats-route://{}", l.proxy.addr()))
+                    .collect(),
+                format!("  advertise: \"{NOWHERE}\"\n  no_advertise: true\n"),
+            ),
+        }
+    }
+
     fn write_configs(&self) -> anyhow::Result<()> {
-        let routes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("    nats-route://127.0.0.1:{}", n.cluster_port))
-            .collect();
         for (i, node) in self.nodes.iter().enumerate() {
             let store = self.dir.join(format!("store-{}", i + 1));
+            let (routes, hidden) = self.routes_of(i);
             let config = format!(
                 "server_name: cw-test-{n}\n\
                  listen: 127.0.0.1:{client}\n\
                  http: 127.0.0.1:{http}\n\
                  jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n}}\n\
-                 cluster {{\n  name: coachwire\n  listen: 127.0.0.1:{cluster}\n  routes: [\n{routes}\n  ]\n}}\n",
+                 cluster {{\n  name: coachwire\n  listen: 127.0.0.1:{cluster}\n{hidden}  routes: [\n{routes}\n  ]\n}}\n",
                 n = i + 1,
                 client = node.client_port,
                 http = node.http_port,
@@ -227,6 +333,19 @@ impl Drop for NatsCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One proxy per ordered pair of nodes, to the second one's cluster port.
+async fn route_links(nodes: &[Node]) -> anyhow::Result<Vec<RouteLink>> {
+    let mut links = Vec::new();
+    for from in 0..nodes.len() {
+        for (to, target) in nodes.iter().enumerate().filter(|(to, _)| *to != from) {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], target.cluster_port));
+            let proxy = TcpProxy::start(addr).await?;
+            links.push(RouteLink { from, to, proxy });
+        }
+    }
+    Ok(links)
 }
 
 /// The pinned server, found as [`crate::nats_server`] finds it.

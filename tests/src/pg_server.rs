@@ -7,6 +7,10 @@
 //!
 //! `initdb` refuses to run as root; as root the server runs as the `postgres` user that the
 //! Debian package creates.
+//!
+//! [`PgServer::kill`] is a crash (SIGKILL of the postmaster and its backends); `pg_ctl`
+//! daemonizes the postmaster, so nobody of ours reaps it and on a machine whose init does
+//! not reap orphans either its zombie would keep the lock file "in use" forever.
 
 use crate::nats_server::free_port;
 use anyhow::{Context, bail};
@@ -52,6 +56,43 @@ impl PgServer {
         self.pg_ctl(&["stop", "-m", "fast", "-w"]).await?;
         self.running = false;
         Ok(())
+    }
+
+    /// SIGKILL of the postmaster and every backend, as in a crash of the host: no
+    /// checkpoint, WAL recovery at the next [`start_again`](Self::start_again).
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        let pids = self.pids();
+        let listed: Vec<String> = pids.iter().map(u32::to_string).collect();
+        // Its exit status is not checked: a backend may end by itself between the listing
+        // and the signal, and `kill` then fails for that one pid alone.
+        tokio::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&listed)
+            .status()
+            .await
+            .context("running kill")?;
+        self.running = false;
+        if let Some(&postmaster) = pids.first() {
+            wait_dead(postmaster).await?;
+        }
+        // A zombie (unreaped here, see the module doc) or a gone process: either way the
+        // lock file is stale, as it is after a real crash once init has reaped the process.
+        let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+        Ok(())
+    }
+
+    /// The postmaster's process id and its children's (backends, walwriter …), postmaster
+    /// first; empty while the server is stopped. For a pause with SIGSTOP, say.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(postmaster) = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()
+            .and_then(|pid_file| pid_file.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![postmaster];
+        pids.extend(children_of(postmaster));
+        pids
     }
 
     /// Starts the stopped server on the same port and data directory.
@@ -140,6 +181,38 @@ impl Drop for PgServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Processes whose parent is `parent` (from `/proc`, which has no `children` file here).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_stat(*pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
+/// `(state, parent pid)` of a process from `/proc/<pid>/stat`; `None` once it is gone.
+fn process_stat(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let mut after = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = after.next()?.chars().next()?;
+    Some((state, after.next()?.parse().ok()?))
+}
+
+/// Waits until `pid` is gone or a zombie (a SIGKILL is delivered asynchronously).
+async fn wait_dead(pid: u32) -> anyhow::Result<()> {
+    const POLLS: usize = 200;
+    for _ in 0..POLLS {
+        if process_stat(pid).is_none_or(|(state, _)| state == 'Z') {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    bail!("postmaster {pid} still runs after SIGKILL")
 }
 
 async fn run(mut command: tokio::process::Command) -> anyhow::Result<()> {

@@ -42,7 +42,12 @@ impl Rng {
         Self(seed)
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The generator a seed starts (the same seed, the same sequence).
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -54,6 +59,16 @@ impl Rng {
     pub fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
         let span = (hi - lo).as_millis() as u64 + 1;
         lo + Duration::from_millis(self.next_u64() % span)
+    }
+
+    /// Uniform in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % (n.max(1) as u64)) as usize
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
     }
 }
 
@@ -76,6 +91,63 @@ pub struct Run {
     pub started: Instant,
 }
 
+/// `conversations` fresh conversations of `per_conversation` users each, and a load client
+/// for every user; every conversation has sockets on every one of `nodes` ingest nodes, so
+/// deliveries cross nodes.
+pub async fn rooms(
+    db: &crate::db::TestDb,
+    conversations: usize,
+    per_conversation: usize,
+    nodes: usize,
+) -> anyhow::Result<(Vec<ConversationId>, Vec<LoadClient>)> {
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for c in 0..conversations {
+        let users: Vec<UserId> = (0..per_conversation).map(|_| new_user()).collect();
+        let conversation = db.conversation(&users).await?;
+        ids.push(conversation);
+        for (u, user) in users.into_iter().enumerate() {
+            clients.push(LoadClient {
+                name: format!("c{c}u{u}"),
+                user,
+                token: token(user, None, 3600),
+                conversation,
+                url_index: Some((c + u) % nodes.max(1)),
+            });
+        }
+    }
+    Ok((ids, clients))
+}
+
+/// What the end of a load found: the driver's counts at its stop, and its full report
+/// once Postgres and the sockets caught up (or their waits ran out).
+pub struct Drained {
+    pub stopped: Progress,
+    pub report: LoadReport,
+    /// How long Postgres took to hold every acked message (at most [`STORE_WAIT`]).
+    pub store_wait: Duration,
+}
+
+/// Stops the load, lets every retry end, waits for Postgres to hold every acked message
+/// and for the sockets to catch up with it, and reads the driver's report.
+pub async fn drain(
+    load: &mut Load,
+    pool: &sqlx::PgPool,
+    conversations: &[ConversationId],
+) -> anyhow::Result<Drained> {
+    let stopped = load.stop().await?;
+    let waited = Instant::now();
+    let last_seq =
+        checker::wait_until_stored(pool, conversations, stopped.acked, STORE_WAIT).await?;
+    let store_wait = waited.elapsed();
+    let report = load.settle(&last_seq, SETTLE_WAIT).await?;
+    Ok(Drained {
+        stopped,
+        report,
+        store_wait,
+    })
+}
+
 impl Run {
     /// Starts the stack, creates the conversations, connects every client and starts
     /// the load; returns once messages are being acked.
@@ -83,23 +155,10 @@ impl Run {
         let rng = Rng::from_env_or_clock(plan.name);
         let stack = Stack::start_with(plan.options).await.expect("stack");
         let nodes = stack.ingest.len();
-        let mut conversations = Vec::new();
-        let mut clients = Vec::new();
-        for c in 0..plan.conversations {
-            let users: Vec<UserId> = (0..plan.per_conversation).map(|_| new_user()).collect();
-            let conversation = stack.db.conversation(&users).await.expect("conversation");
-            conversations.push(conversation);
-            for (u, user) in users.into_iter().enumerate() {
-                clients.push(LoadClient {
-                    name: format!("c{c}u{u}"),
-                    user,
-                    token: token(user, None, 3600),
-                    conversation,
-                    // Every conversation has sockets on every node: deliveries cross nodes.
-                    url_index: Some((c + u) % nodes),
-                });
-            }
-        }
+        let (conversations, clients) =
+            rooms(&stack.db, plan.conversations, plan.per_conversation, nodes)
+                .await
+                .expect("conversations");
         let config = LoadConfig::new(stack.urls(), clients, plan.rate);
         let mut load = Load::start(&config).await.expect("load driver ready");
         load.begin().await.expect("load started");
@@ -154,39 +213,23 @@ impl Run {
     /// its evidence on a violation).
     pub async fn finish(mut self) -> (Stack, LoadReport, Summary) {
         let load_time = self.started.elapsed();
-        let stopped = self.load.stop().await.expect("load stopped");
+        let Drained {
+            stopped,
+            report,
+            store_wait,
+        } = drain(&mut self.load, &self.stack.db.pool, &self.conversations)
+            .await
+            .expect("load drained");
         println!(
-            "{}: load ran {load_time:?}; stop: sent {} acked {} failures {:?} reconnects {} \
-             (retries ended after {:?})",
+            "{}: load ran {load_time:?}; stop: sent {} acked {} failures {:?} reconnects {}; \
+             Postgres caught up in {store_wait:?}; sockets settled in {:.0} ms (timed out: {})",
             self.name,
             stopped.sent,
             stopped.acked,
             stopped.failures,
             stopped.reconnects,
-            self.started.elapsed() - load_time
-        );
-        let waited = Instant::now();
-        let last_seq = checker::wait_until_stored(
-            &self.stack.db.pool,
-            &self.conversations,
-            stopped.acked,
-            STORE_WAIT,
-        )
-        .await
-        .expect("reading Postgres");
-        println!(
-            "{}: Postgres caught up in {:?}",
-            self.name,
-            waited.elapsed()
-        );
-        let report = self
-            .load
-            .settle(&last_seq, SETTLE_WAIT)
-            .await
-            .expect("load report");
-        println!(
-            "{}: sockets settled in {:.0} ms (timed out: {})",
-            self.name, report.settle_ms, report.timed_out
+            report.settle_ms,
+            report.timed_out
         );
         let checked = checker::check(&report, &self.stack.db.pool).await;
         let nats = nats_client(&self.stack.nats_url()).await;
@@ -221,12 +264,16 @@ impl Run {
 
 /// A client of the stack's NATS: one server, or a cluster's comma-separated list.
 pub async fn nats_client(url: &str) -> async_nats::Client {
-    let servers = coachwire_shared::nats::server_addrs(url).expect("NATS url");
-    async_nats::ConnectOptions::new()
+    connect_nats(url).await.expect("nats for the checks")
+}
+
+/// [`nats_client`] for a caller that handles the error.
+pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = coachwire_shared::nats::server_addrs(url)?;
+    Ok(async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .connect(servers)
-        .await
-        .expect("nats for the checks")
+        .await?)
 }
 
 /// One consumer's state as the server reports it.

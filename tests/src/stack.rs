@@ -34,6 +34,17 @@ pub struct StackOptions {
     pub database_admin_url: Option<String>,
     /// Extra environment for every service (e.g. short rate-limit windows).
     pub env: Vec<(String, String)>,
+    /// Extra environment for single services, applied after `env` (e.g. one service's own
+    /// `NATS_URL` through a proxy).
+    pub service_env: Vec<ServiceEnv>,
+}
+
+/// Variables for the `index`-th service of `binary` ([`INGEST`], [`PERSISTER`], [`FANOUT`]).
+#[derive(Clone, Debug)]
+pub struct ServiceEnv {
+    pub binary: &'static str,
+    pub index: usize,
+    pub env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -102,9 +113,9 @@ fn with_ports(binary: &str, mut env: Vec<(String, String)>) -> anyhow::Result<Po
     })
 }
 
-const INGEST: &str = "coachwire-ingest";
-const PERSISTER: &str = "coachwire-persister";
-const FANOUT: &str = "coachwire-fanout";
+pub const INGEST: &str = "coachwire-ingest";
+pub const PERSISTER: &str = "coachwire-persister";
+pub const FANOUT: &str = "coachwire-fanout";
 
 /// A running service process, the port it serves `/readyz` on, and the exact
 /// environment it was started with, so a test can crash it and start it again as it was.
@@ -295,6 +306,15 @@ impl Service {
             .with_context(|| format!("killing {}", self.name))
     }
 
+    /// Sets (`Some`) or removes (`None`) one variable of the environment the next
+    /// [`restart`](Self::restart) uses, e.g. to run the node under `libfaketime` for a while.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+    }
+
     /// Starts the same binary again with the same environment and ports (after
     /// [`kill`](Self::kill) or [`terminate`](Self::terminate); a live process is killed
     /// first) and waits until it is ready.
@@ -357,16 +377,17 @@ impl Stack {
         };
         let env = base_env(&db, &nats_url, &options);
         let mut persisters = Vec::new();
-        for _ in 0..options.persisters.max(1) {
-            persisters.push(Service::spawn(PERSISTER, &env).await?);
+        for i in 0..options.persisters.max(1) {
+            persisters
+                .push(Service::spawn(PERSISTER, &env_of(&env, &options, PERSISTER, i)).await?);
         }
         let mut fanouts = Vec::new();
-        for _ in 0..options.fanouts.max(1) {
-            fanouts.push(Service::spawn(FANOUT, &env).await?);
+        for i in 0..options.fanouts.max(1) {
+            fanouts.push(Service::spawn(FANOUT, &env_of(&env, &options, FANOUT, i)).await?);
         }
         let mut ingest = Vec::new();
-        for _ in 0..options.ingest_nodes.max(1) {
-            ingest.push(Service::spawn(INGEST, &env).await?);
+        for i in 0..options.ingest_nodes.max(1) {
+            ingest.push(Service::spawn(INGEST, &env_of(&env, &options, INGEST, i)).await?);
         }
         let mut stack = Self {
             db,
@@ -499,6 +520,25 @@ fn base_env(db: &TestDb, nats_url: &str, options: &StackOptions) -> Vec<(String,
         ("COACHWIRE_MESSAGE_LIMIT".to_string(), "0".to_string()),
     ];
     env.extend(options.env.iter().cloned());
+    env
+}
+
+/// `env` with the variables [`StackOptions::service_env`] gives this one service.
+fn env_of(
+    env: &[(String, String)],
+    options: &StackOptions,
+    binary: &str,
+    index: usize,
+) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    let own = options
+        .service_env
+        .iter()
+        .filter(|s| s.binary == binary && s.index == index);
+    for (key, value) in own.flat_map(|s| &s.env) {
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
     env
 }
 

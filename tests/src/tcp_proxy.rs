@@ -1,16 +1,42 @@
-//! A TCP proxy a test can cut: one service's link to NATS (or anything else) fails on
-//! demand while every other process keeps its own.
+//! A TCP proxy a test can cut, slow down or stall: one service's link to NATS (or one
+//! NATS node's links to its peers) fails on demand while every other process keeps its own.
 //!
 //! Killing nats-server would cut every service at once; a network partition of a single
 //! node is what the rooms' healing (gap fill, tail check, catch-up on reconnect) is for.
-//! Each accepted connection is forwarded to the target. [`TcpProxy::cut`] closes every
-//! current connection and makes new ones close as soon as they are accepted, so a client
-//! sees its server vanish and its reconnects fail, until [`TcpProxy::restore`].
+//! The kernel's netem and iptables are not available to the tests, so the proxy is the
+//! network. Each accepted connection is forwarded to the target. [`TcpProxy::cut`] closes
+//! every current connection and makes new ones close as soon as they are accepted, so a
+//! client sees its server vanish and its reconnects fail, until [`TcpProxy::restore`].
+//! [`TcpProxy::set_link`] changes how bytes pass on live and new connections alike: held
+//! for a while ([`Link::Delayed`], a slow link) or not at all while the connection stays
+//! up ([`Link::Stalled`], the peer that stops reading which no timeout of TCP's notices).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+
+/// How bytes pass through a proxy that is not cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Link {
+    /// As soon as they arrive.
+    #[default]
+    Open,
+    /// Each chunk this long after it arrived, in order: a link with that much latency.
+    Delayed(Duration),
+    /// Not at all, with the connection left open, until the link changes again.
+    Stalled,
+}
+
+/// Bytes read from one side in one go.
+const CHUNK: usize = 16 * 1024;
+/// Chunks held per direction before the proxy stops reading: a stalled link then pushes
+/// back on its sender through TCP, as a real one does, instead of buffering without bound.
+const HELD_CHUNKS: usize = 256;
 
 #[derive(Default)]
 struct State {
@@ -25,6 +51,7 @@ struct State {
 pub struct TcpProxy {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    link: watch::Sender<Link>,
     acceptor: JoinHandle<()>,
 }
 
@@ -38,10 +65,12 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
-        let acceptor = tokio::spawn(accept(listener, target, Arc::clone(&state)));
+        let (link, watching) = watch::channel(Link::Open);
+        let acceptor = tokio::spawn(accept(listener, target, Arc::clone(&state), watching));
         Ok(Self {
             addr,
             state,
+            link,
             acceptor,
         })
     }
@@ -74,6 +103,11 @@ impl TcpProxy {
     pub fn restore(&self) {
         lock(&self.state).cut = false;
     }
+
+    /// How bytes pass from now on, on live connections and new ones.
+    pub fn set_link(&self, link: Link) {
+        self.link.send_replace(link);
+    }
 }
 
 impl Drop for TcpProxy {
@@ -83,7 +117,12 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept(listener: TcpListener, target: SocketAddr, state: Arc<Mutex<State>>) {
+async fn accept(
+    listener: TcpListener,
+    target: SocketAddr,
+    state: Arc<Mutex<State>>,
+    link: watch::Receiver<Link>,
+) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
             // Out of file descriptors, say: pause rather than spin.
@@ -98,21 +137,84 @@ async fn accept(listener: TcpListener, target: SocketAddr, state: Arc<Mutex<Stat
         }
         state.connections.retain(|c| !c.is_finished());
         state.forwarded += 1;
-        let task = tokio::spawn(forward(client, target));
+        let task = tokio::spawn(forward(client, target, link.clone()));
         state.connections.push(task.abort_handle());
     }
 }
 
-async fn forward(mut client: TcpStream, target: SocketAddr) {
-    let Ok(mut server) = TcpStream::connect(target).await else {
+/// Both directions until both ended; an error in one drops the whole connection.
+async fn forward(client: TcpStream, target: SocketAddr, link: watch::Receiver<Link>) {
+    let Ok(server) = TcpStream::connect(target).await else {
         return;
     };
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let _ = tokio::try_join!(
+        pipe(client_read, server_write, link.clone()),
+        pipe(server_read, client_write, link),
+    );
+}
+
+/// One direction: a reader that timestamps chunks, and a writer that passes each on once
+/// the link lets it (which keeps their order whatever the link does meanwhile).
+async fn pipe(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut link: watch::Receiver<Link>,
+) -> std::io::Result<()> {
+    let (held, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(HELD_CHUNKS);
+    let read = async move {
+        loop {
+            let mut chunk = vec![0; CHUNK];
+            let n = from.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            chunk.truncate(n);
+            if held.send((Instant::now(), chunk)).await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let write = async move {
+        while let Some((arrived, chunk)) = due.recv().await {
+            passable(&mut link, arrived).await;
+            to.write_all(&chunk).await?;
+        }
+        to.shutdown().await
+    };
+    tokio::try_join!(read, write).map(drop)
+}
+
+/// Returns once a chunk that arrived at `arrived` may pass.
+async fn passable(link: &mut watch::Receiver<Link>, arrived: Instant) {
+    loop {
+        let current = *link.borrow_and_update();
+        let wait = match current {
+            Link::Open => return,
+            Link::Delayed(delay) if Instant::now() >= arrived + delay => return,
+            Link::Delayed(delay) => Some(arrived + delay),
+            Link::Stalled => None,
+        };
+        let changed = async {
+            match wait {
+                Some(at) => tokio::select! {
+                    _ = tokio::time::sleep_until(at) => Ok(()),
+                    changed = link.changed() => changed,
+                },
+                None => link.changed().await,
+            }
+        };
+        // The proxy is gone: nothing will change the link any more.
+        if changed.await.is_err() {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::TcpProxy;
+    use super::{Link, TcpProxy};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -182,5 +284,38 @@ mod tests {
             round_trip(&mut again, b"again").await.as_deref(),
             Some(&b"again"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_delayed_link_holds_every_chunk_and_a_stalled_one_holds_all_until_it_opens() {
+        let proxy = TcpProxy::start(echo_server().await).await.expect("proxy");
+        let mut socket = TcpStream::connect(proxy.addr()).await.expect("connect");
+        assert!(round_trip(&mut socket, b"warm").await.is_some());
+
+        let delay = Duration::from_millis(150);
+        proxy.set_link(Link::Delayed(delay));
+        let began = tokio::time::Instant::now();
+        assert!(round_trip(&mut socket, b"slow").await.is_some());
+        assert!(
+            began.elapsed() >= 2 * delay,
+            "both directions are delayed: {:?}",
+            began.elapsed()
+        );
+
+        proxy.set_link(Link::Stalled);
+        socket.write_all(b"held").await.expect("write");
+        let mut echoed = [0; 4];
+        assert!(
+            timeout(Duration::from_millis(300), socket.read_exact(&mut echoed))
+                .await
+                .is_err(),
+            "nothing passes a stalled link"
+        );
+        proxy.set_link(Link::Open);
+        timeout(WAIT, socket.read_exact(&mut echoed))
+            .await
+            .expect("passes once open")
+            .expect("read");
+        assert_eq!(&echoed, b"held");
     }
 }

@@ -1,0 +1,186 @@
+//! One soak from start to report: plan, start the shape, load it, play the nemesis,
+//! recover, drain, judge.
+
+use super::availability::{DriverClock, Window, measure};
+use super::catalog::{FaultKind, Shape};
+use super::classify::classify;
+use super::nemesis::{self, FaultRecord};
+use super::plan::Schedule;
+use super::report::{self, Operations, Report};
+use super::settings::{PER_ROOM, SoakSettings};
+use super::topology::Topology;
+use crate::checker::{self, StreamOrder, Verdict};
+use crate::load::{Load, LoadConfig};
+use crate::scenario::{self, Drained};
+use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the run prints the load's counts.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Stream-order inversions quoted in the evidence.
+const INVERSIONS_SHOWN: usize = 10;
+
+pub async fn run(settings: &SoakSettings) -> Result<Report> {
+    let began = Instant::now();
+    let seed = settings.seed();
+    let shape = Shape::PRODUCTION;
+    let schedule = Schedule::plan(seed, settings.duration(), &settings.faults, &shape);
+    let faketime = settings.faketime_library();
+    if settings.faults.contains(&FaultKind::Skew) && faketime.is_none() {
+        bail!("the skew fault needs libfaketime: install Debian's faketime or set --faketime");
+    }
+    println!(
+        "[soak] seed {seed}: {} faults in {} slots over {:.1} min (--seed {seed} replays them)",
+        schedule.faults().count(),
+        schedule.slots.len(),
+        settings.minutes
+    );
+    let top = Topology::start(faketime).await?;
+    let (conversations, clients) =
+        scenario::rooms(&top.db, settings.rooms, PER_ROOM, shape.ingest).await?;
+    let client_count = clients.len();
+    let config = LoadConfig::new(top.urls.clone(), clients, settings.rate);
+    let mut load = Load::start(&config).await.context("starting the load")?;
+    load.begin().await?;
+    let clock = DriverClock::calibrate(&mut load).await?;
+    let load_started = Instant::now();
+    println!(
+        "[soak] started in {:.0} s; load on",
+        began.elapsed().as_secs_f64()
+    );
+    let until = load_started + settings.duration();
+    let records = play_and_watch(&top, &schedule, &mut load, load_started, until).await?;
+    println!(
+        "[soak] faults over after {:.0} s; recovering",
+        nemesis::since(load_started, Instant::now())
+    );
+    let processes = top.recover().await;
+    let drained = scenario::drain(&mut load, &top.db.pool, &conversations).await?;
+    let _ = load.shutdown().await;
+    let found = judge(&top, &drained, &conversations).await?;
+    let windows: Vec<Window> = records
+        .iter()
+        .map(|r| Window {
+            kind: r.kind,
+            from: clock.at(r.started),
+            to: clock.at(r.ended),
+        })
+        .collect();
+    let sends = classify(&drained.report, &found.rows);
+    let faults = report::fault_counts(&records);
+    let anomalies = report::anomalies(&sends, &found.verdict, &found.order, &faults, &processes);
+    Ok(Report {
+        seed,
+        minutes: settings.minutes,
+        rate: settings.rate,
+        rooms: settings.rooms,
+        clients: client_count,
+        wall_clock_s: began.elapsed().as_secs_f64(),
+        operations: operations(&drained, &found.verdict),
+        fault_log: report::fault_log(&records, load_started),
+        faults,
+        sends,
+        anomalies,
+        checks: found.verdict.violations.clone(),
+        stream_order_placed: found.order.placed,
+        processes,
+        availability: measure(&drained.report.messages, &windows),
+        evidence: evidence(&found.verdict, &found.order),
+    })
+}
+
+/// Plays the nemesis until its last slot has ended and the load has run its duration,
+/// printing the load's counts meanwhile.
+async fn play_and_watch(
+    top: &Topology,
+    schedule: &Schedule,
+    load: &mut Load,
+    load_started: Instant,
+    until: Instant,
+) -> Result<Vec<FaultRecord>> {
+    let nemesis = nemesis::play(top, schedule, load_started);
+    tokio::pin!(nemesis);
+    let mut ticks = tokio::time::interval_at(load_started + PROGRESS_EVERY, PROGRESS_EVERY);
+    let records = loop {
+        tokio::select! {
+            records = &mut nemesis => break records,
+            _ = ticks.tick() => print_progress(load, load_started).await?,
+        }
+    };
+    while Instant::now() < until {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = ticks.tick() => print_progress(load, load_started).await?,
+        }
+    }
+    Ok(records)
+}
+
+async fn print_progress(load: &mut Load, load_started: Instant) -> Result<()> {
+    let p = load.progress().await?;
+    println!(
+        "[soak] {:>6.1} s  load: sent {} acked {} in flight {} connected {} reconnects {} failures {:?}",
+        nemesis::since(load_started, Instant::now()),
+        p.sent,
+        p.acked,
+        p.in_flight,
+        p.connected,
+        p.reconnects,
+        p.failures
+    );
+    Ok(())
+}
+
+/// The checker's findings, and the rows they are about.
+struct Found {
+    rows: Vec<checker::StoredRow>,
+    verdict: Verdict,
+    order: StreamOrder,
+}
+
+async fn judge(
+    top: &Topology,
+    drained: &Drained,
+    conversations: &[coachwire_shared::ids::ConversationId],
+) -> Result<Found> {
+    let rows = checker::stored_rows(&drained.report, &top.db.pool).await?;
+    let verdict = checker::judge(&drained.report, &rows);
+    println!("{}", verdict.summary);
+    let nats = scenario::connect_nats(&top.nats_url).await?;
+    let js = async_nats::jetstream::new(nats);
+    let order = checker::stream_order(&top.db.pool, &js, conversations).await?;
+    Ok(Found {
+        rows,
+        verdict,
+        order,
+    })
+}
+
+fn operations(drained: &Drained, verdict: &Verdict) -> Operations {
+    let summary = &verdict.summary;
+    Operations {
+        sent: summary.sent,
+        acked: summary.acked,
+        attempts: summary.codes.values().sum(),
+        retries: summary.retries,
+        outcomes: summary.codes.clone(),
+        reconnects: drained.stopped.reconnects,
+    }
+}
+
+fn evidence(verdict: &Verdict, order: &StreamOrder) -> String {
+    let mut evidence = verdict.evidence.clone();
+    if !order.inversions.is_empty() {
+        let _ = writeln!(
+            evidence,
+            "stream-order: {} inversion(s)",
+            order.inversions.len()
+        );
+        for inversion in order.inversions.iter().take(INVERSIONS_SHOWN) {
+            let _ = writeln!(evidence, "  - {inversion}");
+        }
+    }
+    evidence
+}
