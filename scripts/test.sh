@@ -43,5 +43,5 @@ if [ $# -eq 0 ]; then
   step npm --prefix clients/web test
   # The randomized fault soak (docs/reliability.md), short: every fault kind at least
   # once with a fresh seed each run (printed first; --seed replays it).
-  step "$COACHWIRE_BIN_DIR/coachwire-soak" --minutes 1.6
+  step "$COACHWIRE_BIN_DIR/coachwire-soak" --minutes 1.4
 fi

@@ -1,6 +1,7 @@
-//! Refuses a replay while a persister consumes: two writers assigning `seq` to the same
-//! conversation would interleave, and a dry run's open transaction would block a live
-//! persister's inserts on the unique indexes until it rolls back.
+//! Whether a persister consumes, which a replay must know: two writers assigning `seq` to
+//! the same conversation would interleave, so a real replay refuses, and a dry run's one
+//! open transaction would block a live persister's inserts on the unique indexes until it
+//! rolls back, so a dry run beside a live persister rolls each batch back at once instead.
 //!
 //! A live persister always holds a pull request on every partition consumer: it renews
 //! them before they expire ([`PULL_EXPIRES`], 5 s), so the consumer's
@@ -22,9 +23,32 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 /// between a live persister's expired request and its next one.
 const IDLE_READINGS: u32 = 2;
 
-/// Returns once no persister consumer has a waiting pull request; errors with the reason
-/// to refuse if one still has after [`DRAIN_WAIT`].
-pub async fn no_persister_consuming(stream: &Stream) -> anyhow::Result<()> {
+/// What the persister consumers are doing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Persisters {
+    /// No pull request waits on any of them: no persister runs.
+    Stopped,
+    /// This consumer still had `waiting` pull requests after [`DRAIN_WAIT`].
+    Consuming { consumer: String, waiting: usize },
+}
+
+impl Persisters {
+    /// What stands between this state and a real replay, in words (`None`: nothing).
+    pub fn obstacle(&self) -> Option<String> {
+        let Persisters::Consuming { consumer, waiting } = self else {
+            return None;
+        };
+        let plural = if *waiting == 1 { "" } else { "s" };
+        Some(format!(
+            "{consumer} has {waiting} active pull request{plural} (a persister is consuming); \
+             stop every persister first"
+        ))
+    }
+}
+
+/// [`Persisters::Stopped`] as soon as no persister consumer has a waiting pull request
+/// (twice in a row); [`Persisters::Consuming`] if one still has after [`DRAIN_WAIT`].
+pub async fn persisters(stream: &Stream) -> anyhow::Result<Persisters> {
     let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
     let mut idle = 0;
     loop {
@@ -32,17 +56,13 @@ pub async fn no_persister_consuming(stream: &Stream) -> anyhow::Result<()> {
             None => {
                 idle += 1;
                 if idle >= IDLE_READINGS {
-                    return Ok(());
+                    return Ok(Persisters::Stopped);
                 }
             }
-            Some((name, waiting)) => {
+            Some((consumer, waiting)) => {
                 idle = 0;
                 if tokio::time::Instant::now() >= deadline {
-                    let plural = if waiting == 1 { "" } else { "s" };
-                    anyhow::bail!(
-                        "refusing to replay: {name} has {waiting} active pull request{plural} \
-                         (a persister is consuming); stop every persister first"
-                    );
+                    return Ok(Persisters::Consuming { consumer, waiting });
                 }
             }
         }

@@ -23,7 +23,7 @@ use super::entries::read_entries;
 use super::guard;
 use super::output::{Output, Report};
 use super::retry::Retries;
-use super::writer::Writer;
+use super::writer::{WriteMode, Writer};
 use anyhow::Context;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -53,7 +53,8 @@ pub struct ReplayArgs {
     #[arg(long, value_parser = parse_conversation)]
     conversation: Option<ConversationId>,
     /// Run the same store path in a transaction that is rolled back: exact counts, no
-    /// change (nothing stored, nothing dead-lettered).
+    /// change (nothing stored, nothing dead-lettered). It also runs while a persister
+    /// consumes (rolling back each batch at once) and says what a real run would need.
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
@@ -91,16 +92,21 @@ struct ReplayReport {
     dead_lettered: u64,
     from_stream_seq: u64,
     to_stream_seq: u64,
+    /// What a real run would need first (a dry run beside a live persister).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    real_run_needs: Option<String>,
     #[serde(skip)]
     dry_run: bool,
 }
 
 impl Report for ReplayReport {
     fn summary(&self) -> String {
-        let rehearsal = if self.dry_run {
-            " (dry run: nothing was changed)"
-        } else {
-            ""
+        let rehearsal = match (self.dry_run, &self.real_run_needs) {
+            (false, _) => String::new(),
+            (true, None) => " (dry run: nothing was changed)".to_string(),
+            (true, Some(needs)) => {
+                format!(" (dry run: nothing was changed; a real run needs this: {needs})")
+            }
         };
         format!(
             "replayed stream seq {}..={}: scanned {}, restored {}, already present {}, dead-lettered {}{rehearsal}",
@@ -117,7 +123,13 @@ impl Report for ReplayReport {
 pub async fn run(args: ReplayArgs, common: &CommonSettings) -> anyhow::Result<()> {
     let js = connect::nats(common).await?;
     let stream = js.get_stream(MESSAGES_STREAM).await?;
-    guard::no_persister_consuming(&stream).await?;
+    let persisters = guard::persisters(&stream).await?;
+    let mode = match (args.dry_run, persisters.obstacle()) {
+        (false, Some(obstacle)) => anyhow::bail!("refusing to replay: {obstacle}"),
+        (false, None) => WriteMode::Commit,
+        (true, None) => WriteMode::Rehearse,
+        (true, Some(_)) => WriteMode::RehearseEachBatch,
+    };
     let pool = connect::postgres(common).await?;
     let state = stream.get_info().await?.state;
     if let Some(from) = args.start.from_stream_seq
@@ -137,12 +149,13 @@ pub async fn run(args: ReplayArgs, common: &CommonSettings) -> anyhow::Result<()
         .collect();
     let mut replay = Replay {
         js: js.clone(),
-        writer: Writer::new(pool, args.dry_run).await?,
+        writer: Writer::new(pool, mode).await?,
         already_dead,
         report: ReplayReport {
             from_stream_seq: args.start.from_stream_seq.unwrap_or(0),
             to_stream_seq: state.last_sequence,
             dry_run: args.dry_run,
+            real_run_needs: persisters.obstacle(),
             ..Default::default()
         },
     };

@@ -484,7 +484,8 @@ async fn a_replay_gives_up_on_a_database_fault_after_its_retries_and_dead_letter
 }
 
 #[tokio::test]
-async fn replay_refuses_while_a_persister_consumes_and_runs_once_it_is_stopped() {
+async fn replay_refuses_while_a_persister_consumes_a_dry_run_does_not_and_both_run_once_it_is_stopped()
+ {
     let ops = Ops::new().await;
     let c = conversation();
     ops.send(c, "m0").await;
@@ -516,6 +517,16 @@ async fn replay_refuses_while_a_persister_consumes_and_runs_once_it_is_stopped()
         started.elapsed() >= Duration::from_secs(6),
         "a live persister is waited out for one pull expiry before refusing"
     );
+    let dry = ops
+        .json(&["replay", "--from-stream-seq", "1", "--dry-run", "--json"])
+        .await;
+    assert_eq!(counts(&dry), [1, 0, 1, 0, 1, 1], "{dry}");
+    let needs = dry["realRunNeeds"].as_str().unwrap_or_default();
+    assert!(
+        needs.starts_with("persister-p") && needs.ends_with("stop every persister first"),
+        "a dry run beside a live persister runs and says what a real run needs: {dry}"
+    );
+    assert_eq!(ops.rows().await, 1, "the dry run changed nothing");
 
     let pid = persister.id().expect("pid");
     std::process::Command::new("kill")

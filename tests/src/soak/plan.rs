@@ -328,8 +328,8 @@ mod tests {
         assert_ne!(plan(42, &FaultKind::ALL), plan(43, &FaultKind::ALL));
     }
 
-    /// The soak of `scripts/test.sh` (`--minutes 1.6`) runs with a fresh seed each time.
-    const CI_SOAK: Duration = Duration::from_secs(96);
+    /// The soak of `scripts/test.sh` (`--minutes 1.4`) runs with a fresh seed each time.
+    const CI_SOAK: Duration = Duration::from_secs(84);
 
     #[test]
     fn the_test_commands_soak_draws_every_kind_whatever_the_seed_and_only_the_selected_ones() {

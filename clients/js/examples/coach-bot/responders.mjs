@@ -148,8 +148,8 @@ export function responderFromEnv(env = process.env) {
   if (!env.COACH_LLM_URL) return ruleBasedResponder();
   return openAiCompatibleResponder({
     url: env.COACH_LLM_URL,
-    model: env.COACH_LLM_MODEL ?? "gpt-4o-mini",
-    apiKey: env.COACH_LLM_API_KEY ?? env.OPENAI_API_KEY,
+    model: env.COACH_LLM_MODEL || "gpt-4o-mini",
+    apiKey: env.COACH_LLM_API_KEY || env.OPENAI_API_KEY,
     timeoutMs: Number(env.COACH_LLM_TIMEOUT_MS ?? 30_000),
   });
 }
