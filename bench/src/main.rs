@@ -182,8 +182,8 @@ async fn finish(pool: &sqlx::PgPool, drivers: &mut [Driver]) -> anyhow::Result<V
         .iter()
         .flat_map(|d| d.conversations.clone())
         .collect();
-    let last_seq =
-        checker::wait_until_stored(pool, &conversations, acked, Duration::from_secs(60)).await?;
+    checker::wait_until_stored(pool, &conversations, acked, Duration::from_secs(60)).await?;
+    let last_seq = checker::wait_until_ended(pool, &conversations, Duration::from_secs(30)).await?;
     let mut reports = Vec::with_capacity(drivers.len());
     for driver in drivers.iter_mut() {
         reports.push(

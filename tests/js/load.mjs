@@ -7,9 +7,18 @@
 // network dropped reconnects (to the next ingest URL), re-joins and calls `sync` from
 // the last seq it saw. Everything is recorded; the Rust checker judges it.
 //
+// Streamers (optional) play the AI coach of §14 in their room: one reply at a time,
+// started (retried with the same clientMessageId on the same socket), appended piece by
+// piece (a failed append is retried at the same offset), ended `complete`. A reply whose
+// socket goes away is over: its node ends it `interrupted`, and the next one starts after
+// the reconnect. Every socket records `message_updated` as a "u" event, and `sync`'s
+// `updates` as synced seqs.
+//
 // Config: the path of a JSON file (one argument)
 //   { urls: [..], rate: msgs/s, ackTimeoutMs?, stopDeadlineMs?, settleTimeoutMs?,
-//     reportPath, clients: [{ name, userId, token, conversationId, urlIndex? }] }
+//     reportPath, clients: [{ name, userId, token, conversationId, urlIndex? }],
+//     streamers?: [same as clients, with an `ai` token], replyPieces?, appendEveryMs?,
+//     replyGapMs? }
 // Control (JSON lines on stdin) → answers (JSON lines on stdout):
 //   {"cmd":"start"}                   → {"event":"started"}  (sending begins)
 //   {"cmd":"progress"}                → {"event":"progress", ...counts}
@@ -48,6 +57,10 @@ const TICK_MS = 1;
 /** Tick of the retry pass over every client's outbox. */
 const RETRY_TICK_MS = 10;
 const SYNC_PAGE = 500;
+/** A streamer's reply: this many appends, one every APPEND_EVERY_MS, then a pause. */
+const REPLY_PIECES = config.replyPieces ?? 8;
+const APPEND_EVERY_MS = config.appendEveryMs ?? 100;
+const REPLY_GAP_MS = config.replyGapMs ?? 500;
 const SETTLE_POLL_MS = 100;
 
 // Time-ordered, as a well-behaved client mints them: ingest then knows a recent id is
@@ -90,6 +103,9 @@ class Client {
     return URLS[this.urlIndex % URLS.length];
   }
 
+  /** A chat client sends on the scheduler's timer; nothing more to do once joined. */
+  onJoined() {}
+
   connect() {
     const socket = io(this.url(), {
       auth: { token: this.token },
@@ -102,6 +118,9 @@ class Client {
     this.joined = false;
     socket.on("message", (m) => this.seen("m", m));
     socket.on("message_delivered", (m) => this.seen("d", m));
+    // The version's own seq, with the message it is a version of (§14).
+    socket.on("message_updated", (u) => this.seen("u", { ...u, id: u.message && u.message.id }));
+    socket.on("reply_delta", () => (deltas += 1));
     socket.on("connect", () => void this.onConnect(socket));
     socket.on("connect_error", (err) => {
       if (socket !== this.socket) return;
@@ -149,6 +168,7 @@ class Client {
       this.joined = true;
       readyCheck();
       this.flush();
+      this.onJoined(socket);
     } catch (err) {
       this.errors.push({ at: now(), what: "join/sync", error: String(err && err.message) });
       if (socket === this.socket) this.retryConnect();
@@ -166,12 +186,14 @@ class Client {
         this.syncs.push({ at: now(), afterSeq, count: 0, error: JSON.stringify(ack) });
         throw new Error(`sync refused: ${JSON.stringify(ack)}`);
       }
-      for (const m of ack.messages) {
-        this.synced.push([m.seq, m.id]);
-        if (m.seq > this.maxSeen) this.maxSeen = m.seq;
-        if (m.seq > afterSeq) afterSeq = m.seq;
+      const events = ack.messages.map((m) => [m.seq, m.id]);
+      for (const u of ack.updates ?? []) events.push([u.seq, u.message.id]);
+      for (const [seq, id] of events) {
+        this.synced.push([seq, id]);
+        if (seq > this.maxSeen) this.maxSeen = seq;
+        if (seq > afterSeq) afterSeq = seq;
       }
-      this.syncs.push({ at: now(), afterSeq, count: ack.messages.length });
+      this.syncs.push({ at: now(), afterSeq, count: events.length });
       if (!ack.hasMore) return;
     }
   }
@@ -249,8 +271,7 @@ class Client {
     msg.attempts.push([at, outcome]);
     failures[outcome] = (failures[outcome] ?? 0) + 1;
     msg.failures += 1;
-    const backoff = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(msg.failures - 1, 5));
-    msg.retryAt = at + Math.max(backoff, retryAfterMs) + Math.random() * 50;
+    msg.retryAt = at + backoff(msg.failures, retryAfterMs);
   }
 
   report() {
@@ -272,10 +293,138 @@ class Client {
   }
 }
 
-const clients = config.clients.map((spec, i) => new Client(spec, i));
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Answers to a reply event that a writer waits out and retries (§4, §14 rule 5). */
+const RETRIED = ["UNAVAILABLE", "RATE_LIMITED"];
+
+/** The AI coach of a room: streams one reply at a time while the load runs (§14). */
+class Streamer extends Client {
+  constructor(spec, index) {
+    super(spec, index);
+    /** A reply is between its start and its end (the load's stop waits for it). */
+    this.busy = false;
+    this.replies = 0;
+  }
+
+  onJoined() {
+    if (!this.running) this.running = this.run();
+  }
+
+  async run() {
+    while (!shuttingDown) {
+      if (!sending || !this.joined) {
+        await sleep(50);
+        continue;
+      }
+      await this.reply(this.socket);
+      await sleep(REPLY_GAP_MS * (0.5 + Math.random()));
+    }
+  }
+
+  /** One reply on `socket`: it is over when that socket is (its node ends it then). */
+  async reply(socket) {
+    this.replies += 1;
+    const conversationId = this.conversationId;
+    const r = {
+      clientMessageId: uuidv7(),
+      client: this.name,
+      userId: this.userId,
+      conversationId,
+      startAttempts: [],
+      id: null,
+      startSeq: null,
+      startStatus: null,
+      startAckAt: null,
+      appends: [],
+      endAttempts: [],
+      end: null,
+      over: null,
+    };
+    replies.push(r);
+    this.busy = true;
+    try {
+      r.over = await this.write(socket, r, conversationId);
+    } finally {
+      this.busy = false;
+      if (stopping) stopCheck();
+    }
+  }
+
+  /** Starts, appends and ends `r`; returns how it ended for this writer. */
+  async write(socket, r, conversationId) {
+    const start = await this.answered(socket, r.startAttempts, "reply_start", {
+      conversationId,
+      clientMessageId: r.clientMessageId,
+    });
+    if (!start) return "socket lost before the start was acked";
+    if (start.success !== true) return `start refused: ${start.code}`;
+    Object.assign(r, {
+      id: start.message.id,
+      startSeq: start.message.seq ?? null,
+      startStatus: start.message.status,
+      startAckAt: now(),
+    });
+    if (start.message.status !== "streaming") return "over at its start";
+    let offset = 0;
+    for (let piece = 1; piece <= REPLY_PIECES; piece++) {
+      const text = `${this.name}.${this.replies}.${piece} `;
+      const append = { offset, text, ackedAt: null, length: null, attempts: [] };
+      r.appends.push(append);
+      const ack = await this.answered(socket, append.attempts, "reply_append", { conversationId, id: r.id, offset, text });
+      if (!ack) return "socket lost while appending";
+      if (ack.success !== true) return `append refused: ${ack.code}`;
+      Object.assign(append, { ackedAt: now(), length: ack.length });
+      offset = ack.length;
+      await sleep(APPEND_EVERY_MS);
+    }
+    const end = await this.answered(socket, r.endAttempts, "reply_end", { conversationId, id: r.id, status: "complete" });
+    if (!end) return "socket lost while ending";
+    if (end.success !== true) return `end refused: ${end.code}`;
+    const m = end.message;
+    r.end = { at: now(), status: m.status, content: m.content };
+    return "ended";
+  }
+
+  /** Emits until answered on `socket`, waiting out a timeout or a retried code; `null`
+   * once the socket is no longer this client's. */
+  async answered(socket, attempts, event, payload) {
+    for (let failures = 1; ; failures++) {
+      if (socket !== this.socket || !socket.connected) return null;
+      let ack;
+      try {
+        ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);
+      } catch (err) {
+        attempts.push([now(), err.message === "operation has timed out" ? "timeout" : "disconnected"]);
+        await sleep(backoff(failures, 0));
+        continue;
+      }
+      if (ack && ack.success === true) {
+        attempts.push([now(), ack.duplicate ? "duplicate" : "ok"]);
+        return ack;
+      }
+      const code = (ack && ack.code) || "NO_CODE";
+      attempts.push([now(), code]);
+      if (!RETRIED.includes(code)) return ack ?? { success: false, code };
+      await sleep(backoff(failures, ack.retryAfterMs ?? 0));
+    }
+  }
+}
+
+/** Retry backoff after the `failures`-th failure, never sooner than the server asked. */
+function backoff(failures, retryAfterMs) {
+  const base = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(failures - 1, 5));
+  return Math.max(base, retryAfterMs) + Math.random() * 50;
+}
+
+const chatters = config.clients.map((spec, i) => new Client(spec, i));
+const streamers = (config.streamers ?? []).map((spec, i) => new Streamer(spec, chatters.length + i));
+/** Every socket: the checker judges what each received. */
+const clients = [...chatters, ...streamers];
 const messages = [];
+const replies = [];
 const failures = {};
 let acked = 0;
+let deltas = 0;
 let readySent = false;
 let sending = false;
 let stopping = false;
@@ -304,6 +453,10 @@ function counts() {
     failures,
     connected: clients.filter((c) => c.joined).length,
     reconnects: clients.reduce((n, c) => n + c.reconnectedAt.length, 0),
+    replies: replies.length,
+    repliesEnded: replies.filter((r) => r.end !== null).length,
+    appendsAcked: replies.reduce((n, r) => n + r.appends.filter((a) => a.ackedAt !== null).length, 0),
+    deltas,
   };
 }
 
@@ -316,8 +469,8 @@ const ticker = setInterval(() => {
   if (!sending) return;
   const due = Math.floor(((now() - startedAt) * RATE) / 1000);
   for (; scheduled < due; scheduled++) {
-    clients[nextClient].newMessage();
-    nextClient = (nextClient + 1) % clients.length;
+    chatters[nextClient].newMessage();
+    nextClient = (nextClient + 1) % chatters.length;
   }
 }, TICK_MS);
 const retrier = setInterval(() => {
@@ -332,7 +485,7 @@ setInterval(() => {
 }, SETTLE_POLL_MS);
 
 function stopCheck() {
-  if (!stopping || messages.length !== acked) return;
+  if (!stopping || messages.length !== acked || streamers.some((s) => s.busy)) return;
   finishStop(false);
 }
 
@@ -375,6 +528,7 @@ function finishSettle(timedOut) {
     counts: counts(),
     clients: clients.map((c) => c.report()),
     messages: messages.map(({ inFlight, retryAt, failures: _f, ...m }) => ({ ...m, inFlight })),
+    replies,
   };
   writeFileSync(config.reportPath, JSON.stringify(report));
   out({ event: "report", path: config.reportPath, timedOut });

@@ -7,7 +7,9 @@
 //! Keeping every check in one place means a scenario cannot forget one, and the unit
 //! tests at the bottom show that each check can fail.
 
-use crate::load::{ClientRecord, LoadReport, SentMessage};
+mod replies;
+
+use crate::load::{ClientRecord, LoadReport, SentMessage, SentReply};
 use anyhow::{Result, bail};
 use coachwire_shared::ids::{ClientMessageId, ConversationId, MessageId, UserId};
 use sqlx::PgPool;
@@ -31,6 +33,17 @@ pub struct StoredRow {
     pub client_message_id: Option<ClientMessageId>,
     pub seq: i64,
     pub content: String,
+    pub status: String,
+    /// Set on a later version of a message (the end of a streamed reply, §14).
+    pub version_of: Option<MessageId>,
+}
+
+impl StoredRow {
+    /// Whether an event or sync entry naming message `id` at this row's seq is this row:
+    /// the message itself, or a later version of it.
+    pub fn is_event_of(&self, id: MessageId) -> bool {
+        self.id == id || self.version_of == Some(id)
+    }
 }
 
 /// What was checked, for the one-line summary.
@@ -112,7 +125,7 @@ pub struct Verdict {
 pub fn judge(report: &LoadReport, rows: &[StoredRow]) -> Verdict {
     let world = World::new(report, rows);
     let mut summary = world.summary();
-    let checks: [(&'static str, Vec<String>); 9] = [
+    let checks: [(&'static str, Vec<String>); 10] = [
         ("every-send-acked", world.every_send_acked()),
         ("failures-expected", world.failures_expected()),
         ("acked-stored", world.acked_stored()),
@@ -122,6 +135,7 @@ pub fn judge(report: &LoadReport, rows: &[StoredRow]) -> Verdict {
         ("stayed-delivery", world.stayed_delivery(&mut summary)),
         ("reconnect-sync", world.reconnect_sync(&mut summary)),
         ("driver-consistent", world.driver_consistent()),
+        ("replies", world.replies()),
     ];
     let mut verdict = Verdict::default();
     for (name, violations) in &checks {
@@ -147,7 +161,7 @@ pub fn judge(report: &LoadReport, rows: &[StoredRow]) -> Verdict {
 pub async fn stored_rows(report: &LoadReport, pool: &PgPool) -> Result<Vec<StoredRow>> {
     let conversations: Vec<uuid::Uuid> = conversations(report).iter().map(|c| c.0).collect();
     Ok(sqlx::query_as(
-        "SELECT id, conversation_id, user_id, client_message_id, seq, content
+        "SELECT id, conversation_id, user_id, client_message_id, seq, content, status, version_of
          FROM messages WHERE conversation_id = ANY($1)",
     )
     .bind(conversations)
@@ -274,30 +288,48 @@ pub async fn stream_order(
     })
 }
 
-/// Polls (bounded) until the test conversations hold at least `acked` rows, then returns
-/// each conversation's highest seq: the target the sockets must settle to.
+/// Polls (bounded) until the test conversations hold at least `acked` messages (streamed
+/// replies, whose writers count none of theirs as sent, aside).
 pub async fn wait_until_stored(
     pool: &PgPool,
     conversations: &[ConversationId],
     acked: u64,
     within: Duration,
-) -> Result<HashMap<ConversationId, i64>> {
-    let ids: Vec<uuid::Uuid> = conversations.iter().map(|c| c.0).collect();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let stored: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = ANY($1)")
-                .bind(&ids)
-                .fetch_one(pool)
-                .await?;
-        if u64::try_from(stored).unwrap_or(0) >= acked || tokio::time::Instant::now() >= deadline {
-            if u64::try_from(stored).unwrap_or(0) < acked {
-                eprintln!("only {stored} of {acked} acked messages stored within {within:?}");
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+) -> Result<()> {
+    let stored = poll_count(
+        pool,
+        conversations,
+        "SELECT count(*) FROM messages
+         WHERE conversation_id = ANY($1) AND version_of IS NULL AND type <> 'ai'",
+        |n| n >= acked,
+        within,
+    )
+    .await?;
+    if stored < acked {
+        eprintln!("only {stored} of {acked} acked messages stored within {within:?}");
     }
+    Ok(())
+}
+
+/// Polls (bounded) until no reply of the test conversations is `streaming` (§14 rule 3),
+/// then returns each conversation's highest seq: the target the sockets must settle to.
+pub async fn wait_until_ended(
+    pool: &PgPool,
+    conversations: &[ConversationId],
+    within: Duration,
+) -> Result<HashMap<ConversationId, i64>> {
+    let streaming = poll_count(
+        pool,
+        conversations,
+        "SELECT count(*) FROM messages WHERE conversation_id = ANY($1) AND status = 'streaming'",
+        |n| n == 0,
+        within,
+    )
+    .await?;
+    if streaming > 0 {
+        eprintln!("{streaming} replies still streaming after {within:?}");
+    }
+    let ids: Vec<uuid::Uuid> = conversations.iter().map(|c| c.0).collect();
     let last: Vec<(ConversationId, i64)> = sqlx::query_as(
         "SELECT conversation_id, max(seq) FROM messages WHERE conversation_id = ANY($1)
          GROUP BY conversation_id",
@@ -310,6 +342,27 @@ pub async fn wait_until_stored(
         last.entry(*c).or_insert(0);
     }
     Ok(last)
+}
+
+/// Runs the count `sql` over the conversations every 200 ms until `done` holds of it or
+/// `within` passes; returns the last count.
+async fn poll_count(
+    pool: &PgPool,
+    conversations: &[ConversationId],
+    sql: &'static str,
+    done: impl Fn(u64) -> bool,
+    within: Duration,
+) -> Result<u64> {
+    let ids: Vec<uuid::Uuid> = conversations.iter().map(|c| c.0).collect();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).bind(&ids).fetch_one(pool).await?;
+        let n = u64::try_from(n).unwrap_or(0);
+        if done(n) || tokio::time::Instant::now() >= deadline {
+            return Ok(n);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Every conversation a client or message of the report belongs to.
@@ -329,6 +382,9 @@ struct World<'a> {
     by_id: HashMap<MessageId, &'a StoredRow>,
     by_cmid: HashMap<(UserId, ClientMessageId), Vec<&'a StoredRow>>,
     sent: HashMap<(UserId, ClientMessageId), &'a SentMessage>,
+    replies: HashMap<(UserId, ClientMessageId), &'a SentReply>,
+    /// Later versions by the message they are versions of.
+    versions: HashMap<MessageId, Vec<&'a StoredRow>>,
     /// Per conversation: seq → row (the last one wins if seq repeats; seq-contiguous says so).
     by_seq: HashMap<ConversationId, BTreeMap<i64, &'a StoredRow>>,
 }
@@ -337,9 +393,13 @@ impl<'a> World<'a> {
     fn new(report: &'a LoadReport, rows: &'a [StoredRow]) -> Self {
         let mut by_cmid: HashMap<_, Vec<_>> = HashMap::new();
         let mut by_seq: HashMap<_, BTreeMap<_, _>> = HashMap::new();
+        let mut versions: HashMap<_, Vec<_>> = HashMap::new();
         for row in rows {
-            if let Some(cmid) = row.client_message_id {
-                by_cmid.entry((row.user_id, cmid)).or_default().push(row);
+            // A later version carries its message's clientMessageId: it is no second copy.
+            match (row.version_of, row.client_message_id) {
+                (Some(of), _) => versions.entry(of).or_default().push(row),
+                (None, Some(cmid)) => by_cmid.entry((row.user_id, cmid)).or_default().push(row),
+                (None, None) => {}
             }
             by_seq
                 .entry(row.conversation_id)
@@ -359,6 +419,12 @@ impl<'a> World<'a> {
                 .iter()
                 .map(|m| ((m.user_id, m.client_message_id), m))
                 .collect(),
+            replies: report
+                .replies
+                .iter()
+                .map(|r| ((r.user_id, r.client_message_id), r))
+                .collect(),
+            versions,
             by_seq,
         }
     }
@@ -486,6 +552,16 @@ impl<'a> World<'a> {
             }
         }
         for row in self.rows {
+            // Streamed replies and their versions are the `replies` check's.
+            if row
+                .version_of
+                .is_some_and(|of| self.by_id.contains_key(&of))
+                || row
+                    .client_message_id
+                    .is_some_and(|cmid| self.replies.contains_key(&(row.user_id, cmid)))
+            {
+                continue;
+            }
             let sent = row
                 .client_message_id
                 .and_then(|cmid| self.sent.get(&(row.user_id, cmid)));
@@ -625,7 +701,7 @@ impl<'a> World<'a> {
                     break;
                 }
                 match stored.get(&seq) {
-                    Some(row) if Some(row.id) == event.2 => {
+                    Some(row) if event.2.is_some_and(|id| row.is_event_of(id)) => {
                         if !event.is_delivered()
                             && row.client_message_id.is_some_and(|c| own.contains(&c))
                         {
@@ -683,7 +759,7 @@ impl<'a> World<'a> {
                 .chain(client.synced.iter().copied());
             for (seq, id) in received {
                 if let Some(row) = stored.get(&seq)
-                    && row.id != id
+                    && !row.is_event_of(id)
                 {
                     out.push(format!(
                         "{}: seq {seq} received as {id}, stored as {}",
@@ -806,6 +882,8 @@ mod tests {
                 client_message_id: Some(cmid),
                 seq,
                 content: format!("alice-{seq}"),
+                status: "complete".into(),
+                version_of: None,
             });
             alice_events.push(Received(
                 "d".into(),
@@ -850,6 +928,7 @@ mod tests {
                     client("bob", bob, bob_events),
                 ],
                 messages,
+                replies: vec![],
             },
             rows,
         }

@@ -41,6 +41,8 @@ pub struct LoadConfig {
     /// Ingest nodes; a client whose node drops it moves to the next one.
     pub urls: Vec<String>,
     pub clients: Vec<LoadClient>,
+    /// AI coaches (tokens with role `ai`) streaming replies into their rooms (§14).
+    pub streamers: Vec<LoadClient>,
     /// Messages per second over all clients together.
     pub rate: u32,
     /// Client-side ack timeout of one send (longer than ingest's 5 s PubAck timeout).
@@ -54,6 +56,7 @@ impl LoadConfig {
         Self {
             urls,
             clients,
+            streamers: Vec::new(),
             rate,
             ack_timeout: Duration::from_secs(6),
             stop_deadline: Duration::from_secs(60),
@@ -77,6 +80,16 @@ pub struct Progress {
     pub reconnects: u64,
     #[serde(default)]
     pub timed_out: bool,
+    /// Streamed replies begun, and ended by their writer (§14).
+    #[serde(default)]
+    pub replies: u64,
+    #[serde(default)]
+    pub replies_ended: u64,
+    #[serde(default)]
+    pub appends_acked: u64,
+    /// `reply_delta` events received over every socket.
+    #[serde(default)]
+    pub deltas: u64,
 }
 
 /// Everything the driver recorded; times are milliseconds on the driver's one clock.
@@ -89,6 +102,9 @@ pub struct LoadReport {
     pub counts: Progress,
     pub clients: Vec<ClientRecord>,
     pub messages: Vec<SentMessage>,
+    /// Every streamed reply a streamer began (none without streamers).
+    #[serde(default)]
+    pub replies: Vec<SentReply>,
 }
 
 /// One message a client created, with every attempt to send it.
@@ -116,6 +132,49 @@ pub struct SentMessage {
     pub in_flight: bool,
 }
 
+/// One streamed reply (§14) as its writer saw it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentReply {
+    pub client_message_id: ClientMessageId,
+    pub client: String,
+    pub user_id: UserId,
+    pub conversation_id: ConversationId,
+    /// `(time, outcome)` of each `reply_start`, as [`SentMessage::attempts`].
+    pub start_attempts: Vec<(f64, String)>,
+    /// The start ack's `message.id`, `seq` and `status`.
+    pub id: Option<MessageId>,
+    pub start_seq: Option<i64>,
+    pub start_status: Option<String>,
+    pub start_ack_at: Option<f64>,
+    /// Every append tried, in offset order; only the last may be unacked.
+    pub appends: Vec<SentAppend>,
+    pub end_attempts: Vec<(f64, String)>,
+    /// The `reply_end` ack's final version, when the writer got one.
+    pub end: Option<EndAcked>,
+    /// How the reply ended for its writer (`ended`, or why not).
+    pub over: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SentAppend {
+    /// In Unicode scalar values, as §14 counts.
+    pub offset: usize,
+    pub text: String,
+    pub acked_at: Option<f64>,
+    /// The text's length after it, by the ack.
+    pub length: Option<usize>,
+    pub attempts: Vec<(f64, String)>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EndAcked {
+    pub at: f64,
+    pub status: String,
+    pub content: String,
+}
+
 /// One logical client: its socket history and what it received.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,7 +189,8 @@ pub struct ClientRecord {
     pub reconnected: bool,
     pub reconnected_at: Vec<f64>,
     pub disconnects: Vec<Disconnect>,
-    /// Arrival order of `message` (`"m"`) and `message_delivered` (`"d"`) events.
+    /// Arrival order of `message` (`"m"`), `message_delivered` (`"d"`) and
+    /// `message_updated` (`"u"`: the version's seq, the message's id) events.
     pub events: Vec<Received>,
     /// `(seq, id)` of what `sync` returned after reconnects.
     pub synced: Vec<(i64, MessageId)>,
@@ -186,16 +246,15 @@ impl Load {
         // A file, not an argument: thousands of clients' tokens exceed the kernel's
         // 128 KiB limit on one argument.
         let config_path = std::env::temp_dir().join(format!("cw-load-config-{run}.json"));
-        let clients: Vec<Value> = config
-            .clients
-            .iter()
-            .map(|c| {
-                json!({ "name": c.name, "userId": c.user, "token": c.token,
-                        "conversationId": c.conversation, "urlIndex": c.url_index })
-            })
-            .collect();
+        let spec = |c: &LoadClient| {
+            json!({ "name": c.name, "userId": c.user, "token": c.token,
+                    "conversationId": c.conversation, "urlIndex": c.url_index })
+        };
+        let clients: Vec<Value> = config.clients.iter().map(spec).collect();
+        let streamers: Vec<Value> = config.streamers.iter().map(spec).collect();
         let arg = json!({
             "urls": config.urls, "rate": config.rate, "clients": clients,
+            "streamers": streamers,
             "ackTimeoutMs": config.ack_timeout.as_millis() as u64,
             "stopDeadlineMs": config.stop_deadline.as_millis() as u64,
             "reportPath": report_path,

@@ -20,6 +20,10 @@ use tokio::time::Instant;
 pub const STORE_WAIT: Duration = Duration::from_secs(60);
 /// How long the sockets may take to receive (or sync) everything stored.
 pub const SETTLE_WAIT: Duration = Duration::from_secs(30);
+/// How long a drain waits for every streamed reply to end: a reply its node left ends
+/// within twice the idle time after its last append (§14 rule 3), and the soak's idle
+/// time is [`crate::soak::topology::REPLY_IDLE_MS`].
+pub const REPLY_END_WAIT: Duration = Duration::from_secs(45);
 /// Every scenario's graceful stop must end within the contract's 10 s (§1).
 pub const SIGTERM_WITHIN: Duration = Duration::from_secs(10);
 
@@ -91,32 +95,62 @@ pub struct Run {
     pub started: Instant,
 }
 
-/// `conversations` fresh conversations of `per_conversation` users each, and a load client
-/// for every user; every conversation has sockets on every one of `nodes` ingest nodes, so
-/// deliveries cross nodes.
+/// Whether each room has an AI coach streaming replies (§14) beside its users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coach {
+    Absent,
+    Streams,
+}
+
+/// The conversations of a load and who is in them.
+pub struct Rooms {
+    pub ids: Vec<ConversationId>,
+    pub clients: Vec<LoadClient>,
+    /// One coach (a token with role `ai`) per conversation, with [`Coach::Streams`].
+    pub coaches: Vec<LoadClient>,
+}
+
+/// `conversations` fresh conversations of `per_conversation` users each (and a coach,
+/// when asked), and a load client for every one; every conversation has sockets on every
+/// one of `nodes` ingest nodes, so deliveries cross nodes.
 pub async fn rooms(
     db: &crate::db::TestDb,
     conversations: usize,
     per_conversation: usize,
     nodes: usize,
-) -> anyhow::Result<(Vec<ConversationId>, Vec<LoadClient>)> {
-    let mut ids = Vec::new();
-    let mut clients = Vec::new();
+    coach: Coach,
+) -> anyhow::Result<Rooms> {
+    let mut rooms = Rooms {
+        ids: Vec::new(),
+        clients: Vec::new(),
+        coaches: Vec::new(),
+    };
+    let node = |i: usize| Some(i % nodes.max(1));
     for c in 0..conversations {
         let users: Vec<UserId> = (0..per_conversation).map(|_| new_user()).collect();
-        let conversation = db.conversation(&users).await?;
-        ids.push(conversation);
+        let ai = (coach == Coach::Streams).then(new_user);
+        let conversation = db
+            .conversation(&users.iter().copied().chain(ai).collect::<Vec<_>>())
+            .await?;
+        rooms.ids.push(conversation);
         for (u, user) in users.into_iter().enumerate() {
-            clients.push(LoadClient {
+            rooms.clients.push(LoadClient {
                 name: format!("c{c}u{u}"),
                 user,
                 token: token(user, None, 3600),
                 conversation,
-                url_index: Some((c + u) % nodes.max(1)),
+                url_index: node(c + u),
             });
         }
+        rooms.coaches.extend(ai.map(|user| LoadClient {
+            name: format!("c{c}ai"),
+            user,
+            token: token(user, Some("ai"), 3600),
+            conversation,
+            url_index: node(c + 1),
+        }));
     }
-    Ok((ids, clients))
+    Ok(rooms)
 }
 
 /// What the end of a load found: the driver's counts at its stop, and its full report
@@ -137,8 +171,8 @@ pub async fn drain(
 ) -> anyhow::Result<Drained> {
     let stopped = load.stop().await?;
     let waited = Instant::now();
-    let last_seq =
-        checker::wait_until_stored(pool, conversations, stopped.acked, STORE_WAIT).await?;
+    checker::wait_until_stored(pool, conversations, stopped.acked, STORE_WAIT).await?;
+    let last_seq = checker::wait_until_ended(pool, conversations, REPLY_END_WAIT).await?;
     let store_wait = waited.elapsed();
     let report = load.settle(&last_seq, SETTLE_WAIT).await?;
     Ok(Drained {
@@ -155,10 +189,19 @@ impl Run {
         let rng = Rng::from_env_or_clock(plan.name);
         let stack = Stack::start_with(plan.options).await.expect("stack");
         let nodes = stack.ingest.len();
-        let (conversations, clients) =
-            rooms(&stack.db, plan.conversations, plan.per_conversation, nodes)
-                .await
-                .expect("conversations");
+        let Rooms {
+            ids: conversations,
+            clients,
+            ..
+        } = rooms(
+            &stack.db,
+            plan.conversations,
+            plan.per_conversation,
+            nodes,
+            Coach::Absent,
+        )
+        .await
+        .expect("conversations");
         let config = LoadConfig::new(stack.urls(), clients, plan.rate);
         let mut load = Load::start(&config).await.expect("load driver ready");
         load.begin().await.expect("load started");

@@ -9,9 +9,9 @@
 
 use crate::checker::StoredRow;
 use crate::load::{LoadReport, SentMessage};
-use coachwire_shared::ids::{ClientMessageId, UserId};
+use coachwire_shared::ids::{ClientMessageId, MessageId, UserId};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What became of one send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,47 @@ pub struct Classes {
     pub unexpected: usize,
 }
 
+/// What the streamers did (§14): the `replies` check judges each reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Streamed {
+    pub begun: usize,
+    pub start_acked: usize,
+    /// Stored replies by final status (`streaming` would be a broken reply).
+    pub stored: BTreeMap<String, usize>,
+    pub appends_acked: usize,
+    /// `reply_delta` events the sockets received.
+    pub deltas: u64,
+}
+
+pub fn streamed(report: &LoadReport, rows: &[StoredRow]) -> Streamed {
+    let mine: HashSet<(UserId, ClientMessageId)> = report
+        .replies
+        .iter()
+        .map(|r| (r.user_id, r.client_message_id))
+        .collect();
+    let mut stored = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.version_of.is_none()) {
+        if row
+            .client_message_id
+            .is_some_and(|cmid| mine.contains(&(row.user_id, cmid)))
+        {
+            *stored.entry(row.status.clone()).or_default() += 1;
+        }
+    }
+    Streamed {
+        begun: report.replies.len(),
+        start_acked: report.replies.iter().filter(|r| r.id.is_some()).count(),
+        stored,
+        appends_acked: report
+            .replies
+            .iter()
+            .flat_map(|r| &r.appends)
+            .filter(|a| a.acked_at.is_some())
+            .count(),
+        deltas: report.counts.deltas,
+    }
+}
+
 /// Outcomes of an attempt that are a success ack.
 const SUCCESS: [&str; 2] = ["ok", "duplicate"];
 
@@ -59,19 +100,29 @@ pub fn classify_send(message: &SentMessage, copies: usize) -> SendClass {
 
 pub fn classify(report: &LoadReport, rows: &[StoredRow]) -> Classes {
     let mut copies: HashMap<(UserId, ClientMessageId), usize> = HashMap::new();
-    for row in rows {
+    for row in rows.iter().filter(|r| r.version_of.is_none()) {
         if let Some(cmid) = row.client_message_id {
             *copies.entry((row.user_id, cmid)).or_default() += 1;
         }
     }
+    // A streamed reply's rows (its start, and its end: a version of a stored row) are
+    // accounted for by the reply; the checker's `replies` check judges them.
     let sent: HashSet<(UserId, ClientMessageId)> = report
         .messages
         .iter()
         .map(|m| (m.user_id, m.client_message_id))
+        .chain(
+            report
+                .replies
+                .iter()
+                .map(|r| (r.user_id, r.client_message_id)),
+        )
         .collect();
+    let stored: HashSet<MessageId> = rows.iter().map(|r| r.id).collect();
     let mut classes = Classes {
         unexpected: rows
             .iter()
+            .filter(|r| !r.version_of.is_some_and(|of| stored.contains(&of)))
             .filter(|r| {
                 r.client_message_id
                     .is_none_or(|cmid| !sent.contains(&(r.user_id, cmid)))
@@ -100,7 +151,7 @@ pub fn classify(report: &LoadReport, rows: &[StoredRow]) -> Classes {
 pub(crate) mod tests {
     use super::*;
     use crate::load::Progress;
-    use coachwire_shared::ids::{ConversationId, MessageId};
+    use coachwire_shared::ids::ConversationId;
     use uuid::Uuid;
 
     /// A send by `user` created at `at` ms; `attempts` are `(ms after at, outcome)`, the
@@ -138,6 +189,7 @@ pub(crate) mod tests {
             counts: Progress::default(),
             clients: Vec::new(),
             messages,
+            replies: Vec::new(),
         }
     }
 
@@ -149,6 +201,8 @@ pub(crate) mod tests {
             client_message_id: Some(m.client_message_id),
             seq,
             content: m.content.clone(),
+            status: "complete".into(),
+            version_of: None,
         }
     }
 
@@ -189,5 +243,26 @@ pub(crate) mod tests {
         let m = sent(user, 0.0, &[(6000.0, "timeout")]);
         assert_eq!(classify_send(&m, 1), SendClass::Unacked);
         assert_eq!(classify_send(&m, 0), SendClass::Unacked);
+    }
+
+    #[test]
+    fn a_later_version_of_a_stored_row_is_no_stray_and_one_of_nothing_is() {
+        let user = UserId(Uuid::new_v4());
+        let once = sent(user, 0.0, &[(5.0, "ok")]);
+        let row = row_of(&once, 1);
+        let version = |of: MessageId, seq| StoredRow {
+            id: of.later_version(),
+            client_message_id: None,
+            seq,
+            version_of: Some(of),
+            ..row.clone()
+        };
+        let rows = vec![
+            version(row.id, 2),
+            version(MessageId(Uuid::new_v4()), 3),
+            row.clone(),
+        ];
+        let classes = classify(&report(vec![once]), &rows);
+        assert_eq!((classes.stored_once, classes.unexpected), (1, 1));
     }
 }

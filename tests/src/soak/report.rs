@@ -7,7 +7,7 @@
 
 use super::availability::{Availability, Share, WITHIN_MS};
 use super::catalog::FaultKind;
-use super::classify::Classes;
+use super::classify::{Classes, Streamed};
 use super::nemesis::{FaultOutcome, FaultRecord, since};
 use super::topology::{ProcessProblem, ProcessState};
 use crate::checker::{StreamOrder, Verdict};
@@ -46,6 +46,9 @@ pub enum Anomaly {
     Exited,
     /// A process not ready at the end.
     Unready,
+    /// A streamed reply stored wrong: left streaming, ended other than once, an acked
+    /// append missing from its text, an end other than the acked one (§14).
+    BrokenReply,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -90,6 +93,7 @@ pub struct Report {
     pub faults: BTreeMap<FaultKind, FaultCount>,
     pub fault_log: Vec<FaultLine>,
     pub sends: Classes,
+    pub replies: Streamed,
     pub anomalies: BTreeMap<Anomaly, usize>,
     /// Violations per check of [`crate::checker::judge`].
     pub checks: BTreeMap<&'static str, usize>,
@@ -170,6 +174,7 @@ pub fn anomalies(
         ),
         (Anomaly::Exited, processes_in(true)),
         (Anomaly::Unready, processes_in(false)),
+        (Anomaly::BrokenReply, check("replies")),
     ])
 }
 
@@ -215,6 +220,12 @@ pub fn render(report: &Report) -> String {
         out,
         "sends       stored once {}  recovered {}  lost {}  duplicated {}  unacked {}  unexpected {}",
         s.stored_once, s.recovered, s.lost, s.duplicated, s.unacked, s.unexpected
+    );
+    let t = &r.replies;
+    let _ = writeln!(
+        out,
+        "replies     begun {}  start acked {}  stored by status {:?}  appends acked {}  deltas {}",
+        t.begun, t.start_acked, t.stored, t.appends_acked, t.deltas
     );
     let listed: Vec<String> = r
         .anomalies
@@ -267,7 +278,7 @@ mod tests {
             &BTreeMap::new(),
             &[],
         );
-        assert_eq!(clean.len(), 13);
+        assert_eq!(clean.len(), 14);
         assert!(clean.values().all(|&n| n == 0));
     }
 

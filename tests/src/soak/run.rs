@@ -3,7 +3,7 @@
 
 use super::availability::{DriverClock, Window, measure};
 use super::catalog::{FaultKind, Shape};
-use super::classify::classify;
+use super::classify::{classify, streamed};
 use super::nemesis::{self, FaultRecord};
 use super::plan::Schedule;
 use super::report::{self, Operations, Report};
@@ -38,10 +38,23 @@ pub async fn run(settings: &SoakSettings) -> Result<Report> {
         settings.minutes
     );
     let top = Topology::start(faketime).await?;
-    let (conversations, clients) =
-        scenario::rooms(&top.db, settings.rooms, PER_ROOM, shape.ingest).await?;
-    let client_count = clients.len();
-    let config = LoadConfig::new(top.urls.clone(), clients, settings.rate);
+    let scenario::Rooms {
+        ids: conversations,
+        clients,
+        coaches,
+    } = scenario::rooms(
+        &top.db,
+        settings.rooms,
+        PER_ROOM,
+        shape.ingest,
+        scenario::Coach::Streams,
+    )
+    .await?;
+    let client_count = clients.len() + coaches.len();
+    let config = LoadConfig {
+        streamers: coaches,
+        ..LoadConfig::new(top.urls.clone(), clients, settings.rate)
+    };
     let mut load = Load::start(&config).await.context("starting the load")?;
     load.begin().await?;
     let clock = DriverClock::calibrate(&mut load).await?;
@@ -82,6 +95,7 @@ pub async fn run(settings: &SoakSettings) -> Result<Report> {
         fault_log: report::fault_log(&records, load_started),
         faults,
         sends,
+        replies: streamed(&drained.report, &found.rows),
         anomalies,
         checks: found.verdict.violations.clone(),
         stream_order_placed: found.order.placed,

@@ -21,6 +21,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard};
 
+/// The soak's `COACHWIRE_REPLY_IDLE_MS` ([`crate::scenario::REPLY_END_WAIT`] covers it).
+pub const REPLY_IDLE_MS: u64 = 5000;
+
 /// How long a process may take to be ready again once every fault has ended.
 const RECOVER_WAIT: Duration = Duration::from_secs(60);
 /// Log lines kept as evidence of a process that exited by itself.
@@ -76,7 +79,12 @@ impl Topology {
             nats_url: Some(cluster.urls()),
             database_admin_url: Some(pg.admin_url()),
             // R3, as `tests/tests/cluster.rs` and production run them.
-            env: vec![("COACHWIRE_STREAM_REPLICAS".into(), "3".into())],
+            env: vec![
+                ("COACHWIRE_STREAM_REPLICAS".into(), "3".into()),
+                // Short, so that the drain need not wait a minute for the replies the
+                // faults left behind to end (§14 rule 3).
+                ("COACHWIRE_REPLY_IDLE_MS".into(), REPLY_IDLE_MS.to_string()),
+            ],
             service_env: links.iter().map(own_nats_url).collect(),
         })
         .await
