@@ -114,25 +114,24 @@ struct ListedConversation {
     last_activity_at: DateTime<Utc>,
 }
 
-/// Streamed replies still `streaming` that started more than `older_than` ago, oldest
-/// first (a partial index keeps this a short scan however large `messages` grows).
-pub async fn streaming_since(
-    pool: &PgPool,
-    older_than: std::time::Duration,
-) -> Result<Vec<Message>, sqlx::Error> {
+/// Replies in progress in every conversation, oldest first, for the sweep for abandoned
+/// ones (a partial index keeps this a short scan however large `messages` grows). No age
+/// filter: `created_at` is the accepting node's clock, which may be off by minutes.
+pub async fn streaming_everywhere(pool: &PgPool) -> Result<Vec<Message>, sqlx::Error> {
     let sql = concat!(
         "SELECT ",
         coachwire_shared::message_columns!(),
-        " FROM messages WHERE status = 'streaming' \
-           AND created_at < now() - make_interval(secs => $1) \
-         ORDER BY created_at LIMIT 100"
+        " FROM messages WHERE status = 'streaming' ORDER BY created_at LIMIT $1"
     );
     let rows: Vec<MessageRow> = sqlx::query_as(sql)
-        .bind(older_than.as_secs_f64())
+        .bind(SWEPT_AT_ONCE)
         .fetch_all(pool)
         .await?;
     Ok(rows.into_iter().map(Message::from).collect())
 }
+
+/// Replies one sweep looks at: more than a cluster streams at once.
+const SWEPT_AT_ONCE: i64 = 1000;
 
 /// The conversation's replies in progress, oldest first.
 pub async fn streaming_in(

@@ -103,6 +103,7 @@ pub async fn append(
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
         let mut reply = written_here(&app, &s, &request.conversation_id, &request.id).await?;
+        ensure_not_idle(&app, &reply)?;
         app.limits.append(reply.message.id)?;
         let text = appended_text(&reply, request.offset, &request.text)?;
         if !text.is_empty() {
@@ -198,6 +199,7 @@ pub async fn end(
         if reply.writing == Writing::Ended {
             return Err(ended());
         }
+        ensure_not_idle(&app, &reply)?;
         let status = match (reply.stopped_at, request.status) {
             (Some(_), _) => MessageStatus::Cancelled,
             (None, EndStatus::Complete) => MessageStatus::Complete,
@@ -272,6 +274,16 @@ async fn written_here(
         return Err(not_yours());
     }
     Ok(reply)
+}
+
+/// A reply quiet for the idle time has ended `interrupted` (§14 rule 3), whether or not
+/// the reaper got to it yet: after this node was paused, another node may already have
+/// stored that end, and an append acked now would be missing from it.
+fn ensure_not_idle(app: &App, reply: &Reply) -> Result<(), Failure> {
+    if reply.last_append.elapsed() >= app.reply_settings.idle() {
+        return Err(ended());
+    }
+    Ok(())
 }
 
 fn not_yours() -> Failure {

@@ -1,16 +1,23 @@
 //! Ends the replies nobody else will (§14 rule 3), so none stays `streaming`:
 //! - on this node, each second: a reply stopped longer than the stop grace ago ends
 //!   `cancelled`; one without an append for the idle time ends `interrupted`;
-//! - on every node, once per idle time: a reply Postgres still shows `streaming` whose last
-//!   append (or start) is more than twice the idle time old was left by a node that died;
-//!   it ends `interrupted` with every append the stream holds.
+//! - on every node, four times per idle time: a reply Postgres still shows `streaming`,
+//!   written by no socket here, whose text this node has seen stay the same for 1.5 idle
+//!   times was left by a node that died; it ends `interrupted` with every append the
+//!   stream holds. Quiet is measured on this node's monotonic clock, never by comparing
+//!   wall clocks: a node whose clock runs minutes ahead would otherwise end every other
+//!   node's live replies. Sighted within a quarter idle time of its last append, such a
+//!   reply ends within twice the idle time of it (§14 rule 3).
 
 use super::finish::{abandoned, finish};
 use super::text;
 use crate::app::AppRef;
 use crate::settings::ReplySettings;
+use coachwire_shared::ids::MessageId;
 use coachwire_shared::message::MessageStatus;
+use std::collections::HashMap;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How often this node's replies are checked for idleness and stop grace.
@@ -19,12 +26,13 @@ const REAP_EVERY: Duration = Duration::from_millis(250);
 pub async fn run(app: AppRef, shutdown: CancellationToken) {
     let settings = app.reply_settings.clone();
     let mut reap = tokio::time::interval(REAP_EVERY);
-    let mut sweep = tokio::time::interval(settings.idle());
+    let mut sweep = tokio::time::interval(settings.idle() / SWEEPS_PER_IDLE);
+    let mut sightings = Sightings::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = reap.tick() => reap_here(&app, &settings).await,
-            _ = sweep.tick() => sweep_abandoned(&app, &settings).await,
+            _ = sweep.tick() => sweep_abandoned(&app, &settings, &mut sightings).await,
         }
     }
 }
@@ -51,13 +59,27 @@ async fn reap_here(app: &AppRef, settings: &ReplySettings) {
     }
 }
 
-async fn sweep_abandoned(app: &AppRef, settings: &ReplySettings) {
-    let stale_after = settings.idle() * 2;
-    let stale = match crate::db::streaming_since(&app.pool, stale_after).await {
-        Ok(stale) => stale,
+/// Sweeps per idle time; with [`QUIET_IDLES`] they bound the end at twice the idle time.
+const SWEEPS_PER_IDLE: u32 = 4;
+/// How long (in idle times) a reply nobody here writes must be seen not to grow.
+const QUIET_IDLES: f64 = 1.5;
+
+/// What this node last saw of each reply other nodes write: its length, and since when
+/// (this node's monotonic clock) it has stayed that long.
+type Sightings = HashMap<MessageId, (u64, Instant)>;
+
+async fn sweep_abandoned(app: &AppRef, settings: &ReplySettings, sightings: &mut Sightings) {
+    let quiet_for = settings.idle().mul_f64(QUIET_IDLES);
+    let streaming = match crate::db::streaming_everywhere(&app.pool).await {
+        Ok(streaming) => streaming,
         Err(e) => return tracing::warn!(error = %e, "looking for abandoned replies failed"),
     };
-    for start in stale.into_iter().filter(|m| !app.replies.contains(m.id)) {
+    let elsewhere: Vec<_> = streaming
+        .into_iter()
+        .filter(|m| !app.replies.contains(m.id))
+        .collect();
+    sightings.retain(|id, _| elsewhere.iter().any(|m| m.id == *id));
+    for start in elsewhere {
         let so_far = match text::so_far(app.acceptor.js(), start.conversation_id, start.id).await {
             Ok(so_far) => so_far,
             Err(e) => {
@@ -65,19 +87,22 @@ async fn sweep_abandoned(app: &AppRef, settings: &ReplySettings) {
                 continue;
             }
         };
-        let quiet_since = so_far
-            .last_append
-            .and_then(|at| chrono::DateTime::from_timestamp(at.unix_timestamp(), 0))
-            .unwrap_or(start.created_at);
-        let abandoned_for = (chrono::Utc::now() - quiet_since)
-            .to_std()
-            .unwrap_or_default();
-        if abandoned_for < stale_after {
+        let (length, since) = sightings
+            .entry(start.id)
+            .or_insert((so_far.length, Instant::now()));
+        if *length != so_far.length {
+            (*length, *since) = (so_far.length, Instant::now());
+            continue;
+        }
+        if since.elapsed() < quiet_for {
             continue;
         }
         tracing::info!(reply = %start.id, "ending a reply its node left streaming");
-        if let Err(failure) = abandoned(app, start, so_far).await {
-            tracing::warn!(error = %failure.error, "ending an abandoned reply failed; retrying");
+        match abandoned(app, start, so_far).await {
+            Ok(ended) => drop(sightings.remove(&ended.id)),
+            Err(failure) => {
+                tracing::warn!(error = %failure.error, "ending an abandoned reply failed; retrying")
+            }
         }
     }
 }

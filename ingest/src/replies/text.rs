@@ -6,14 +6,12 @@ use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use coachwire_shared::envelope::ReplyAppended;
 use coachwire_shared::ids::{ConversationId, MessageId};
 use coachwire_shared::subjects::{REPLIES_STREAM, reply_subject};
-use time::OffsetDateTime;
 
-/// A reply's text and when it last grew (`None`: no append yet).
+/// A reply's text, and its length in Unicode scalar values (what offsets count).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SoFar {
     pub text: String,
     pub length: u64,
-    pub last_append: Option<OffsetDateTime>,
 }
 
 impl SoFar {
@@ -60,7 +58,6 @@ pub async fn so_far(
         next = message.sequence + 1;
         if let Ok(appended) = serde_json::from_slice::<ReplyAppended>(&message.payload) {
             so_far.add(appended.delta.offset, &appended.delta.text);
-            so_far.last_append = Some(message.time);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use coachwire_shared::ids::{ConversationId, UserId};
 use coachwire_testkit::js::{Client, Driver};
-use coachwire_testkit::stack::{Stack, StackOptions, new_user, token};
+use coachwire_testkit::stack::{INGEST, ServiceEnv, Stack, StackOptions, new_user, token};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -599,4 +599,55 @@ async fn nats_restarted_mid_reply_loses_no_acked_append() {
     assert_eq!(ended["message"]["content"], "Before the restart.");
     let updated = alice.next_event("message_updated").await.expect("the end");
     assert_eq!(updated["message"]["content"], "Before the restart.");
+}
+
+/// Where Debian's `faketime` package puts its library (the soak's skew fault uses it too).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[tokio::test]
+async fn a_node_whose_clock_runs_ahead_does_not_end_a_reply_another_node_is_writing() {
+    // Node 1's wall clock is 5 minutes ahead; the reply lives on node 0 for over twice the
+    // idle time. Judged by wall clocks, node 1 would find it abandoned long ago.
+    let mut options = timers(2, SHORT_IDLE);
+    options.service_env.push(ServiceEnv {
+        binary: INGEST,
+        index: 1,
+        env: [
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME", "+5m"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    });
+    let stack = Stack::start_with(options).await.expect("stack");
+    let room = room(&stack).await;
+    let driver = Driver::start().await.expect("driver");
+    let urls = stack.urls();
+    let coach_token = token(room.coach, Some("ai"), 3600);
+    let coach = joined(&driver, "coach", &urls[0], &coach_token, &room).await;
+    let alice = joined(
+        &driver,
+        "alice",
+        &urls[1],
+        &token(room.alice, None, 3600),
+        &room,
+    )
+    .await;
+    let id = start(&coach, &room).await;
+    let pieces: Vec<String> = (0..12).map(|i| format!("piece {i}. ")).collect();
+    let mut length = 0;
+    for piece in &pieces {
+        let ack = append(&coach, &room, &id, length, piece).await;
+        assert_eq!(ack["success"], true, "still streaming: {ack}");
+        length = ack["length"].as_u64().expect("length");
+        // A steady writer, well inside the 1 s idle time: 12 pieces span 3 s.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ended = end(&coach, &room, &id, "complete").await;
+    assert_eq!(ended["success"], true, "{ended}");
+    let updated = alice.next_event("message_updated").await.expect("the end");
+    assert_eq!(updated["message"]["status"], "complete", "{updated}");
+    assert_eq!(updated["message"]["content"], pieces.concat());
 }
