@@ -142,9 +142,9 @@ pub struct Schedule {
 /// Load before the first fault: every client connected and sending normally.
 const FIRST_FAULT_AT: Duration = Duration::from_secs(5);
 /// Quiet time between one slot's expected end and the next slot.
-const GAP: (Duration, Duration) = (Duration::from_millis(250), Duration::from_millis(1500));
+const GAP: (Duration, Duration) = (Duration::from_millis(200), Duration::from_millis(800));
 /// Share of slots (percent) that get a second, overlapping fault.
-const OVERLAP_PERCENT: u64 = 60;
+const OVERLAP_PERCENT: u64 = 80;
 /// When the second fault of a slot starts after the first.
 const OVERLAP_OFFSET: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(2));
 /// What a restart of a service (or a cluster election) adds to a fault's length.
@@ -347,6 +347,27 @@ mod tests {
                     .all(|p| matches!(p.action.kind(), FaultKind::Pause | FaultKind::Pg))
             );
         }
+    }
+
+    /// The published run: 30 minutes must hold at least 300 faults, whatever the seed.
+    #[test]
+    fn thirty_minutes_plan_at_least_300_faults_whatever_the_seed() {
+        let counts: Vec<usize> = (0..200)
+            .map(|seed| {
+                let schedule = Schedule::plan(
+                    seed,
+                    Duration::from_secs(30 * 60),
+                    &FaultKind::ALL,
+                    &Shape::PRODUCTION,
+                );
+                schedule.faults().count()
+            })
+            .collect();
+        let fewest = counts.iter().min().copied().unwrap_or(0);
+        assert!(
+            fewest >= 300,
+            "fewest faults in 30 min over 200 seeds: {fewest}"
+        );
     }
 
     #[test]
