@@ -132,7 +132,7 @@ impl Replies {
                 return;
             }
             reply.stopped_at.get_or_insert_with(Instant::now);
-            if let Some(author) = io.get_socket(reply.author)
+            if let Some(author) = crate::socket::connected(&io, reply.author)
                 && let Err(e) = author.emit("reply_stop", &notice)
             {
                 tracing::debug!(error = %e, "reply_stop not delivered to its author");

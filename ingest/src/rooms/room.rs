@@ -111,7 +111,7 @@ impl Room {
     }
 
     pub(super) fn join(&mut self, sid: Sid) -> Result<Joined, Failure> {
-        let socket = self.io.get_socket(sid).ok_or_else(Failure::internal)?;
+        let socket = crate::socket::connected(&self.io, sid).ok_or_else(Failure::internal)?;
         socket.join(self.name.clone());
         let newly = self.members.insert(sid);
         Ok(Joined {
@@ -123,7 +123,7 @@ impl Room {
 
     pub(super) fn leave(&mut self, sid: Sid) {
         if self.members.remove(&sid)
-            && let Some(socket) = self.io.get_socket(sid)
+            && let Some(socket) = crate::socket::connected(&self.io, sid)
         {
             socket.leave(self.name.clone());
         }
@@ -155,7 +155,7 @@ impl Room {
     fn emit_to_members(&mut self, event: &str, payload: &RawValue, except: Option<Sid>) {
         let members: Vec<Sid> = self.members.iter().copied().collect();
         for sid in members.into_iter().filter(|sid| Some(*sid) != except) {
-            match self.io.get_socket(sid) {
+            match crate::socket::connected(&self.io, sid) {
                 Some(socket) => self.send_or_drop(sid, socket.emit(event, payload)),
                 None => {
                     self.members.remove(&sid);
@@ -186,7 +186,7 @@ impl Room {
         let sockets: Vec<SocketRef> = self
             .members
             .iter()
-            .filter_map(|sid| io.get_socket(*sid))
+            .filter_map(|sid| crate::socket::connected(io, *sid))
             .filter(|s| {
                 s.extensions
                     .get::<Principal>()
@@ -204,7 +204,8 @@ impl Room {
     /// Drops members whose socket is gone without a leave (a join that raced a disconnect).
     pub(super) fn prune(&mut self) {
         let io = &self.io;
-        self.members.retain(|sid| io.get_socket(*sid).is_some());
+        self.members
+            .retain(|sid| crate::socket::connected(io, *sid).is_some());
     }
 
     pub(super) fn disconnect_all(&mut self) {
@@ -287,7 +288,7 @@ impl Room {
         self.emit_event(&envelope, sender_sid);
         self.follow(&envelope, sender_sid).await;
         if let Some(sid) = sender_sid
-            && let Some(socket) = self.io.get_socket(sid)
+            && let Some(socket) = crate::socket::connected(&self.io, sid)
         {
             let delivered = MessageDelivered {
                 id: envelope.message.id,

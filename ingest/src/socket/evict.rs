@@ -18,7 +18,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(50);
 
 /// Disconnects socket `sid`, now or as soon as its queue has room.
 pub fn disconnect(io: &SocketIo, sid: Sid) {
-    let Some(socket) = io.get_socket(sid) else {
+    let Some(socket) = crate::socket::connected(io, sid) else {
         return;
     };
     if !matches!(socket.disconnect(), Err(SocketError::InternalChannelFull)) {
@@ -28,7 +28,7 @@ pub fn disconnect(io: &SocketIo, sid: Sid) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(RETRY_EVERY).await;
-            let Some(socket) = io.get_socket(sid) else {
+            let Some(socket) = crate::socket::connected(&io, sid) else {
                 return;
             };
             if !matches!(socket.disconnect(), Err(SocketError::InternalChannelFull)) {
