@@ -11,15 +11,15 @@
 //! stream order (hence `seq` order) survives the hand-over.
 
 use crate::batch::Persister;
-use crate::partition::run_partition;
+use crate::partition::{PartitionEnd, run_partition};
 use crate::writer::Writer;
 use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy, PullConsumer, pull};
 use coachwire_shared::subjects::{
     MESSAGES_STREAM, PARTITIONS, PERSISTER_GROUP, partition_filter, persister_consumer,
 };
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Consumer timing; tests shorten it, production uses the defaults.
 #[derive(Clone, Debug)]
@@ -41,10 +41,16 @@ impl Default for ConsumerTuning {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("declaring consumer {name}: {source}")]
-pub struct ConsumerError {
-    name: String,
-    source: async_nats::Error,
+pub enum ConsumerError {
+    #[error("declaring consumer {name}: {source}")]
+    Declare {
+        name: String,
+        source: async_nats::Error,
+    },
+    /// The process's writer died (a panic). Its partitions were handed back at once, so
+    /// that their pins pass to another persister, and the process must end.
+    #[error("the writer died; every partition was handed back to the other persisters")]
+    WriterDied,
 }
 
 /// Creates or updates the partition's durable consumer, retrying while the cluster settles
@@ -71,13 +77,17 @@ pub async fn ensure_consumer(
         js.create_consumer_on_stream(config.clone(), MESSAGES_STREAM)
     })
     .await
-    .map_err(|e| ConsumerError {
+    .map_err(|e| ConsumerError::Declare {
         name,
         source: e.into(),
     })
 }
 
 /// Runs every partition until `shutdown`; returns once each has finished its batch.
+///
+/// If the writer dies first, every partition is handed back at once (batches NAKed, pins
+/// released) and the error says so: a process that can no longer store anything must not
+/// keep its pins, or no other persister would take its partitions.
 pub async fn run(
     persister: Persister,
     tuning: ConsumerTuning,
@@ -87,17 +97,41 @@ pub async fn run(
     for partition in 0..PARTITIONS {
         consumers.push(ensure_consumer(&persister.js, partition, &tuning).await?);
     }
-    let (writer, writing) = Writer::spawn(persister, shutdown.clone());
-    let tracker = TaskTracker::new();
+    let (writer, mut writing) = Writer::spawn(persister, shutdown.clone());
+    let partitions = shutdown.child_token();
+    let mut running = JoinSet::new();
     for consumer in consumers {
-        let (writer, tuning, shutdown) = (writer.clone(), tuning.clone(), shutdown.clone());
-        tracker.spawn(async move { run_partition(writer, consumer, tuning, shutdown).await });
+        let (writer, tuning) = (writer.clone(), tuning.clone());
+        running.spawn(run_partition(writer, consumer, tuning, partitions.clone()));
     }
     drop(writer);
-    tracker.close();
-    tracker.wait().await;
-    if writing.await.is_err() {
+    let mut writer_ended = false;
+    let mut died = false;
+    loop {
+        tokio::select! {
+            ended = running.join_next() => match ended {
+                None => break,
+                Some(Ok(PartitionEnd::Shutdown)) => {}
+                Some(Ok(PartitionEnd::WriterGone)) => died = true,
+                Some(Err(e)) => tracing::error!(error = %e, "a partition's loop failed"),
+            },
+            // The writer ends by itself once every partition has dropped its handle; it
+            // died if it ended by a panic.
+            result = &mut writing, if !writer_ended => {
+                writer_ended = true;
+                died |= result.is_err();
+            }
+        }
+        if died && !partitions.is_cancelled() {
+            tracing::error!("the writer died; handing every partition back and exiting");
+            partitions.cancel();
+        }
+    }
+    if !writer_ended && writing.await.is_err() {
         tracing::error!("the writer failed");
     }
-    Ok(())
+    match died {
+        true => Err(ConsumerError::WriterDied),
+        false => Ok(()),
+    }
 }

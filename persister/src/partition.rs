@@ -20,7 +20,7 @@
 
 use crate::consumer::ConsumerTuning;
 use crate::writer::Writer;
-use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::{self, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};
 use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTER_GROUP};
 use futures::{FutureExt, StreamExt};
@@ -41,13 +41,27 @@ const HOLD_PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// The header with which the server tells a pulling client it is the pinned one.
 const PIN_ID_HEADER: &str = "Nats-Pin-Id";
 
-/// Runs the partition until `shutdown`, finishing the batch in hand.
+/// How a partition's loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PartitionEnd {
+    /// Shutdown: the batch in hand was finished, the rest handed back.
+    Shutdown,
+    /// The process's writer died: everything pulled was handed back and the pin released,
+    /// so another persister takes the partition at once.
+    WriterGone,
+}
+
+/// Runs the partition until `shutdown`, finishing the batch in hand, or until the
+/// process's writer is gone.
 pub async fn run_partition(
     writer: Writer,
     consumer: PullConsumer,
     tuning: ConsumerTuning,
     shutdown: CancellationToken,
-) {
+) -> PartitionEnd {
+    let mut end = PartitionEnd::Shutdown;
+    // Stops the puller at shutdown, or earlier when the writer is gone.
+    let shutdown = shutdown.child_token();
     // Deliveries outstanding are bounded by max_ack_pending (2 × max_batch): with room for
     // them all, the puller's sends never wait.
     let (deliveries, mut pulled) = mpsc::channel(tuning.max_batch * 2 + 1);
@@ -76,16 +90,39 @@ pub async fn run_partition(
                 consumer: &consumer,
                 pulled: &mut pulled,
                 batch: &mut batch,
+                pin: pin.as_deref(),
             };
-            if !held.wait_until_sole_holder(&tuning, &shutdown).await {
-                hand_back(batch).await;
-                break;
+            match held.wait_until_sole_holder(&tuning, &shutdown).await {
+                Hold::Write => {}
+                Hold::Yield => {
+                    // Its messages go to the pinned persister, which writes them in order
+                    // with what it holds; whatever comes here next follows a gap again.
+                    hand_back(batch).await;
+                    last_delivery = None;
+                    continue;
+                }
+                Hold::Shutdown => {
+                    hand_back(batch).await;
+                    break;
+                }
             }
         }
         last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
         batch.sort_by_key(stream_sequence);
         coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
-        writer.write(&consumer.cached_info().name, batch).await;
+        if writer
+            .write(&consumer.cached_info().name, batch)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                consumer = %consumer.cached_info().name,
+                "the writer is gone; handing the partition back"
+            );
+            end = PartitionEnd::WriterGone;
+            shutdown.cancel();
+            break;
+        }
     }
     if puller.await.is_err() {
         tracing::error!("a partition's puller failed");
@@ -99,6 +136,7 @@ pub async fn run_partition(
     if let Some(pin) = pin {
         unpin(writer.js(), &consumer, &pin).await;
     }
+    end
 }
 
 /// Pulls until `shutdown` (re-opening the pull stream if it ends), forwarding every
@@ -193,64 +231,110 @@ fn deliveries_follow(last: Option<u64>, batch: &mut [Message]) -> bool {
 /// A batch that follows a gap in the deliveries (see [`deliveries_follow`]).
 ///
 /// Why wait: earlier messages of this partition may still be outstanding elsewhere (with
-/// a persister that crashed, or lost in a broken connection). The server hands them over
-/// only once their `ack_wait` has passed, and not necessarily before the new messages it
-/// already sent here; writing the new ones first would store them out of stream order. So
-/// the batch is held (kept alive by progress acks) until the consumer's ack-pending count
-/// shows that everything outstanding is here, and then written in stream order.
+/// a persister that crashed, was paused or lost its pin, or lost in a broken connection).
+/// The server hands them over only once their holder acks or NAKs them or their
+/// `ack_wait` has passed, and not necessarily before the new messages it already sent
+/// here; writing the new ones first would store them out of stream order. So the batch is
+/// held (kept alive by progress acks) until the consumer's ack-pending count shows that
+/// everything outstanding is here, and then written in stream order.
+///
+/// The wait has no deadline: writing after one broke order whenever the earlier messages
+/// took longer to come back (a whole NATS cluster restarting, then its elections, then
+/// `ack_wait`), and the soak saw it. What could make it endless is two persisters each
+/// holding what the other waits for, after the pin moved while both held batches; so a
+/// holder that sees the pin with another persister yields instead ([`Hold::Yield`]).
 struct Held<'a> {
     consumer: &'a PullConsumer,
     pulled: &'a mut mpsc::Receiver<Message>,
     batch: &'a mut Vec<Message>,
+    /// The pin this persister last saw on its deliveries.
+    pin: Option<&'a str>,
 }
 
+/// How holding a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Hold {
+    /// Everything outstanding on the partition is in the batch: write it.
+    Write,
+    /// The partition is pinned to another persister: hand the batch back to it.
+    Yield,
+    Shutdown,
+}
+
+/// How long a hold goes before it is logged as a warning (then again as long again).
+const HOLD_WARN_AFTER: Duration = Duration::from_secs(30);
+
 impl Held<'_> {
-    /// `false` on shutdown.
     async fn wait_until_sole_holder(
         self,
         tuning: &ConsumerTuning,
         shutdown: &CancellationToken,
-    ) -> bool {
-        // The server redelivers an expired message within about two ack_waits; a third
-        // is slack. Past that something else is wrong, and the partition must not stall.
-        let deadline = Instant::now() + tuning.ack_wait * 3;
+    ) -> Hold {
+        let began = Instant::now();
+        let mut warn_at = began + HOLD_WARN_AFTER.max(tuning.ack_wait * 3);
         let mut last_progress = Instant::now();
+        // Past ack_wait the held messages would come back here a second time.
+        let progress_every = HOLD_PROGRESS_EVERY.min(tuning.ack_wait / 3);
         loop {
             take_ready(self.pulled, self.batch, usize::MAX);
-            let pending = self
-                .consumer
-                .clone()
-                .info()
-                .await
-                .map(|i| i.num_ack_pending);
-            match pending {
-                Ok(pending) if pending <= self.batch.len() => return true,
-                Ok(pending) => tracing::debug!(
-                    pending,
-                    held = self.batch.len(),
+            // The newest delivery carries the pin this persister holds now.
+            let ours = self
+                .batch
+                .iter()
+                .max_by_key(|m| delivery_sequence(m))
+                .and_then(pin_id)
+                .or_else(|| self.pin.map(str::to_string));
+            match self.consumer.clone().info().await {
+                Ok(info) if pinned_elsewhere(info, ours.as_deref()) => return Hold::Yield,
+                Ok(info) if info.num_ack_pending <= self.distinct() => return Hold::Write,
+                Ok(info) => tracing::debug!(
+                    pending = info.num_ack_pending,
+                    held = self.distinct(),
                     "earlier messages are still with a previous holder; waiting"
                 ),
                 Err(e) => tracing::warn!(error = %e, "reading the consumer's state failed"),
             }
-            if Instant::now() >= deadline {
-                tracing::error!(
+            if Instant::now() >= warn_at {
+                tracing::warn!(
                     held = self.batch.len(),
-                    "a previous holder's messages never came back; writing what is here"
+                    waited = ?began.elapsed(),
+                    "earlier messages of this partition have not come back yet; still holding"
                 );
-                return true;
+                warn_at = Instant::now() + HOLD_WARN_AFTER;
             }
-            if last_progress.elapsed() >= HOLD_PROGRESS_EVERY {
+            if last_progress.elapsed() >= progress_every {
                 for message in self.batch.iter() {
                     let _ = message.ack_with(AckKind::Progress).await;
                 }
                 last_progress = Instant::now();
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return false,
+                _ = shutdown.cancelled() => return Hold::Shutdown,
                 _ = tokio::time::sleep(HOLD_RECHECK) => {}
             }
         }
     }
+}
+
+impl Held<'_> {
+    /// The messages held, each counted once: a message redelivered while held is in the
+    /// batch twice but pending once, and counting it twice would write too early.
+    fn distinct(&self) -> usize {
+        let mut seqs: Vec<u64> = self.batch.iter().map(stream_sequence).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.len()
+    }
+}
+
+/// Whether the server shows the partition pinned to a client other than `ours`.
+fn pinned_elsewhere(info: &consumer::Info, ours: Option<&str>) -> bool {
+    let Some(ours) = ours else {
+        return false;
+    };
+    info.priority_groups.iter().any(|g| {
+        g.group == PERSISTER_GROUP && g.pinned_client_id.as_deref().is_some_and(|p| p != ours)
+    })
 }
 
 fn pin_id(message: &Message) -> Option<String> {

@@ -29,6 +29,11 @@ struct Job {
     done: oneshot::Sender<()>,
 }
 
+/// The writer task ended while partitions still had batches for it.
+#[derive(Debug, thiserror::Error)]
+#[error("the persister's writer is gone")]
+pub struct WriterGone;
+
 /// A partition's handle on the process's writer.
 #[derive(Clone)]
 pub struct Writer {
@@ -47,17 +52,19 @@ impl Writer {
     }
 
     /// Stores, publishes and acks `messages` (one partition's batch, in stream order), or
-    /// leaves them unacked for redelivery if the writer is shutting down or gone.
-    pub async fn write(&self, partition: &str, messages: Vec<Message>) {
+    /// leaves them unacked for redelivery if the writer is shutting down.
+    ///
+    /// `Err` when the writer is gone (it panicked): nothing this process pulls can be
+    /// stored any more, and the caller must hand its partition to another persister.
+    pub async fn write(&self, partition: &str, messages: Vec<Message>) -> Result<(), WriterGone> {
         let (done, finished) = oneshot::channel();
         let job = Job {
             partition: partition.to_string(),
             messages,
             done,
         };
-        if self.jobs.send(job).await.is_ok() {
-            let _ = finished.await;
-        }
+        self.jobs.send(job).await.map_err(|_| WriterGone)?;
+        finished.await.map_err(|_| WriterGone)
     }
 
     /// The JetStream context the writer publishes with.
@@ -95,6 +102,9 @@ async fn write(persister: Persister, mut queue: mpsc::Receiver<Job>, shutdown: C
             messages.extend(job.messages);
             waiting.push(job.done);
         }
+        // Tests make the writer die here; without fail's `failpoints` feature (which only
+        // the tests turn on) this is nothing.
+        fail::fail_point!("persister::writer");
         persister
             .process(messages, &shutdown)
             .instrument(span)

@@ -33,7 +33,7 @@
 // so "A's ack arrived before B was first sent" is a plain comparison.
 import { createInterface } from "node:readline";
 import { v4 as uuidv4, v7 as uuidv7 } from "uuid";
-import { readFileSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { io } from "socket.io-client";
 
@@ -519,19 +519,30 @@ function missingCount(c) {
 function finishSettle(timedOut) {
   if (!settling) return;
   settling = false;
-  const report = {
-    timedOut,
-    settleMs: now() - settleStartedAt,
-    rate: RATE,
-    urls: URLS,
-    startedAt,
-    counts: counts(),
-    clients: clients.map((c) => c.report()),
-    messages: messages.map(({ inFlight, retryAt, failures: _f, ...m }) => ({ ...m, inFlight })),
-    replies,
-  };
-  writeFileSync(config.reportPath, JSON.stringify(report));
+  const head = { timedOut, settleMs: now() - settleStartedAt, rate: RATE, urls: URLS, startedAt, counts: counts() };
+  writeReport(config.reportPath, head, {
+    clients: clients.map((c) => () => c.report()),
+    messages: messages.map((msg) => () => {
+      const { inFlight, retryAt: _r, failures: _f, ...m } = msg;
+      return { ...m, inFlight };
+    }),
+    replies: replies.map((r) => () => r),
+  });
   out({ event: "report", path: config.reportPath, timedOut });
+}
+
+/** Writes `head`'s fields, then each array of `lists` one element at a time: a long
+ * soak's report (millions of events) is past V8's longest string as one JSON.stringify. */
+function writeReport(path, head, lists) {
+  const fd = openSync(path, "w");
+  writeSync(fd, JSON.stringify(head).slice(0, -1));
+  for (const [name, items] of Object.entries(lists)) {
+    writeSync(fd, `,${JSON.stringify(name)}:[`);
+    items.forEach((item, i) => writeSync(fd, (i ? "," : "") + JSON.stringify(item())));
+    writeSync(fd, "]");
+  }
+  writeSync(fd, "}");
+  closeSync(fd);
 }
 
 function handle(cmd) {

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
 use coachwire_persister::store::{Incoming, store_batch};
@@ -454,4 +454,129 @@ async fn a_batch_whose_every_message_fails_alike_is_retried_not_dead_lettered() 
         .messages;
     assert_eq!(dead_letters, 0, "a database fault dead-letters nothing");
     assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
+}
+
+/// Regression (the soak, seed 1796467281870442571): a held batch was written after
+/// `3 × ack_wait` whether or not the earlier messages had come back, so a previous holder
+/// slower than that (a whole NATS cluster restarting, a Postgres outage) stored its older
+/// message after the newer ones: an inversion of stream order in `seq`, and a streamed
+/// reply's end stored before its start. Now the batch waits for them however long it takes.
+#[tokio::test]
+async fn a_batch_behind_a_slow_previous_holder_waits_for_it_however_long_it_holds() {
+    let db = TestDb::new().await.expect("db");
+    let (_server, _client, js) = nats().await;
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let alice = user();
+    publish(&js, &message(conversation, alice, "m0")).await;
+    let tuning = fast_tuning();
+    let partition = partition_of(&js, conversation).await;
+    let consumer: PullConsumer = consumer::ensure_consumer(&js, partition, &tuning)
+        .await
+        .expect("consumer");
+
+    // The previous holder takes m0, stops pulling (so its pin lapses), and keeps m0 alive
+    // with progress acks for well over 3 × ack_wait, as a writer stuck on an outage does.
+    let mut pulled = consumer
+        .stream()
+        .group("persister")
+        .max_messages_per_batch(1)
+        .messages()
+        .await
+        .expect("pull");
+    let held = pulled.next().await.expect("m0").expect("m0");
+    drop(pulled);
+    for content in ["m1", "m2"] {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let shutdown = CancellationToken::new();
+    let persister = Persister {
+        pool: db.pool.clone(),
+        js: js.clone(),
+    };
+    let (writer, _writing) = Writer::spawn(persister, shutdown.clone());
+    let runner = tokio::spawn(coachwire_persister::partition::run_partition(
+        writer,
+        consumer.clone(),
+        tuning.clone(),
+        shutdown.clone(),
+    ));
+    let holding_until = tokio::time::Instant::now() + tuning.ack_wait * 7;
+    while tokio::time::Instant::now() < holding_until {
+        held.ack_with(AckKind::Progress).await.expect("progress");
+        tokio::time::sleep(tuning.ack_wait / 4).await;
+    }
+    assert_eq!(
+        db.seqs(conversation).await.expect("rows"),
+        vec![],
+        "nothing newer is written while m0 is held"
+    );
+    let envelope: MessageEnvelope = serde_json::from_slice(&held.payload).expect("envelope");
+    let stream_seq = held.info().expect("info").stream_sequence;
+    store_batch(
+        &db.pool,
+        &[Incoming {
+            stream_seq,
+            envelope,
+        }],
+    )
+    .await
+    .expect("the previous holder stores m0");
+    held.double_ack().await.expect("ack");
+
+    let rows = await_rows(&db, conversation, 3).await;
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert_contiguous(&rows, &["m0".into(), "m1".into(), "m2".into()]);
+}
+
+/// A writer that dies (a panic) ends its persister's run with `WriterDied` at once,
+/// having handed every partition back, and the other persister stores everything, in
+/// order and once: before, the dead writer's partitions kept their pins and stalled.
+#[tokio::test]
+async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over() {
+    let db = TestDb::new().await.expect("db");
+    let (_server, _client, js) = nats().await;
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let alice = user();
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let persister = Persister {
+        pool: db.pool.clone(),
+        js: js.clone(),
+    };
+    // The first batch any writer takes kills it; the failpoint is off after that.
+    fail::cfg("persister::writer", "1*panic(injected)").expect("failpoint");
+    let start = |stop: &CancellationToken| {
+        tokio::spawn(consumer::run(
+            persister.clone(),
+            fast_tuning(),
+            stop.clone(),
+        ))
+    };
+    let (one_stop, other_stop) = (CancellationToken::new(), CancellationToken::new());
+    let (mut one, mut other) = (start(&one_stop), start(&other_stop));
+    for content in &expected {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let (died, survivor, survivor_stop) = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::select! {
+            ended = &mut one => (ended, other, other_stop),
+            ended = &mut other => (ended, one, one_stop),
+        }
+    })
+    .await
+    .expect("the persister whose writer died ends by itself");
+    assert!(
+        matches!(
+            died.expect("join"),
+            Err(consumer::ConsumerError::WriterDied)
+        ),
+        "it ends with WriterDied"
+    );
+    let rows = await_rows(&db, conversation, expected.len()).await;
+    survivor_stop.cancel();
+    survivor
+        .await
+        .expect("join")
+        .expect("the survivor ends cleanly");
+    assert_contiguous(&rows, &expected);
 }
