@@ -177,6 +177,20 @@ ensure_chromium() {
   log "chromium: ok ($CHROMIUM_PATH)"
 }
 
+# The soak's clock-skew fault runs an ingest node under Debian's libfaketime.
+ensure_faketime() {
+  local lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+  if [ -n "${COACHWIRE_FAKETIME_LIB:-}" ] && [ -f "$COACHWIRE_FAKETIME_LIB" ]; then return; fi
+  if [ ! -f "$lib" ]; then
+    command -v apt-get >/dev/null || die "faketime: not found and no apt-get; install libfaketime and set COACHWIRE_FAKETIME_LIB"
+    log "faketime: installing Debian's faketime package"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "faketime: apt-get update failed"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >&2 || die "faketime: apt-get install faketime failed"
+  fi
+  [ -f "$lib" ] || die "faketime: $lib missing after the install"
+  log "faketime: ok ($lib)"
+}
+
 # Everything the tests need: Postgres, the pinned nats-server, the Node packages of the
 # test drivers, the client library and the web demo, Chromium, nextest.
 ensure_test_tools() {
@@ -187,12 +201,13 @@ ensure_test_tools() {
   ensure_node_deps clients/js
   ensure_node_deps clients/web
   ensure_chromium
+  ensure_faketime
   ensure_nextest
 }
 
 # Run as a program: scripts/lib.sh FUNCTION [ARGS...]
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
-  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_chromium|ensure_nextest|ensure_test_tools|export_defaults"
+  [ $# -gt 0 ] || die "usage: scripts/lib.sh ensure_postgres|ensure_nats_binary|ensure_node_deps|ensure_chromium|ensure_faketime|ensure_nextest|ensure_test_tools|export_defaults"
   "$@"
 fi
