@@ -162,7 +162,12 @@ impl Acceptor {
     /// copy already in the stream (another process ended the same reply) is the same end.
     pub async fn publish_version(&self, version: &Message) -> Result<(), Failure> {
         let envelope = MessageEnvelope {
-            message: version.clone(),
+            // As accepted, an event carries no seq (the persister assigns it and refuses
+            // one that has it); a reply registered from its stored row has its start's.
+            message: Message {
+                seq: None,
+                ..version.clone()
+            },
             origin: None,
             version: Some(Version::default()),
         };

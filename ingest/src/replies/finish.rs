@@ -40,8 +40,6 @@ pub async fn abandoned(app: &App, start: Message, so_far: SoFar) -> Result<Messa
     let version = Message {
         content: so_far.text,
         status: MessageStatus::Interrupted,
-        // As accepted, a version carries no seq: the persister reads the stored one.
-        seq: None,
         ..start
     };
     end(app, version).await

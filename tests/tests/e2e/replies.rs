@@ -343,6 +343,47 @@ async fn a_reply_start_retried_with_its_client_message_id_answers_the_same_reply
     assert_eq!(stored.len(), 4, "one reply per clientMessageId: {stored:?}");
 }
 
+/// Regression (the soak, seed 1796467281870442571: 24 replies left `streaming`): a start
+/// retried on a node that does not write the reply registers it from its stored row,
+/// `seq` and all, and the end published from that carried the `seq`, which the persister
+/// refuses in an accepted event: the end was dead-lettered and the reply never ended.
+#[tokio::test]
+async fn a_reply_started_again_on_another_node_after_its_start_was_stored_ends_there() {
+    let stack = Stack::start_with(timers(2, LONG_IDLE))
+        .await
+        .expect("stack");
+    let room = room(&stack).await;
+    let driver = Driver::start().await.expect("driver");
+    let (coach, alice) = coach_and_alice(&stack, &driver, &room).await;
+    let cmid = uuid::Uuid::new_v4().to_string();
+    let id = start_as(&coach, &room, &cmid).await["message"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let started = alice.next_event("message").await.expect("stored start");
+    assert_eq!(started["id"], id.as_str(), "{started}");
+
+    let urls = stack.urls();
+    let coach_token = token(room.coach, Some("ai"), 3600);
+    let again = joined(&driver, "coach-again", &urls[1], &coach_token, &room).await;
+    let retried = start_as(&again, &room, &cmid).await;
+    assert_eq!(retried["duplicate"], true, "{retried}");
+    assert_eq!(
+        retried["message"]["seq"], started["seq"],
+        "read from its row"
+    );
+    assert_eq!(append(&again, &room, &id, 0, "done").await["length"], 4);
+    let ended = end(&again, &room, &id, "complete").await;
+    assert_eq!(ended["success"], true, "{ended}");
+    let updated = alice
+        .next_event("message_updated")
+        .await
+        .expect("the end is stored");
+    assert_eq!(updated["message"]["id"], id.as_str());
+    assert_eq!(updated["message"]["status"], "complete");
+    assert_eq!(updated["message"]["content"], "done");
+}
+
 #[tokio::test]
 async fn a_room_that_opens_mid_reply_reads_the_text_so_far_from_the_stream() {
     let stack = Stack::start_with(timers(2, LONG_IDLE))
