@@ -44,8 +44,8 @@ as_root() {
 
 # psql as the cluster's superuser, SQL on stdin. cd / because postgres can't read root's cwd.
 as_postgres_psql() {
-  if [ "$(id -u)" = 0 ]; then (cd / && su postgres -c 'psql -p 5432 -X -q -v ON_ERROR_STOP=1')
-  else (cd / && sudo -u postgres psql -p 5432 -X -q -v ON_ERROR_STOP=1); fi
+  if [ "$(id -u)" = 0 ]; then (cd / && su postgres -c "psql -p 5432 -X -q -v ON_ERROR_STOP=1 $*")
+  else (cd / && sudo -u postgres psql -p 5432 -X -q -v ON_ERROR_STOP=1 "$@"); fi
 }
 
 psql_ok() { PGCONNECT_TIMEOUT=5 psql "$1" -XAtqc 'select 1' >/dev/null 2>&1; }
@@ -63,6 +63,22 @@ install_postgres() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "postgres: apt-get update failed"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null ||
     die "postgres: apt-get install postgresql failed"
+}
+
+# The tests run four stacks at once, each with several services' pools and the test's
+# own: Debian's default of 100 connections runs out (seen: "remaining connection slots
+# are reserved"). Raised once per cluster; it takes a restart.
+PG_MAX_CONNECTIONS=400
+raise_connection_limit() {
+  local cluster=$1 current
+  current=$(echo "SHOW max_connections" | as_postgres_psql -At 2>/dev/null) || current=0
+  [ "${current:-0}" -ge "$PG_MAX_CONNECTIONS" ] && return
+  log "postgres: raising max_connections from ${current:-?} to $PG_MAX_CONNECTIONS (restarts cluster $cluster)"
+  echo "ALTER SYSTEM SET max_connections = $PG_MAX_CONNECTIONS" | as_postgres_psql ||
+    die "postgres: ALTER SYSTEM SET max_connections failed"
+  # shellcheck disable=SC2086 # "VERSION NAME" is two arguments on purpose
+  as_root pg_ctlcluster $cluster restart || die "postgres: restarting cluster $cluster failed"
+  wait_for 30 pg_isready -q -h 127.0.0.1 -p 5432 || die "postgres: cluster $cluster did not come back within 30 s"
 }
 
 # Start the local cluster if needed and create role + database coachwire if missing.
@@ -110,6 +126,12 @@ ensure_postgres() {
     [ "$(psql "$DATABASE_URL" -XAtqc 'select rolsuper from pg_roles where rolname = current_user')" = t ]; then
     log "postgres: role coachwire is a superuser; making it CREATEDB only"
     provision_local_postgres
+  fi
+  local cluster
+  if [ "$DATABASE_URL" = "$DEFAULT_DB_URL" ] &&
+    [ "$(psql "$DATABASE_URL" -XAtqc 'show max_connections')" -lt "$PG_MAX_CONNECTIONS" ] &&
+    cluster=$(local_cluster online); then
+    raise_connection_limit "$cluster"
   fi
   [ "$(psql "$COACHWIRE_TEST_DATABASE_URL" -XAtqc 'select rolsuper or rolcreatedb from pg_roles where rolname = current_user')" = t ] ||
     log "WARNING: postgres: the role in COACHWIRE_TEST_DATABASE_URL can't create databases; tests will fail"
