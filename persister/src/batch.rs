@@ -8,7 +8,7 @@
 //! dead-lettered so it never blocks the messages behind it.
 
 use crate::nats::{Author, dead_letter, publish_persisted};
-use crate::store::{Incoming, StoreError, Stored, store_batch};
+use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind, Message};
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
 use coachwire_shared::telemetry::propagation;
@@ -29,6 +29,14 @@ struct Delivery {
     message: Message,
     incoming: Incoming,
     span: Span,
+}
+
+/// How storing a batch (retried through the database's faults) ended.
+enum StoreAttempt {
+    Stored(Vec<Stored>),
+    /// Refused for what is in it: retrying cannot fix it.
+    Refused(StoreError),
+    ShutDown,
 }
 
 /// How isolating a failed batch ended.
@@ -73,13 +81,14 @@ impl Persister {
             }
         }
         metrics::histogram!(PERSIST_BATCH_SIZE).record(decoded.len() as f64);
-        let incoming: Vec<Incoming> = decoded.iter().map(|d| d.incoming.clone()).collect();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.store_retrying(&incoming, &decoded, shutdown).await {
-                Some(Ok(stored)) => return self.finish(&decoded, stored, shutdown).await,
-                Some(Err(_)) => {}
-                None => return Outcome::Abandoned,
+            match self.store_retrying(&decoded, shutdown).await {
+                StoreAttempt::Stored(stored) => {
+                    return self.finish(&decoded, stored, shutdown).await;
+                }
+                StoreAttempt::Refused(_) => {}
+                StoreAttempt::ShutDown => return Outcome::Abandoned,
             }
             match self.isolate(&decoded, shutdown).await {
                 Isolated::Done(outcome) => return outcome,
@@ -104,14 +113,13 @@ impl Persister {
         let mut failed = Vec::new();
         for one in decoded {
             let single = std::slice::from_ref(one);
-            let incoming = std::slice::from_ref(&one.incoming);
-            match self.store_retrying(incoming, single, shutdown).await {
-                Some(Ok(stored)) => match self.finish(single, stored, shutdown).await {
+            match self.store_retrying(single, shutdown).await {
+                StoreAttempt::Stored(stored) => match self.finish(single, stored, shutdown).await {
                     Outcome::Done { fresh: n } => fresh += n,
                     Outcome::Abandoned => return Isolated::Done(Outcome::Abandoned),
                 },
-                Some(Err(e)) => failed.push((one, e)),
-                None => return Isolated::Done(Outcome::Abandoned),
+                StoreAttempt::Refused(e) => failed.push((one, e)),
+                StoreAttempt::ShutDown => return Isolated::Done(Outcome::Abandoned),
             }
         }
         let alike = failed
@@ -139,22 +147,23 @@ impl Persister {
         Isolated::Done(Outcome::Done { fresh })
     }
 
-    /// `None` on shutdown; `Some(Err)` only for errors that retrying cannot fix.
+    /// Stores `messages`, retrying what a retry can fix (the database's faults) for as
+    /// long as it takes.
     async fn store_retrying(
         &self,
-        batch: &[Incoming],
         messages: &[Delivery],
         shutdown: &CancellationToken,
-    ) -> Option<Result<Vec<Stored>, StoreError>> {
+    ) -> StoreAttempt {
+        let batch: Vec<Incoming> = messages.iter().map(|d| d.incoming.clone()).collect();
         let mut backoff = FIRST_BACKOFF;
         let mut last_progress = tokio::time::Instant::now();
         loop {
             let writes = write_spans(messages);
-            match store_batch(&self.pool, batch).await {
-                Ok(stored) => return Some(Ok(stored)),
+            match store_batch(&self.pool, &batch).await {
+                Ok(stored) => return StoreAttempt::Stored(stored),
                 Err(e) if !e.is_retriable() => {
                     failed(&writes);
-                    return Some(Err(e));
+                    return StoreAttempt::Refused(e);
                 }
                 Err(e) => {
                     failed(&writes);
@@ -169,7 +178,7 @@ impl Persister {
                 last_progress = tokio::time::Instant::now();
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return StoreAttempt::ShutDown,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -183,7 +192,7 @@ impl Persister {
         stored: Vec<Stored>,
         shutdown: &CancellationToken,
     ) -> Outcome {
-        let fresh = stored.iter().filter(|s| s.fresh).count();
+        let fresh = stored.iter().filter(|s| s.row == Row::New).count();
         let mut publishes = Vec::with_capacity(stored.len());
         let mut events = Vec::with_capacity(stored.len());
         for (stored, delivery) in stored.into_iter().zip(messages) {
@@ -292,7 +301,10 @@ fn record_stored(span: &Span, stored: &Stored) {
     }
     span.record(
         "coachwire.outcome",
-        if stored.fresh { "stored" } else { "duplicate" },
+        match stored.row {
+            Row::New => "stored",
+            Row::Existing => "duplicate",
+        },
     );
 }
 

@@ -12,33 +12,14 @@
 
 use crate::batch::Persister;
 use crate::partition::{PartitionEnd, run_partition};
+use crate::settings::ConsumerTuning;
 use crate::writer::Writer;
 use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy, PullConsumer, pull};
 use coachwire_shared::subjects::{
     MESSAGES_STREAM, PARTITIONS, PERSISTER_GROUP, partition_filter, persister_consumer,
 };
-use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// Consumer timing; tests shorten it, production uses the defaults.
-#[derive(Clone, Debug)]
-pub struct ConsumerTuning {
-    pub ack_wait: Duration,
-    pub pinned_ttl: Duration,
-    /// Largest batch written in one transaction.
-    pub max_batch: usize,
-}
-
-impl Default for ConsumerTuning {
-    fn default() -> Self {
-        Self {
-            ack_wait: Duration::from_secs(10),
-            pinned_ttl: Duration::from_secs(20),
-            max_batch: 500,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {

@@ -18,7 +18,7 @@
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
 //! released (else the next persister would wait `pinned_ttl`).
 
-use crate::consumer::ConsumerTuning;
+use crate::settings::ConsumerTuning;
 use crate::writer::Writer;
 use async_nats::jetstream::consumer::{self, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};

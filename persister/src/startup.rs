@@ -1,7 +1,8 @@
 //! Wiring: admin HTTP server + partition consumers, and their shutdown.
 
 use crate::batch::Persister;
-use crate::consumer::{self, ConsumerTuning};
+use crate::consumer;
+use crate::settings::ConsumerTuning;
 use coachwire_shared::health::{self, Probe, Requires};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

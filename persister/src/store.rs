@@ -46,11 +46,20 @@ impl Incoming {
     }
 }
 
-/// The stored form of an incoming message; `fresh` is false for one stored earlier.
+/// The stored form of an incoming message, and whether this batch stored it.
 #[derive(Clone, Debug)]
 pub struct Stored {
     pub envelope: MessageEnvelope,
-    pub fresh: bool,
+    pub row: Row,
+}
+
+/// Whether a batch's message got its row now or had it already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Row {
+    /// Inserted by this batch, with a new `seq`.
+    New,
+    /// Stored earlier (a redelivery, a retry): read back, no new `seq`.
+    Existing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,11 +157,11 @@ pub async fn store_in(
         .collect();
     let mut last = last_seqs(conn, &conversations).await?;
     let mut fresh: Vec<(&Incoming, Message)> = Vec::new();
-    let mut seqs: Vec<(Option<Seq>, bool)> = Vec::with_capacity(batch.len());
+    let mut seqs: Vec<(Option<Seq>, Row)> = Vec::with_capacity(batch.len());
     for incoming in batch {
         let id = incoming.envelope.event_id();
         if let Some(earlier) = known.get(&id) {
-            seqs.push((earlier.seq, false));
+            seqs.push((earlier.seq, Row::Existing));
             continue;
         }
         let seq = last
@@ -172,7 +181,7 @@ pub async fn store_in(
         };
         known.insert(id, row.clone());
         fresh.push((incoming, row));
-        seqs.push((Some(*seq), true));
+        seqs.push((Some(*seq), Row::New));
     }
     insert(conn, &fresh).await?;
     apply_versions(conn, &fresh).await?;
@@ -181,9 +190,9 @@ pub async fn store_in(
     let stored = batch
         .iter()
         .zip(seqs)
-        .map(|(incoming, (seq, fresh))| Stored {
+        .map(|(incoming, (seq, row))| Stored {
             envelope: persisted(incoming, seq, &known, &current),
-            fresh,
+            row,
         })
         .collect();
     Ok(stored)

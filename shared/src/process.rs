@@ -47,12 +47,23 @@ impl Clients {
     }
 }
 
+/// How a supervised service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceFailure<E> {
+    /// It returned an error (the whole cause chain is printed).
+    #[error("{0:#}")]
+    Failed(E),
+    /// Its task panicked or was cancelled.
+    #[error("the service task failed: {0}")]
+    Panicked(tokio::task::JoinError),
+}
+
 /// Runs until the service ends by itself (an error, usually) or the shutdown signal; after
 /// the signal the service gets [`DRAIN_DEADLINE`] to finish its in-flight work.
 pub async fn supervise<E: Display>(
     mut service: JoinHandle<Result<(), E>>,
     shutdown: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), ServiceFailure<E>> {
     let ended = tokio::select! {
         result = &mut service => Some(result),
         _ = shutdown.cancelled() => None,
@@ -69,8 +80,8 @@ pub async fn supervise<E: Display>(
     };
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(e) => Err(format!("the service task failed: {e}")),
+        Ok(Err(e)) => Err(ServiceFailure::Failed(e)),
+        Err(e) => Err(ServiceFailure::Panicked(e)),
     }
 }
 

@@ -30,7 +30,7 @@ use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::{self, Message};
 use chrono::{DateTime, Utc};
 use coachwire_persister::nats::{Author, dead_letter};
-use coachwire_persister::store::{Fault, Incoming, StoreError, Stored};
+use coachwire_persister::store::{Fault, Incoming, Row, StoreError, Stored};
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::settings::CommonSettings;
 use coachwire_shared::subjects::{DEAD_LETTER_STREAM, MESSAGES_STREAM};
@@ -284,7 +284,7 @@ impl Replay {
     }
 
     fn count(&mut self, stored: &[Stored]) {
-        let fresh = stored.iter().filter(|s| s.fresh).count() as u64;
+        let fresh = stored.iter().filter(|s| s.row == Row::New).count() as u64;
         self.report.restored += fresh;
         self.report.already_present += stored.len() as u64 - fresh;
     }

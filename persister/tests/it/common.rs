@@ -1,7 +1,7 @@
 //! Helpers the persister test files share: messages as ingest would accept them, and
 //! consumer timing short enough for tests.
 
-use coachwire_persister::consumer::ConsumerTuning;
+use coachwire_persister::settings::ConsumerTuning;
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::{ConversationId, MessageId, UserId};
 use coachwire_shared::message::{Message, MessageStatus, MessageType, Metadata, now_millis};

@@ -6,7 +6,7 @@ use crate::common;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
-use coachwire_persister::store::{Incoming, store_batch};
+use coachwire_persister::store::{Incoming, Row, store_batch};
 use coachwire_persister::writer::Writer;
 use coachwire_shared::db::{self, StoredEvent};
 use coachwire_shared::envelope::{MessageEnvelope, Version};
@@ -39,10 +39,10 @@ async fn the_same_batch_stored_twice_leaves_one_row_each_and_contiguous_seq() {
         })
         .collect();
     let first = store_batch(&db.pool, &batch).await.expect("first store");
-    assert!(first.iter().all(|s| s.fresh));
+    assert!(first.iter().all(|s| s.row == Row::New));
     let second = store_batch(&db.pool, &batch).await.expect("second store");
     assert!(
-        second.iter().all(|s| !s.fresh),
+        second.iter().all(|s| s.row == Row::Existing),
         "a redelivered batch inserts nothing"
     );
     let first_seqs: Vec<_> = first.iter().map(|s| s.envelope.message.seq).collect();
@@ -124,7 +124,7 @@ async fn a_later_version_takes_the_next_seq_once_and_updates_its_message_in_plac
         .expect("end");
     let version = &stored[0].envelope;
     assert!(
-        stored[0].fresh && !stored[1].fresh,
+        stored[0].row == Row::New && stored[1].row == Row::Existing,
         "one end, however often"
     );
     assert_eq!(

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use coachwire_persister::store::{Incoming, store_batch, store_in};
+use coachwire_persister::store::{Incoming, Row, store_batch, store_in};
 use coachwire_testkit::db::TestDb;
 use common::{message, user};
 
@@ -44,7 +44,7 @@ async fn statements_prepared_on_empty_tables_still_use_indexes_once_they_hold_hi
 
     let mut tx = pool.begin().await.expect("begin");
     let stored = store_in(&mut tx, &batch(10)).await.expect("store");
-    assert!(stored.iter().all(|s| s.fresh));
+    assert!(stored.iter().all(|s| s.row == Row::New));
     let (seq_scans, index_scans): (i64, i64) = sqlx::query_as(
         "SELECT coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(idx_scan), 0)::bigint \
          FROM pg_stat_xact_user_tables \
