@@ -16,12 +16,56 @@ use std::time::Duration;
 /// `UNAVAILABLE`/503) rather than piling up while Postgres is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a start-up waits for a Postgres that is down, restarting, paused or
+/// read-only (a failover, a restart beside this one) before it gives up with one line.
+/// A wrong URL, password or database name is not waited for.
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+/// The single attempt that says why the pool could not connect must not hang on a paused
+/// server.
+const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Postgres could not be reached, or refused us; `target` is where it was tried.
 #[derive(Debug, thiserror::Error)]
 #[error("Postgres at {target}: {cause}")]
 pub struct ConnectError {
     pub target: String,
     pub cause: String,
+    pub lasting: Lasting,
+}
+
+/// Whether waiting can fix a failed connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lasting {
+    /// Down, restarting, paused, read-only, out of connection slots.
+    Transient,
+    /// A wrong URL, password, role or database; a broken migration.
+    Permanent,
+}
+
+impl Lasting {
+    fn of(error: &sqlx::Error) -> Lasting {
+        let transient = match error {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            // Connection exceptions, insufficient resources, operator intervention
+            // (shutting down, starting up), and a read-only transaction.
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                matches!(code.get(..2), Some("08" | "53" | "57")) || code == "25006"
+            }),
+            _ => false,
+        };
+        match transient {
+            true => Lasting::Transient,
+            false => Lasting::Permanent,
+        }
+    }
+
+    fn of_migration(error: &sqlx::migrate::MigrateError) -> Lasting {
+        use sqlx::migrate::MigrateError;
+        match error {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => Lasting::of(e),
+            _ => Lasting::Permanent,
+        }
+    }
 }
 
 /// A pool whose requests fail fast while Postgres is down or stuck.
@@ -29,6 +73,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
     let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| ConnectError {
         target: "DATABASE_URL".into(),
         cause: format!("not a Postgres URL ({})", once(&e)),
+        lasting: Lasting::Permanent,
     })?;
     let timeout = format!("{}ms", STATEMENT_TIMEOUT.as_millis());
     let options = options.options([("statement_timeout", timeout.as_str())]);
@@ -37,34 +82,57 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options.clone())
         .await;
+    let failed = |cause: String, lasting| ConnectError {
+        target: target(&options),
+        cause,
+        lasting,
+    };
     match connected {
         Ok(pool) => Ok(pool),
         // The pool hides why each attempt failed; one direct attempt says it.
         Err(sqlx::Error::PoolTimedOut) => {
-            let cause = match PgConnection::connect_with(&options).await {
-                Ok(_) => "no connection within the pool's timeout".to_string(),
-                Err(e) => once(&e),
-            };
-            Err(ConnectError {
-                target: target(&options),
-                cause,
-            })
+            let direct = PgConnection::connect_with(&options);
+            Err(
+                match tokio::time::timeout(DIAGNOSIS_TIMEOUT, direct).await {
+                    Ok(Ok(_)) | Err(_) => failed(
+                        "no connection within the pool's timeout".into(),
+                        Lasting::Transient,
+                    ),
+                    Ok(Err(e)) => failed(once(&e), Lasting::of(&e)),
+                },
+            )
         }
-        Err(e) => Err(ConnectError {
-            target: target(&options),
-            cause: once(&e),
-        }),
+        Err(e) => Err(failed(once(&e), Lasting::of(&e))),
     }
 }
 
-/// Connects and applies migrations (concurrent services serialize on sqlx's advisory lock).
+/// Connects and applies migrations (concurrent services serialize on sqlx's advisory
+/// lock), waiting up to [`STARTUP_PATIENCE`] while Postgres cannot serve yet.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
+    let began = tokio::time::Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match try_connect_and_migrate(url, max_connections).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) => e,
+        };
+        if error.lasting == Lasting::Permanent || began.elapsed() >= STARTUP_PATIENCE {
+            return Err(error);
+        }
+        tracing::warn!(error = %error, attempts, "Postgres cannot serve yet; waiting for it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn try_connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
     let pool = connect(url, max_connections).await?;
     MIGRATOR.run(&pool).await.map_err(|e| ConnectError {
         target: url
             .parse()
             .map_or_else(|_| "DATABASE_URL".into(), |o| target(&o)),
         cause: format!("migrations: {}", once(&e)),
+        lasting: Lasting::of_migration(&e),
     })?;
     Ok(pool)
 }

@@ -21,8 +21,6 @@ pub struct Clients {
 pub enum StartupError {
     #[error(transparent)]
     Postgres(#[from] db::ConnectError),
-    #[error("Postgres migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Nats(#[from] nats::NatsError),
 }
@@ -34,8 +32,7 @@ impl Clients {
         service: &str,
         max_connections: u32,
     ) -> Result<Self, StartupError> {
-        let pool = db::connect(&common.database_url, max_connections).await?;
-        db::MIGRATOR.run(&pool).await?;
+        let pool = db::connect_and_migrate(&common.database_url, max_connections).await?;
         let client = nats::connect(&common.nats_url, service).await?;
         let js = async_nats::jetstream::new(client.clone());
         nats::ensure_streams(&js, common.stream_replicas.into()).await?;

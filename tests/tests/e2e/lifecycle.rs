@@ -375,3 +375,29 @@ async fn a_later_version_reaches_every_socket_as_message_updated_in_seq_order_an
     let joined = late.join(room.id).await.expect("join");
     assert_eq!(joined["lastSeq"], 3, "lastSeq counts every event");
 }
+
+/// Regression (the soak: an ingest node restarted while Postgres was read-only exited on
+/// its migrations, "cannot execute CREATE TABLE in a read-only transaction", and one
+/// restarted while Postgres was paused exited too). A start-up now waits for a database
+/// that cannot serve yet, and goes on once it can.
+#[tokio::test]
+async fn a_start_up_waits_for_a_read_only_database_and_goes_on_once_it_is_writable() {
+    use coachwire_testkit::db::{Access, TestDb};
+    let db = TestDb::new().await.expect("db");
+    db.set_access(Access::ReadOnly).await.expect("read-only");
+    let url = db.url.clone();
+    let mut starting =
+        tokio::spawn(async move { coachwire_shared::db::connect_and_migrate(&url, 2).await });
+    let early = tokio::time::timeout(Duration::from_secs(2), &mut starting).await;
+    assert!(early.is_err(), "it must wait, not give up: {early:?}");
+    db.set_access(Access::ReadWrite).await.expect("writable");
+    let pool = starting
+        .await
+        .expect("join")
+        .expect("connected and migrated once writable");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .expect("a query");
+    assert_eq!(one, 1);
+}
