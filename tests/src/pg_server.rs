@@ -60,24 +60,39 @@ impl PgServer {
 
     /// SIGKILL of the postmaster and every backend, as in a crash of the host: no
     /// checkpoint, WAL recovery at the next [`start_again`](Self::start_again).
+    ///
+    /// The signal goes to the postmaster's process group (`pg_ctl` makes it a session
+    /// leader): a list of pids misses a backend forked for a new connection after it was
+    /// read, and such an orphan kept the shared memory, so the next start failed (seen in
+    /// the soak).
     pub async fn kill(&mut self) -> anyhow::Result<()> {
         let pids = self.pids();
-        let listed: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let mut targets: Vec<String> = pids.iter().map(u32::to_string).collect();
+        if let Some(postmaster) = pids.first() {
+            targets.push(format!("-{postmaster}"));
+        }
         // Its exit status is not checked: a backend may end by itself between the listing
         // and the signal, and `kill` then fails for that one pid alone.
         tokio::process::Command::new("kill")
             .arg("-KILL")
-            .args(&listed)
+            .arg("--")
+            .args(&targets)
             .status()
             .await
             .context("running kill")?;
         self.running = false;
         if let Some(&postmaster) = pids.first() {
             wait_dead(postmaster).await?;
+            wait_group_dead(postmaster).await?;
         }
         // A zombie (unreaped here, see the module doc) or a gone process: either way the
         // lock file is stale, as it is after a real crash once init has reaped the process.
         let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
+        // So is the socket's lock file, which names the postmaster: a zombie still
+        // answers `kill -0`, and the next start took it for a live postmaster.
+        let socket = format!(".s.PGSQL.{}", self.port);
+        let _ = std::fs::remove_file(self.dir.join(format!("{socket}.lock")));
+        let _ = std::fs::remove_file(self.dir.join(socket));
         Ok(())
     }
 
@@ -104,8 +119,16 @@ impl PgServer {
         );
         let log = self.dir.join("server.log");
         let log = log.to_string_lossy().into_owned();
-        self.pg_ctl(&["start", "-w", "-t", "30", "-l", &log, "-o", &options])
-            .await?;
+        let started = self
+            .pg_ctl(&["start", "-w", "-t", "30", "-l", &log, "-o", &options])
+            .await;
+        if let Err(e) = started {
+            // pg_ctl only says "examine the log output": the log's end says why.
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(e.context(format!("server.log ends with:\n{}", tail.join("\n"))));
+        }
         self.running = true;
         Ok(())
     }
@@ -201,6 +224,45 @@ fn process_stat(pid: u32) -> Option<(char, u32)> {
     let mut after = stat.rsplit_once(')')?.1.split_whitespace();
     let state = after.next()?.chars().next()?;
     Some((state, after.next()?.parse().ok()?))
+}
+
+/// Waits until no live process is left in process group `group`.
+async fn wait_group_dead(group: u32) -> anyhow::Result<()> {
+    const POLLS: usize = 200;
+    for _ in 0..POLLS {
+        if group_members(group).is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    bail!(
+        "processes of group {group} still run after SIGKILL: {:?}",
+        group_members(group)
+    )
+}
+
+/// The live (not zombie) processes of process group `group`, from `/proc`.
+fn group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            // `pid (comm) state ppid pgrp …`
+            let fields = stat
+                .as_deref()
+                .and_then(|s| s.rsplit_once(')'))
+                .map(|(_, rest)| {
+                    rest.split_whitespace()
+                        .take(3)
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                });
+            fields.is_some_and(|f| f.len() == 3 && f[0] != "Z" && f[2] == group.to_string())
+        })
+        .collect()
 }
 
 /// Waits until `pid` is gone or a zombie (a SIGKILL is delivered asynchronously).

@@ -187,3 +187,31 @@ async fn two_persisters_through_a_30_s_postgres_outage_keep_stream_order() {
     run.finish().await;
     assert_eq!(dead, 0, "nothing dead-lettered for an outage");
 }
+
+/// The harness's crash of Postgres (the soak's `kill postgres`) leaves no backend behind:
+/// one forked after the pids were listed kept the shared memory, and the restart failed.
+/// Every backend is in the postmaster's process group, so a held connection's is too.
+#[tokio::test]
+async fn a_killed_postgres_leaves_no_backend_and_starts_again() {
+    let mut pg = PgServer::start().await.expect("a private Postgres");
+    let mut held = PgConnection::connect(&pg.admin_url())
+        .await
+        .expect("a connection");
+    let backends = pg.pids().len();
+    assert!(backends >= 2, "postmaster and backends: {:?}", pg.pids());
+    pg.kill().await.expect("killed, with every backend");
+    pg.start_again().await.expect("started again");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(
+            &mut PgConnection::connect(&pg.admin_url())
+                .await
+                .expect("reconnect"),
+        )
+        .await
+        .expect("a query");
+    assert_eq!(one, 1);
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut held).await.is_err(),
+        "the old connection's backend died with the crash"
+    );
+}
