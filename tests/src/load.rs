@@ -24,6 +24,8 @@ use tokio::time::{Instant, timeout};
 const READY_WAIT: Duration = Duration::from_secs(30);
 /// Slack on top of the driver's own deadlines, so its answer (not ours) ends a wait.
 const REPLY_SLACK: Duration = Duration::from_secs(10);
+/// How long the driver may take to write its report once settled.
+const REPORT_WRITE_WAIT: Duration = Duration::from_secs(300);
 
 /// One client of the load: a user of a conversation with a token for it.
 #[derive(Clone, Debug)]
@@ -343,7 +345,10 @@ impl Load {
         let timeout_ms = within.as_millis() as u64;
         self.command(json!({"cmd": "settle", "lastSeq": targets, "timeoutMs": timeout_ms}))
             .await?;
-        self.expect_event("report", within + REPLY_SLACK).await?;
+        // The report of a long soak (a million sends, every socket's events) takes the
+        // driver a while to write after the settle itself.
+        self.expect_event("report", within + REPLY_SLACK + REPORT_WRITE_WAIT)
+            .await?;
         let text = tokio::fs::read(&self.report_path)
             .await
             .with_context(|| format!("reading {}", self.report_path.display()))?;

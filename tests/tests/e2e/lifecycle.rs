@@ -401,3 +401,25 @@ async fn a_start_up_waits_for_a_read_only_database_and_goes_on_once_it_is_writab
         .expect("a query");
     assert_eq!(one, 1);
 }
+
+/// Regression (the 30-minute soak: a fanout restarted as all three NATS nodes were killed
+/// exited after 10 s, "no connection to NATS … within 10 s", while the cluster took
+/// 14.6 s to come back). A start-up waits longer than that for NATS.
+#[tokio::test]
+async fn a_start_up_waits_out_a_nats_restart_longer_than_a_cluster_s_elections() {
+    let mut server = coachwire_testkit::nats_server::NatsServer::start()
+        .await
+        .expect("nats-server");
+    server.kill().await;
+    let url = server.url();
+    let mut connecting =
+        tokio::spawn(async move { coachwire_shared::nats::connect(&url, "waiting").await });
+    let early = tokio::time::timeout(Duration::from_secs(15), &mut connecting).await;
+    assert!(early.is_err(), "it must still be waiting: {early:?}");
+    server.restart().await.expect("nats-server back");
+    let client = connecting
+        .await
+        .expect("join")
+        .expect("connected once NATS is back");
+    assert!(!client.server_info().version.is_empty());
+}
