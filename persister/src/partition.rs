@@ -24,6 +24,7 @@ use async_nats::jetstream::consumer::{self, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};
 use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTER_GROUP};
 use futures::{FutureExt, StreamExt};
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -90,7 +91,6 @@ pub async fn run_partition(
                 consumer: &consumer,
                 pulled: &mut pulled,
                 batch: &mut batch,
-                pin: pin.as_deref(),
             };
             match held.wait_until_sole_holder(&tuning, &shutdown).await {
                 Hold::Write => {}
@@ -247,8 +247,6 @@ struct Held<'a> {
     consumer: &'a PullConsumer,
     pulled: &'a mut mpsc::Receiver<Message>,
     batch: &'a mut Vec<Message>,
-    /// The pin this persister last saw on its deliveries.
-    pin: Option<&'a str>,
 }
 
 /// How holding a batch ended.
@@ -271,25 +269,25 @@ impl Held<'_> {
         shutdown: &CancellationToken,
     ) -> Hold {
         let began = Instant::now();
-        let mut warn_at = began + HOLD_WARN_AFTER.max(tuning.ack_wait * 3);
+        let mut warn_at = began + HOLD_WARN_AFTER;
         let mut last_progress = Instant::now();
         // Past ack_wait the held messages would come back here a second time.
         let progress_every = HOLD_PROGRESS_EVERY.min(tuning.ack_wait / 3);
         loop {
             take_ready(self.pulled, self.batch, usize::MAX);
+            keep_newest_deliveries(self.batch);
             // The newest delivery carries the pin this persister holds now.
             let ours = self
                 .batch
                 .iter()
                 .max_by_key(|m| delivery_sequence(m))
-                .and_then(pin_id)
-                .or_else(|| self.pin.map(str::to_string));
+                .and_then(pin_id);
             match self.consumer.clone().info().await {
                 Ok(info) if pinned_elsewhere(info, ours.as_deref()) => return Hold::Yield,
-                Ok(info) if info.num_ack_pending <= self.distinct() => return Hold::Write,
+                Ok(info) if info.num_ack_pending <= self.batch.len() => return Hold::Write,
                 Ok(info) => tracing::debug!(
                     pending = info.num_ack_pending,
-                    held = self.distinct(),
+                    held = self.batch.len(),
                     "earlier messages are still with a previous holder; waiting"
                 ),
                 Err(e) => tracing::warn!(error = %e, "reading the consumer's state failed"),
@@ -316,15 +314,13 @@ impl Held<'_> {
     }
 }
 
-impl Held<'_> {
-    /// The messages held, each counted once: a message redelivered while held is in the
-    /// batch twice but pending once, and counting it twice would write too early.
-    fn distinct(&self) -> usize {
-        let mut seqs: Vec<u64> = self.batch.iter().map(stream_sequence).collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        seqs.len()
-    }
+/// Keeps one delivery of each message, its newest: a message redelivered while held (its
+/// `ack_wait` passed) arrives twice but is pending once, so counting both would write
+/// too early, and writing both would store and publish it twice.
+fn keep_newest_deliveries(batch: &mut Vec<Message>) {
+    batch.sort_by_key(|m| std::cmp::Reverse(delivery_sequence(m)));
+    let mut seen = HashSet::with_capacity(batch.len());
+    batch.retain(|m| seen.insert(stream_sequence(m)));
 }
 
 /// Whether the server shows the partition pinned to a client other than `ours`.
@@ -374,4 +370,66 @@ async fn unpin(js: &async_nats::jetstream::Context, consumer: &PullConsumer, pin
         Err(_) => false,
     };
     tracing::debug!(consumer = %name, released, "unpinning at shutdown");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::{self, consumer::pull};
+    use coachwire_testkit::nats_server::NatsServer;
+
+    /// A message left unacked past `ack_wait` comes back: the batch then holds two
+    /// deliveries of it, and keeps the newer one only.
+    #[tokio::test]
+    async fn a_redelivered_message_is_held_once_as_its_newest_delivery() {
+        let server = NatsServer::start().await.expect("nats-server");
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = jetstream::new(client);
+        js.create_stream(jetstream::stream::Config {
+            name: "HELD".into(),
+            subjects: vec!["held".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        for payload in ["a", "b"] {
+            js.publish("held", payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("puback");
+        }
+        let consumer: PullConsumer = js
+            .create_consumer_on_stream(
+                pull::Config {
+                    durable_name: Some("held".into()),
+                    ack_wait: Duration::from_millis(500),
+                    ..Default::default()
+                },
+                "HELD",
+            )
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("pull");
+        let mut batch = Vec::new();
+        // "a" and "b", then both again once their ack_wait has passed.
+        while batch.len() < 4 {
+            batch.push(
+                messages
+                    .next()
+                    .await
+                    .expect("a delivery")
+                    .expect("delivery"),
+            );
+        }
+        keep_newest_deliveries(&mut batch);
+        let mut kept: Vec<(u64, u64)> = batch
+            .iter()
+            .map(|m| (stream_sequence(m), delivery_sequence(m)))
+            .collect();
+        kept.sort_unstable();
+        let streams: Vec<u64> = kept.iter().map(|k| k.0).collect();
+        assert_eq!(streams, vec![1, 2], "each message once: {kept:?}");
+        assert!(kept.iter().all(|k| k.1 > 2), "its redelivery: {kept:?}");
+    }
 }

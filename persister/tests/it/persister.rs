@@ -6,6 +6,8 @@ use crate::common;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
+use coachwire_persister::partition::PartitionEnd;
+use coachwire_persister::settings::ConsumerTuning;
 use coachwire_persister::store::{Incoming, Row, store_batch};
 use coachwire_persister::writer::Writer;
 use coachwire_shared::db::{self, StoredEvent};
@@ -223,33 +225,68 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
         publish(&js, &message(conversation, alice, content)).await;
     }
     let tuning = fast_tuning();
-    let partition = partition_of(&js, conversation).await;
-    let consumer: PullConsumer = consumer::ensure_consumer(&js, partition, &tuning)
-        .await
-        .expect("consumer");
+    let consumer = consumer_of(&js, conversation, &tuning).await;
 
     // The "crashed" persister: pulls, commits, never acks.
-    let pulled = consumer
-        .stream()
-        .group("persister")
-        .max_messages_per_batch(10)
-        .messages()
+    let batch: Vec<Incoming> = pulled_by_a_previous_holder(&consumer, 10)
         .await
-        .expect("pull");
-    let mut pulled = pulled.take(10);
-    let mut batch = Vec::new();
-    while let Some(Ok(m)) = pulled.next().await {
-        let envelope: MessageEnvelope = serde_json::from_slice(&m.payload).expect("envelope");
-        batch.push(Incoming {
+        .iter()
+        .map(|m| Incoming {
             stream_seq: m.info().expect("info").stream_sequence,
-            envelope,
-        });
-    }
-    assert_eq!(batch.len(), 10);
+            envelope: serde_json::from_slice(&m.payload).expect("envelope"),
+        })
+        .collect();
     store_batch(&db.pool, &batch).await.expect("commit");
-    drop(pulled);
 
     // The next persister gets the redelivery and must change nothing in Postgres.
+    let (shutdown, runner) = run_partition(&db, &js, &consumer, &tuning);
+    let persisted = await_persisted(&js, 10).await;
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert_eq!(persisted, 10, "every message gets its persisted event");
+    assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
+    let info = consumer.clone().info().await.expect("info").clone();
+    assert_eq!(info.num_ack_pending, 0, "the redelivered batch was acked");
+}
+
+/// The durable consumer of the partition that holds `conversation`'s last message.
+async fn consumer_of(
+    js: &jetstream::Context,
+    conversation: ConversationId,
+    tuning: &ConsumerTuning,
+) -> PullConsumer {
+    let partition = partition_of(js, conversation).await;
+    consumer::ensure_consumer(js, partition, tuning)
+        .await
+        .expect("consumer")
+}
+
+/// A persister that crashed or stalled: it pulls `n` messages as the pinned client and
+/// then stops pulling, holding them unacked.
+async fn pulled_by_a_previous_holder(consumer: &PullConsumer, n: usize) -> Vec<jetstream::Message> {
+    let mut pulled = consumer
+        .stream()
+        .group("persister")
+        .max_messages_per_batch(n)
+        .messages()
+        .await
+        .expect("pull")
+        .take(n);
+    let mut held = Vec::new();
+    while let Some(Ok(m)) = pulled.next().await {
+        held.push(m);
+    }
+    assert_eq!(held.len(), n, "pulled as the previous holder");
+    held
+}
+
+/// The partition's loop of a persister of its own; cancel the token to stop it.
+fn run_partition(
+    db: &TestDb,
+    js: &jetstream::Context,
+    consumer: &PullConsumer,
+    tuning: &ConsumerTuning,
+) -> (CancellationToken, tokio::task::JoinHandle<PartitionEnd>) {
     let shutdown = CancellationToken::new();
     let persister = Persister {
         pool: db.pool.clone(),
@@ -259,16 +296,10 @@ async fn a_crash_between_commit_and_ack_is_redelivered_without_a_second_row_or_a
     let runner = tokio::spawn(coachwire_persister::partition::run_partition(
         writer,
         consumer.clone(),
-        tuning,
+        tuning.clone(),
         shutdown.clone(),
     ));
-    let persisted = await_persisted(&js, 10).await;
-    shutdown.cancel();
-    runner.await.expect("runner");
-    assert_eq!(persisted, 10, "every message gets its persisted event");
-    assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
-    let info = consumer.clone().info().await.expect("info").clone();
-    assert_eq!(info.num_ack_pending, 0, "the redelivered batch was acked");
+    (shutdown, runner)
 }
 
 /// Which partition the stream's transform put a conversation in.
@@ -397,23 +428,8 @@ async fn a_batch_whose_every_message_fails_alike_is_retried_not_dead_lettered() 
         publish(&js, &message(conversation, alice, content)).await;
     }
     let tuning = fast_tuning();
-    let partition = partition_of(&js, conversation).await;
-    let consumer = consumer::ensure_consumer(&js, partition, &tuning)
-        .await
-        .expect("consumer");
-    let mut pulled = consumer
-        .stream()
-        .group("persister")
-        .max_messages_per_batch(3)
-        .messages()
-        .await
-        .expect("pull")
-        .take(3);
-    let mut batch = Vec::new();
-    while let Some(Ok(m)) = pulled.next().await {
-        batch.push(m);
-    }
-    assert_eq!(batch.len(), 3);
+    let consumer = consumer_of(&js, conversation, &tuning).await;
+    let batch = pulled_by_a_previous_holder(&consumer, 3).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(refuse_for_a_while()))
         .execute(&db.pool)
         .await
@@ -469,37 +485,18 @@ async fn a_batch_behind_a_slow_previous_holder_waits_for_it_however_long_it_hold
     let alice = user();
     publish(&js, &message(conversation, alice, "m0")).await;
     let tuning = fast_tuning();
-    let partition = partition_of(&js, conversation).await;
-    let consumer: PullConsumer = consumer::ensure_consumer(&js, partition, &tuning)
-        .await
-        .expect("consumer");
+    let consumer = consumer_of(&js, conversation, &tuning).await;
 
     // The previous holder takes m0, stops pulling (so its pin lapses), and keeps m0 alive
     // with progress acks for well over 3 × ack_wait, as a writer stuck on an outage does.
-    let mut pulled = consumer
-        .stream()
-        .group("persister")
-        .max_messages_per_batch(1)
-        .messages()
+    let held = pulled_by_a_previous_holder(&consumer, 1)
         .await
-        .expect("pull");
-    let held = pulled.next().await.expect("m0").expect("m0");
-    drop(pulled);
+        .pop()
+        .expect("m0");
     for content in ["m1", "m2"] {
         publish(&js, &message(conversation, alice, content)).await;
     }
-    let shutdown = CancellationToken::new();
-    let persister = Persister {
-        pool: db.pool.clone(),
-        js: js.clone(),
-    };
-    let (writer, _writing) = Writer::spawn(persister, shutdown.clone());
-    let runner = tokio::spawn(coachwire_persister::partition::run_partition(
-        writer,
-        consumer.clone(),
-        tuning.clone(),
-        shutdown.clone(),
-    ));
+    let (shutdown, runner) = run_partition(&db, &js, &consumer, &tuning);
     let holding_until = tokio::time::Instant::now() + tuning.ack_wait * 7;
     while tokio::time::Instant::now() < holding_until {
         held.ack_with(AckKind::Progress).await.expect("progress");
