@@ -67,9 +67,12 @@ async fn statements_prepared_on_empty_tables_still_use_indexes_once_they_hold_hi
 }
 
 /// Conversations of two with messages each, then the statistics autovacuum would gather.
+/// The pool's statement timeout guards the service, not this bulk load: on a loaded CI
+/// machine the 200,000-row insert outlasted it.
 fn history_sql() -> String {
     format!(
-        "CREATE TEMP TABLE history AS \
+        "SET statement_timeout = 0; \
+         CREATE TEMP TABLE history AS \
            SELECT gen_random_uuid() AS conversation, gen_random_uuid() AS a, gen_random_uuid() AS b \
            FROM generate_series(1, {HISTORY_CONVERSATIONS}); \
          INSERT INTO conversations (id, created_by) SELECT conversation, a FROM history; \
@@ -78,6 +81,7 @@ fn history_sql() -> String {
          INSERT INTO messages (id, conversation_id, user_id, content, type, seq, created_at) \
            SELECT gen_random_uuid(), conversation, a, 'history ' || s, 'user', s, now() \
            FROM history, generate_series(1, {HISTORY_PER_CONVERSATION}) AS s; \
-         ANALYZE conversations; ANALYZE conversation_participants; ANALYZE messages;"
+         ANALYZE conversations; ANALYZE conversation_participants; ANALYZE messages; \
+         RESET statement_timeout;"
     )
 }

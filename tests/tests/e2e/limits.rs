@@ -174,7 +174,9 @@ async fn a_socket_is_disconnected_when_its_token_expires_and_the_token_stops_wor
     let stack = Stack::start().await.expect("stack");
     let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let short = token(room.alice, None, 2);
+    // `exp` has whole seconds, so this token lives 4 to 5 s: enough to connect and join
+    // on a CI machine busy with other tests (2 s, so 1 to 2 s, was not).
+    let short = token(room.alice, None, 5);
     let alice = driver
         .connect("alice", &stack.url(), Some(&short))
         .await
@@ -186,7 +188,7 @@ async fn a_socket_is_disconnected_when_its_token_expires_and_the_token_stops_wor
         )
         .await
         .expect("join");
-    assert_eq!(joined["success"], true);
+    assert_eq!(joined["success"], true, "{joined}");
     let reason = alice.disconnected().await.expect("disconnected at expiry");
     assert_eq!(reason, "io server disconnect");
     let (status, body) = stack
