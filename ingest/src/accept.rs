@@ -145,9 +145,7 @@ impl Acceptor {
             origin,
             version: None,
         };
-        let ack = self.publish(&envelope, turn).await.inspect_err(|_| {
-            metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
-        })?;
+        let ack = self.publish(&envelope, turn).await?;
         if ack.duplicate {
             let original = match self.original(ack.sequence).await {
                 Some(original) => Some(original),
@@ -277,20 +275,20 @@ enum Circuit {
 
 /// Permission for one lookup; report how it went.
 #[must_use]
-struct Probe<'a> {
+struct Trial<'a> {
     breaker: &'a Breaker,
 }
 
 impl Breaker {
     /// `None` when this lookup must be skipped.
-    fn admit(&self) -> Option<Probe<'_>> {
+    fn admit(&self) -> Option<Trial<'_>> {
         let mut circuit = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match *circuit {
             Circuit::Closed => {}
             Circuit::Open { until } if Instant::now() >= until => *circuit = Circuit::Probing,
             Circuit::Open { .. } | Circuit::Probing => return None,
         }
-        Some(Probe { breaker: self })
+        Some(Trial { breaker: self })
     }
 
     fn set(&self, to: Circuit) {
@@ -298,7 +296,7 @@ impl Breaker {
     }
 }
 
-impl Probe<'_> {
+impl Trial<'_> {
     fn succeeded(self) {
         self.breaker.set(Circuit::Closed);
     }
@@ -312,30 +310,63 @@ impl Probe<'_> {
 
 /// Records how a request for `span` ended: its outcome, the error code of a refusal, and
 /// an error status only for the server's own failures (a refusal is the client's).
-pub fn record_outcome(span: &Span, outcome: &Result<MessageAck, Failure>) {
-    match outcome {
-        Ok(accepted) => {
-            let label = if accepted.duplicate {
-                "duplicate"
-            } else {
-                "accepted"
-            };
-            span.record("coachwire.outcome", label);
-        }
-        Err(failure) => {
-            let server_side = matches!(failure.code, ErrorCode::Unavailable | ErrorCode::Internal);
-            span.record(
-                "coachwire.outcome",
-                if failure.code == ErrorCode::Unavailable {
-                    "unavailable"
-                } else {
-                    "rejected"
-                },
-            );
-            span.record("coachwire.error_code", failure.code.as_str());
-            if server_side {
-                span.record("otel.status_code", "error");
+/// How a send was answered: the label of `coachwire_messages_total` and of its span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    Accepted,
+    /// A retry of a message already accepted (§7.2).
+    Duplicate,
+    /// The client's fault: validation, auth, limits.
+    Rejected,
+    /// The server's: NATS did not confirm, Postgres could not answer, or a bug. The client
+    /// retries with the same `clientMessageId`.
+    Unavailable,
+}
+
+impl SendOutcome {
+    pub const ALL: [SendOutcome; 4] = [
+        SendOutcome::Accepted,
+        SendOutcome::Duplicate,
+        SendOutcome::Rejected,
+        SendOutcome::Unavailable,
+    ];
+
+    pub fn of(answer: &Result<MessageAck, Failure>) -> SendOutcome {
+        match answer {
+            Ok(ack) if ack.duplicate => SendOutcome::Duplicate,
+            Ok(_) => SendOutcome::Accepted,
+            Err(f) if matches!(f.code, ErrorCode::Unavailable | ErrorCode::Internal) => {
+                SendOutcome::Unavailable
             }
+            Err(_) => SendOutcome::Rejected,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SendOutcome::Accepted => "accepted",
+            SendOutcome::Duplicate => "duplicate",
+            SendOutcome::Rejected => "rejected",
+            SendOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Counts a send's answer: socket, HTTP and streamed-reply starts alike.
+pub fn count_outcome(answer: &Result<MessageAck, Failure>) -> SendOutcome {
+    let outcome = SendOutcome::of(answer);
+    metrics::counter!(MESSAGES_TOTAL, "outcome" => outcome.label()).increment(1);
+    outcome
+}
+
+/// Counts a send's answer and records it on its span.
+pub fn record_outcome(span: &Span, answer: &Result<MessageAck, Failure>) {
+    let outcome = count_outcome(answer);
+    span.record("coachwire.outcome", outcome.label());
+    if let Err(failure) = answer {
+        span.record("coachwire.error_code", failure.code.as_str());
+        if outcome == SendOutcome::Unavailable {
+            span.record("otel.status_code", "error");
         }
     }
     tracing::debug!(parent: span, "answered");
@@ -355,8 +386,6 @@ fn retry_of(first: Message, conversation: ConversationId) -> Result<MessageAck, 
 }
 
 fn outcome(message: Message, duplicate: bool) -> MessageAck {
-    let label = if duplicate { "duplicate" } else { "accepted" };
-    metrics::counter!(MESSAGES_TOTAL, "outcome" => label).increment(1);
     MessageAck {
         success: true,
         message,

@@ -18,10 +18,10 @@
 pub mod accept;
 pub mod app;
 pub mod auth;
-pub mod db;
 pub mod events;
 pub mod http;
 pub mod limits;
+pub mod queries;
 pub mod replies;
 pub mod rooms;
 pub mod serve;

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use coachwire_ingest::accept::SendOutcome;
 use coachwire_ingest::auth::{Role, Verifier, issue_token};
 use coachwire_ingest::http::demo::Demo;
 use coachwire_ingest::settings::IngestSettings;
@@ -84,8 +85,8 @@ async fn serve(settings: IngestSettings) -> anyhow::Result<()> {
     let verifier = Verifier::new(&settings.jwt)?;
     let demo = Demo::from_settings(&settings.demo, &settings.jwt)?;
     let metrics = metrics::install();
-    for outcome in ["accepted", "duplicate", "rejected", "unavailable"] {
-        metrics::start_at_zero(metrics::MESSAGES_TOTAL, &[("outcome", outcome)]);
+    for outcome in SendOutcome::ALL {
+        metrics::start_at_zero(metrics::MESSAGES_TOTAL, &[("outcome", outcome.label())]);
     }
     for kind in ["message", "connection", "typing"] {
         metrics::start_at_zero(metrics::RATE_LIMITED_TOTAL, &[("kind", kind)]);

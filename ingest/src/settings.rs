@@ -120,14 +120,14 @@ pub struct DemoSettings {
 /// and host, the port only when it is not the scheme's default. Keeping that one form lets
 /// an allowed origin be compared with a request's `Origin` byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin(String);
+pub struct WebOrigin(String);
 
-/// Why a string is not an [`Origin`].
+/// Why a string is not a [`WebOrigin`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct NotAnOrigin(&'static str);
 
-impl Origin {
+impl WebOrigin {
     pub fn parse(value: &str) -> Result<Self, NotAnOrigin> {
         let (scheme, authority) = value
             .split_once("://")
@@ -219,7 +219,7 @@ fn split_port(authority: &str) -> Result<(&str, Option<u16>), NotAnOrigin> {
     Ok((host, port))
 }
 
-impl fmt::Display for Origin {
+impl fmt::Display for WebOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -228,7 +228,7 @@ impl fmt::Display for Origin {
 /// The value of `COACHWIRE_CORS_ORIGINS`: the exact origins, besides the server's own,
 /// that browsers may call from. Empty means same origin only.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CorsOrigins(Vec<Origin>);
+pub struct CorsOrigins(Vec<WebOrigin>);
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CorsOriginsError {
@@ -241,11 +241,11 @@ pub enum CorsOriginsError {
 }
 
 impl CorsOrigins {
-    pub fn contains(&self, origin: &Origin) -> bool {
+    pub fn contains(&self, origin: &WebOrigin) -> bool {
         self.0.contains(origin)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Origin> {
+    pub fn iter(&self) -> impl Iterator<Item = &WebOrigin> {
         self.0.iter()
     }
 }
@@ -266,7 +266,7 @@ impl FromStr for CorsOrigins {
                 if entry.contains('*') {
                     return Err(CorsOriginsError::Wildcard);
                 }
-                Origin::parse(entry).map_err(|reason| CorsOriginsError::NotAnOrigin {
+                WebOrigin::parse(entry).map_err(|reason| CorsOriginsError::NotAnOrigin {
                     entry: entry.to_string(),
                     reason,
                 })

@@ -7,7 +7,7 @@
 //! its data is split into single messages, and a single message that still fails is
 //! dead-lettered so it never blocks the messages behind it.
 
-use crate::nats::{Author, dead_letter, publish_persisted};
+use crate::nats::{Author, Lasting, dead_letter, publish_persisted};
 use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind, Message};
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
@@ -208,6 +208,12 @@ impl Persister {
         }
         let mut backoff = FIRST_BACKOFF;
         while let Err(e) = publish_persisted(&self.js, &events).await {
+            if e.lasting() == Lasting::Permanent {
+                // The rows are committed: the rooms read what the persisted hop cannot
+                // carry from Postgres (§7.4), so the batch is done, not stuck.
+                tracing::error!(error = %e, "persisted events cannot be published; rooms will read them from Postgres");
+                break;
+            }
             tracing::warn!(error = %e, "publishing persisted events failed; retrying");
             tokio::select! {
                 _ = shutdown.cancelled() => return Outcome::Abandoned,

@@ -15,6 +15,7 @@ use crate::partition::{PartitionEnd, run_partition};
 use crate::settings::ConsumerTuning;
 use crate::writer::Writer;
 use async_nats::jetstream::consumer::{AckPolicy, PriorityPolicy, PullConsumer, pull};
+use coachwire_shared::nats::DeclareError;
 use coachwire_shared::subjects::{
     MESSAGES_STREAM, PARTITIONS, PERSISTER_GROUP, partition_filter, persister_consumer,
 };
@@ -23,11 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
-    #[error("declaring consumer {name}: {source}")]
-    Declare {
-        name: String,
-        source: async_nats::Error,
-    },
+    /// `DeclareError` names the consumer, and keeps whether the server refused it or the
+    /// patience ran out.
+    #[error(transparent)]
+    Declare(#[from] DeclareError),
     /// The process's writer died (a panic). Its partitions were handed back at once, so
     /// that their pins pass to another persister, and the process must end.
     #[error("the writer died; every partition was handed back to the other persisters")]
@@ -58,10 +58,7 @@ pub async fn ensure_consumer(
         js.create_consumer_on_stream(config.clone(), MESSAGES_STREAM)
     })
     .await
-    .map_err(|e| ConsumerError::Declare {
-        name,
-        source: e.into(),
-    })
+    .map_err(ConsumerError::from)
 }
 
 /// Runs every partition until `shutdown`; returns once each has finished its batch.

@@ -7,9 +7,45 @@ use coachwire_shared::subjects::{dead_letter_subject, persisted_subject};
 use futures::future::try_join_all;
 use std::future::IntoFuture;
 
+/// Why a publish failed, with async-nats's kind kept: the kind decides whether trying
+/// again can succeed.
 #[derive(Debug, thiserror::Error)]
-#[error("publishing to JetStream failed: {0}")]
-pub struct PublishError(String);
+pub enum PublishError {
+    #[error("encoding a persisted event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("publishing to JetStream failed: {0}")]
+    Publish(#[from] jetstream::context::PublishError),
+}
+
+/// Whether the same publish can succeed later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lasting {
+    /// A timeout, a lost connection, a stream being elected or recovered, a full
+    /// ack window: try again.
+    Transient,
+    /// The message is too large for the server, or cannot be encoded: the same bytes
+    /// fail the same way every time.
+    Permanent,
+}
+
+impl PublishError {
+    pub fn lasting(&self) -> Lasting {
+        use jetstream::context::PublishErrorKind as Kind;
+        match self {
+            PublishError::Encode(_) => Lasting::Permanent,
+            PublishError::Publish(e) => match e.kind() {
+                Kind::MaxPayloadExceeded | Kind::WrongLastMessageId | Kind::WrongLastSequence => {
+                    Lasting::Permanent
+                }
+                Kind::StreamNotFound
+                | Kind::TimedOut
+                | Kind::BrokenPipe
+                | Kind::MaxAckPending
+                | Kind::Other => Lasting::Transient,
+            },
+        }
+    }
+}
 
 /// Publishes one persisted event per message and waits for every PubAck. The message id
 /// is the `Nats-Msg-Id`, so a batch republished after a crash is deduplicated.
@@ -19,7 +55,7 @@ pub async fn publish_persisted(
 ) -> Result<(), PublishError> {
     let mut pending = Vec::with_capacity(events.len());
     for (envelope, headers) in events {
-        let payload = serde_json::to_vec(envelope).map_err(|e| PublishError(e.to_string()))?;
+        let payload = serde_json::to_vec(envelope)?;
         let mut message = PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope.event_id().to_string());
@@ -27,15 +63,10 @@ pub async fn publish_persisted(
             message = message.headers(headers.clone());
         }
         let subject = persisted_subject(envelope.message.conversation_id);
-        let ack = js
-            .send_publish(subject, message)
-            .await
-            .map_err(|e| PublishError(e.to_string()))?;
+        let ack = js.send_publish(subject, message).await?;
         pending.push(ack.into_future());
     }
-    try_join_all(pending)
-        .await
-        .map_err(|e| PublishError(e.to_string()))?;
+    try_join_all(pending).await?;
     Ok(())
 }
 
@@ -98,9 +129,34 @@ async fn publish_dead_letter(
         .headers(headers)
         .message_id(id);
     js.send_publish(dead_letter_subject(conversation), message)
-        .await
-        .map_err(|e| PublishError(e.to_string()))?
-        .await
-        .map_err(|e| PublishError(e.to_string()))?;
+        .await?
+        .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jetstream::context::{PublishError as NatsPublishError, PublishErrorKind as Kind};
+
+    #[test]
+    fn only_what_the_same_bytes_would_fail_again_is_permanent() {
+        let lasting = |kind| PublishError::from(NatsPublishError::new(kind)).lasting();
+        for kind in [
+            Kind::MaxPayloadExceeded,
+            Kind::WrongLastMessageId,
+            Kind::WrongLastSequence,
+        ] {
+            assert_eq!(lasting(kind), Lasting::Permanent, "{kind}");
+        }
+        for kind in [
+            Kind::StreamNotFound,
+            Kind::TimedOut,
+            Kind::BrokenPipe,
+            Kind::MaxAckPending,
+            Kind::Other,
+        ] {
+            assert_eq!(lasting(kind), Lasting::Transient, "{kind}");
+        }
+    }
 }

@@ -95,7 +95,7 @@ pub enum DeclareError {
 
 /// What one failed declaration request means for the next attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub enum DeclareFailure {
     /// The request was lost or the cluster is still settling: wait and try again.
     Transient,
     /// Another service declared it in the same instant. That is what we wanted: the next
@@ -107,33 +107,33 @@ pub enum Failure {
 
 /// Sorts an upstream declaration error by its kind (never its text).
 pub trait Classify {
-    fn classify(&self) -> Failure;
+    fn classify(&self) -> DeclareFailure;
 }
 
 impl Classify for CreateStreamError {
-    fn classify(&self) -> Failure {
+    fn classify(&self) -> DeclareFailure {
         match self.kind() {
             CreateStreamErrorKind::TimedOut
             | CreateStreamErrorKind::JetStreamUnavailable
-            | CreateStreamErrorKind::Response => Failure::Transient,
+            | CreateStreamErrorKind::Response => DeclareFailure::Transient,
             CreateStreamErrorKind::JetStream(e) => classify_server(&e),
-            _ => Failure::Refused,
+            _ => DeclareFailure::Refused,
         }
     }
 }
 
 impl Classify for ConsumerError {
-    fn classify(&self) -> Failure {
+    fn classify(&self) -> DeclareFailure {
         match self.kind() {
-            ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => Failure::Transient,
+            ConsumerErrorKind::TimedOut | ConsumerErrorKind::Request => DeclareFailure::Transient,
             ConsumerErrorKind::JetStream(e) => classify_server(&e),
-            _ => Failure::Refused,
+            _ => DeclareFailure::Refused,
         }
     }
 }
 
 /// Server answers that a settling cluster gives, and the "already exists" of a race.
-fn classify_server(error: &jetstream::Error) -> Failure {
+fn classify_server(error: &jetstream::Error) -> DeclareFailure {
     const SETTLING: [ErrorCode; 11] = [
         ErrorCode::CLUSTER_NOT_AVAILABLE,
         ErrorCode::CLUSTER_INCOMPLETE,
@@ -159,11 +159,11 @@ fn classify_server(error: &jetstream::Error) -> Failure {
     const UNAVAILABLE_STATUS: usize = 503;
     let code = error.error_code();
     if EXISTS.contains(&code) {
-        Failure::AlreadyExists
+        DeclareFailure::AlreadyExists
     } else if SETTLING.contains(&code) || error.code() == UNAVAILABLE_STATUS {
-        Failure::Transient
+        DeclareFailure::Transient
     } else {
-        Failure::Refused
+        DeclareFailure::Refused
     }
 }
 
@@ -199,14 +199,14 @@ where
             Err(error) => error,
         };
         let pause = match error.classify() {
-            Failure::Refused => {
+            DeclareFailure::Refused => {
                 return Err(DeclareError::Refused {
                     what: what.to_string(),
                     cause: error.into(),
                 });
             }
-            Failure::AlreadyExists => DECLARE_FIRST_BACKOFF,
-            Failure::Transient => {
+            DeclareFailure::AlreadyExists => DECLARE_FIRST_BACKOFF,
+            DeclareFailure::Transient => {
                 let pause = backoff;
                 backoff = (backoff * 2).min(DECLARE_MAX_BACKOFF);
                 pause
@@ -495,37 +495,47 @@ mod tests {
     #[test]
     fn server_answers_are_sorted_by_code() {
         let cases = [
-            (10008, 503, Failure::Transient, "cluster not available"),
+            (
+                10008,
+                503,
+                DeclareFailure::Transient,
+                "cluster not available",
+            ),
             (
                 10005,
                 500,
-                Failure::Transient,
+                DeclareFailure::Transient,
                 "no peers yet for the replicas",
             ),
-            (10009, 500, Failure::Transient, "not the leader"),
+            (10009, 500, DeclareFailure::Transient, "not the leader"),
             (
                 10058,
                 400,
-                Failure::AlreadyExists,
+                DeclareFailure::AlreadyExists,
                 "stream created by another service",
             ),
             (
                 10148,
                 400,
-                Failure::AlreadyExists,
+                DeclareFailure::AlreadyExists,
                 "consumer created by another service",
             ),
-            (10074, 500, Failure::Refused, "replicas on a single server"),
+            (
+                10074,
+                500,
+                DeclareFailure::Refused,
+                "replicas on a single server",
+            ),
             (
                 10052,
                 500,
-                Failure::Refused,
+                DeclareFailure::Refused,
                 "an invalid stream configuration",
             ),
             (
                 10999,
                 503,
-                Failure::Transient,
+                DeclareFailure::Transient,
                 "any temporarily unavailable answer",
             ),
         ];
@@ -542,19 +552,19 @@ mod tests {
     fn client_side_kinds_are_sorted() {
         assert_eq!(
             CreateStreamError::new(CreateStreamErrorKind::TimedOut).classify(),
-            Failure::Transient
+            DeclareFailure::Transient
         );
         assert_eq!(
             CreateStreamError::new(CreateStreamErrorKind::InvalidStreamName).classify(),
-            Failure::Refused
+            DeclareFailure::Refused
         );
         assert_eq!(
             ConsumerError::new(ConsumerErrorKind::TimedOut).classify(),
-            Failure::Transient
+            DeclareFailure::Transient
         );
         assert_eq!(
             ConsumerError::new(ConsumerErrorKind::InvalidName).classify(),
-            Failure::Refused
+            DeclareFailure::Refused
         );
     }
 

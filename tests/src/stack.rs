@@ -636,6 +636,17 @@ impl Stack {
         Ok((room, alice))
     }
 
+    /// A fresh conversation with both its participants connected to the first node and
+    /// joined.
+    pub async fn room_with_pair(
+        &self,
+        driver: &crate::js::Driver,
+    ) -> anyhow::Result<(Room, crate::js::Client, crate::js::Client)> {
+        let (room, alice) = self.room_with_alice(driver).await?;
+        let bob = self.joined(driver, "bob", &room.bob_token, room.id).await?;
+        Ok((room, alice, bob))
+    }
+
     /// A fresh two-person conversation with hour-long tokens.
     pub async fn room(&self) -> anyhow::Result<Room> {
         let (alice, bob) = (new_user(), new_user());

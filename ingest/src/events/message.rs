@@ -8,7 +8,7 @@ use crate::socket::extract::{JoinedRooms, Payload, Reply};
 use crate::socket::order::Ticket;
 use coachwire_shared::error::Failure;
 use coachwire_shared::message::MessageType;
-use coachwire_shared::metrics::{ACK_SECONDS, MESSAGES_TOTAL};
+use coachwire_shared::metrics::ACK_SECONDS;
 use coachwire_shared::replies::MessageAck;
 use socketioxide::extract::{Extension, SocketRef, State};
 use std::time::Instant;
@@ -35,7 +35,6 @@ pub async fn handle(
     );
     let outcome = async {
         let Some(_inflight) = app.drain.admit() else {
-            metrics::counter!(MESSAGES_TOTAL, "outcome" => "unavailable").increment(1);
             return Err(Failure::new(
                 coachwire_shared::error::ErrorCode::Unavailable,
                 "this server is shutting down; retry with the same clientMessageId",
@@ -45,11 +44,6 @@ pub async fn handle(
     }
     .instrument(span.clone())
     .await;
-    if let Err(failure) = &outcome
-        && failure.code != coachwire_shared::error::ErrorCode::Unavailable
-    {
-        metrics::counter!(MESSAGES_TOTAL, "outcome" => "rejected").increment(1);
-    }
     record_outcome(&span, &outcome);
     reply.send(outcome);
     metrics::histogram!(ACK_SECONDS).record(received.elapsed().as_secs_f64());

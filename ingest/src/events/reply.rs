@@ -4,7 +4,7 @@
 //! (`crate::replies`).
 
 use super::{conversation_id, origin};
-use crate::accept::{Draft, uuid_at};
+use crate::accept::{Draft, count_outcome, uuid_at};
 use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
 use crate::replies::finish::{LOOKUP_TIMEOUT, finish};
@@ -66,6 +66,7 @@ pub async fn start(
         Ok::<MessageAck, Failure>(ack)
     }
     .await;
+    count_outcome(&outcome);
     answer.send(outcome);
 }
 

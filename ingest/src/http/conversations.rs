@@ -5,8 +5,8 @@ use super::messages::path_conversation;
 use super::{ApiError, JsonBody, int_param};
 use crate::app::AppRef;
 use crate::auth::{Principal, Role};
-use crate::db;
 use crate::events::db_unavailable;
+use crate::queries;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -35,7 +35,7 @@ pub async fn create(
         app.limits.conversation(principal.user)?;
     }
     let conversation =
-        db::create_conversation(&app.pool, principal.user, request.title, participants)
+        queries::create_conversation(&app.pool, principal.user, request.title, participants)
             .await
             .map_err(db_unavailable)?;
     Ok((StatusCode::CREATED, Json(conversation)).into_response())
@@ -74,7 +74,7 @@ pub async fn leave(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let conversation = path_conversation(&id)?;
-    let left = db::leave_conversation(&app.pool, conversation, principal.user)
+    let left = queries::leave_conversation(&app.pool, conversation, principal.user)
         .await
         .map_err(db_unavailable)?;
     if !left {
@@ -109,7 +109,7 @@ pub async fn list(
         MAX_CONVERSATIONS_LIMIT,
     )?;
     let after = query.get("cursor").map(|c| cursor::decode(c)).transpose()?;
-    let (conversations, next) = db::conversations_of(&app.pool, principal.user, after, limit)
+    let (conversations, next) = queries::conversations_of(&app.pool, principal.user, after, limit)
         .await
         .map_err(db_unavailable)?;
     let body = ConversationList {
@@ -122,7 +122,7 @@ pub async fn list(
 /// The opaque `nextCursor`: the last listed conversation's activity time and id, which is
 /// where the keyset scan resumes. Clients only hand it back.
 mod cursor {
-    use crate::db::ActivityCursor;
+    use crate::queries::ActivityCursor;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use chrono::Datelike;

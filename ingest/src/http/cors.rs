@@ -10,7 +10,7 @@
 //! Listed origins also get the CORS response headers, so their pages can read the answers.
 
 use crate::http::ApiError;
-use crate::settings::{CorsOrigins, Origin};
+use crate::settings::{CorsOrigins, WebOrigin};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
@@ -77,14 +77,14 @@ fn allowed(origins: &CorsOrigins, request: &Request) -> bool {
     origin
         .to_str()
         .ok()
-        .and_then(|o| Origin::parse(o).ok())
+        .and_then(|o| WebOrigin::parse(o).ok())
         .is_some_and(|origin| is_same_origin(&origin, request) || origins.contains(&origin))
 }
 
 /// The page came from this very host and port. Either scheme counts: behind a proxy that
 /// ends TLS the server sees plain HTTP for an `https://` page. A proxy that rewrites `Host`
 /// hides the public name; its origin then has to be listed.
-fn is_same_origin(origin: &Origin, request: &Request) -> bool {
+fn is_same_origin(origin: &WebOrigin, request: &Request) -> bool {
     if !matches!(origin.scheme(), "http" | "https") {
         return false;
     }
@@ -94,6 +94,6 @@ fn is_same_origin(origin: &Origin, request: &Request) -> bool {
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    host.and_then(|host| Origin::parse(&format!("{}://{host}", origin.scheme())).ok())
+    host.and_then(|host| WebOrigin::parse(&format!("{}://{host}", origin.scheme())).ok())
         .is_some_and(|own| own == *origin)
 }

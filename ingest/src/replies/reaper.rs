@@ -70,7 +70,7 @@ type Sightings = HashMap<MessageId, (u64, Instant)>;
 
 async fn sweep_abandoned(app: &AppRef, settings: &ReplySettings, sightings: &mut Sightings) {
     let quiet_for = settings.idle().mul_f64(QUIET_IDLES);
-    let streaming = match crate::db::streaming_everywhere(&app.pool).await {
+    let streaming = match crate::queries::streaming_everywhere(&app.pool).await {
         Ok(streaming) => streaming,
         Err(e) => return tracing::warn!(error = %e, "looking for abandoned replies failed"),
     };

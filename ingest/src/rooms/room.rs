@@ -104,7 +104,7 @@ impl Room {
     /// Where the room starts: its last event, and the replies in progress then.
     pub(super) async fn load(&mut self) -> Result<(), sqlx::Error> {
         self.cursor = db::last_seq(&self.pool, self.conversation).await?;
-        for reply in crate::db::streaming_in(&self.pool, self.conversation).await? {
+        for reply in crate::queries::streaming_in(&self.pool, self.conversation).await? {
             self.streaming.track(&reply).await;
         }
         Ok(())
@@ -256,7 +256,7 @@ impl Room {
     /// [`CatchUp::Again`] asks for another look once they have settled.
     pub(super) async fn catch_up(&mut self) -> Result<CatchUp, sqlx::Error> {
         let (settled, newest) =
-            crate::db::seqs_beyond(&self.pool, self.conversation, self.cursor, SETTLED_AFTER)
+            crate::queries::seqs_beyond(&self.pool, self.conversation, self.cursor, SETTLED_AFTER)
                 .await?;
         if let Some(settled) = settled {
             tracing::info!(conversation = %self.conversation, cursor = %self.cursor, %settled, "room caught up a lost tail");

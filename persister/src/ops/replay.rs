@@ -23,7 +23,7 @@ use super::entries::read_entries;
 use super::guard;
 use super::output::{Output, Report};
 use super::retry::Retries;
-use super::writer::{WriteMode, Writer};
+use super::writer::{ReplayWriter, WriteMode};
 use anyhow::Context;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -149,7 +149,7 @@ pub async fn run(args: ReplayArgs, common: &CommonSettings) -> anyhow::Result<()
         .collect();
     let mut replay = Replay {
         js: js.clone(),
-        writer: Writer::new(pool, mode).await?,
+        writer: ReplayWriter::new(pool, mode).await?,
         already_dead,
         report: ReplayReport {
             from_stream_seq: args.start.from_stream_seq.unwrap_or(0),
@@ -170,7 +170,7 @@ pub async fn run(args: ReplayArgs, common: &CommonSettings) -> anyhow::Result<()
 
 struct Replay {
     js: jetstream::Context,
-    writer: Writer,
+    writer: ReplayWriter,
     /// Original stream sequences already in the dead letters: not added a second time.
     already_dead: HashSet<u64>,
     report: ReplayReport,

@@ -20,14 +20,14 @@ pub enum WriteMode {
     RehearseEachBatch,
 }
 
-pub struct Writer {
+pub struct ReplayWriter {
     pool: PgPool,
     mode: WriteMode,
     /// The one transaction of [`WriteMode::Rehearse`].
     rehearsal: Option<Transaction<'static, Postgres>>,
 }
 
-impl Writer {
+impl ReplayWriter {
     pub async fn new(pool: PgPool, mode: WriteMode) -> anyhow::Result<Self> {
         let rehearsal = match mode {
             WriteMode::Rehearse => Some(

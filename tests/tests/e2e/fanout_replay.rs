@@ -69,16 +69,8 @@ async fn insert_row(stack: &Stack, conversation: ConversationId, user: UserId, s
 #[tokio::test]
 async fn replayed_rows_reach_a_joined_socket_once_in_order_and_a_second_replay_adds_nothing() {
     let stack = Stack::start().await.expect("stack");
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
-        .await
-        .expect("alice joined");
-    let bob = stack
-        .joined(&driver, "bob", &room.bob_token, room.id)
-        .await
-        .expect("bob joined");
+    let (room, alice, bob) = stack.room_with_pair(&driver).await.expect("alice and bob");
 
     // The normal path first: seq 1 and 2 reach bob through the fanout.
     for content in ["one", "two"] {

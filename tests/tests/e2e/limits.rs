@@ -223,19 +223,8 @@ async fn a_socket_is_disconnected_when_its_token_expires_and_the_token_stops_wor
 #[tokio::test]
 async fn typing_beyond_its_rate_is_dropped_not_relayed() {
     let stack = Stack::start().await.expect("stack");
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = driver
-        .connect("alice", &stack.url(), Some(&room.alice_token))
-        .await
-        .expect("alice");
-    let bob = driver
-        .connect("bob", &stack.url(), Some(&room.bob_token))
-        .await
-        .expect("bob");
-    for client in [&alice, &bob] {
-        client.join(room.id).await.expect("join");
-    }
+    let (room, alice, bob) = stack.room_with_pair(&driver).await.expect("alice and bob");
     let burst = vec![json!({"conversationId": room.id.to_string(), "isTyping": true}); 40];
     let acks = alice.emit_many_ack("typing", burst).await.expect("acks");
     assert!(acks.iter().all(|a| a["success"] == true));

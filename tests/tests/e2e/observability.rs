@@ -123,14 +123,7 @@ async fn one_socket_message_is_one_trace_through_all_three_services_over_grpc() 
     let receiver = OtlpReceiver::start().await.expect("receiver");
     let stack = traced_stack(&receiver, "grpc").await;
     let driver = Driver::start().await.expect("driver");
-    let (room, alice) = stack
-        .room_with_alice(&driver)
-        .await
-        .expect("alice in a room");
-    let bob = stack
-        .joined(&driver, "bob", &room.bob_token, room.id)
-        .await
-        .expect("bob");
+    let (room, alice, bob) = stack.room_with_pair(&driver).await.expect("alice and bob");
     let ack = alice
         .emit_ack(
             "message",
@@ -402,6 +395,17 @@ async fn counters_move_by_exactly_what_was_sent_and_the_backlog_shows_a_stopped_
     for payload in payloads {
         alice.emit_ack("message", payload).await.expect("ack");
     }
+    // A refused HTTP send counts as one, as a socket's does.
+    let (status, _) = stack
+        .api(
+            reqwest::Method::POST,
+            &format!("/api/conversations/{}/messages", room.id),
+            Some(&room.alice_token),
+            Some(json!({"content": ""})),
+        )
+        .await
+        .expect("http");
+    assert_eq!(status, 400);
     let ingest = scrape(&stack.ingest[0]).await;
     let outcome = |scrape: &str, outcome: &str| {
         sample(
@@ -411,7 +415,7 @@ async fn counters_move_by_exactly_what_was_sent_and_the_backlog_shows_a_stopped_
     };
     assert_eq!(outcome(&ingest, "accepted"), Some(5.0), "{ingest}");
     assert_eq!(outcome(&ingest, "duplicate"), Some(1.0), "{ingest}");
-    assert_eq!(outcome(&ingest, "rejected"), Some(3.0), "{ingest}");
+    assert_eq!(outcome(&ingest, "rejected"), Some(4.0), "{ingest}");
     assert_eq!(outcome(&ingest, "unavailable"), Some(0.0), "{ingest}");
     assert_eq!(
         sample(&ingest, "coachwire_ack_seconds_count"),

@@ -13,7 +13,7 @@ use coachwire_shared::ids::ConversationId;
 use coachwire_shared::subjects::room_subject;
 use coachwire_testkit::js::{Client, Driver};
 use coachwire_testkit::pg_server::PgServer;
-use coachwire_testkit::stack::{Service, Stack, StackOptions};
+use coachwire_testkit::stack::{Room, Service, Stack, StackOptions};
 use coachwire_testkit::tcp_proxy::TcpProxy;
 use futures::StreamExt;
 use serde_json::Value;
@@ -111,15 +111,15 @@ async fn wait_reconnected(proxy: &TcpProxy, before: u64) {
     }
 }
 
-#[tokio::test]
-async fn a_node_cut_from_nats_emits_the_message_it_missed_once_it_reconnects() {
-    let mut stack = Stack::start().await.expect("stack");
-    let proxy = TcpProxy::start(nats_addr(&stack)).await.expect("proxy");
-    let node_b = spawn_behind(&stack, "coachwire-ingest", &proxy).await;
-    let room = stack.room().await.expect("room");
-    let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
+/// A fresh room with alice on the stack's first node and bob on `node_b`, both joined;
+/// `node_b` joins the stack (so it is stopped with it).
+async fn pair_across(
+    stack: &mut Stack,
+    driver: &Driver,
+    node_b: Service,
+) -> (Room, Client, Client) {
+    let (room, alice) = stack
+        .room_with_alice(driver)
         .await
         .expect("alice on node A");
     let bob = driver
@@ -128,6 +128,16 @@ async fn a_node_cut_from_nats_emits_the_message_it_missed_once_it_reconnects() {
         .expect("bob on node B");
     bob.join(room.id).await.expect("bob joined");
     stack.ingest.push(node_b);
+    (room, alice, bob)
+}
+
+#[tokio::test]
+async fn a_node_cut_from_nats_emits_the_message_it_missed_once_it_reconnects() {
+    let mut stack = Stack::start().await.expect("stack");
+    let proxy = TcpProxy::start(nats_addr(&stack)).await.expect("proxy");
+    let node_b = spawn_behind(&stack, "coachwire-ingest", &proxy).await;
+    let driver = Driver::start().await.expect("driver");
+    let (room, alice, bob) = pair_across(&mut stack, &driver, node_b).await;
 
     burst(&alice, &bob, room.id).await;
     // Only the reconnect may reveal the loss, not the burst's own tail check.
@@ -169,16 +179,8 @@ async fn the_last_message_of_a_burst_reaches_the_room_while_the_fanout_is_cut_an
         .await
         .expect("kill the direct fanout");
     stack.fanouts[0] = spawn_behind(&stack, "coachwire-fanout", &proxy).await;
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
-        .await
-        .expect("alice");
-    let bob = stack
-        .joined(&driver, "bob", &room.bob_token, room.id)
-        .await
-        .expect("bob");
+    let (room, alice, bob) = stack.room_with_pair(&driver).await.expect("alice and bob");
     // Sees what the fanout publishes to the room, to know when its late event came.
     let observer = async_nats::connect(stack.nats_url()).await.expect("nats");
     let mut room_events = observer
@@ -237,18 +239,8 @@ async fn a_room_with_a_gap_waits_out_a_long_postgres_outage_and_never_skips() {
     .expect("stack");
     let proxy = TcpProxy::start(nats_addr(&stack)).await.expect("proxy");
     let node_b = spawn_behind(&stack, "coachwire-ingest", &proxy).await;
-    let room = stack.room().await.expect("room");
     let driver = Driver::start().await.expect("driver");
-    let alice = stack
-        .joined(&driver, "alice", &room.alice_token, room.id)
-        .await
-        .expect("alice on node A");
-    let bob = driver
-        .connect("bob", &node_b.url(), Some(&room.bob_token))
-        .await
-        .expect("bob on node B");
-    bob.join(room.id).await.expect("bob joined");
-    stack.ingest.push(node_b);
+    let (room, alice, bob) = pair_across(&mut stack, &driver, node_b).await;
 
     burst(&alice, &bob, room.id).await;
     tokio::time::sleep(PAST_TAIL_CHECK).await;
