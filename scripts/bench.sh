@@ -5,14 +5,18 @@
 #                                      20 appends/s each beside 500 msg/s of chat; ARGs
 #                                      go to it, e.g. --replies 100)
 # Env: BENCH_CONNECTIONS (200), BENCH_ROOM_SIZE (4), BENCH_DURATION (8s), BENCH_WARMUP (2s),
-#      BENCH_DRIVERS (Node client processes, 1), BENCH_SKIP_REFERENCE=1,
+#      BENCH_CLIENT (rust: the built-in Socket.IO driver; node: socket.io-client),
+#      BENCH_DRIVERS (driver threads or Node processes, 1), BENCH_SKIP_REFERENCE=1,
+#      BENCH_SKIP_FLOOR=1 (the floor step: bare socketioxide, bench/src/floor.rs),
 #      BENCH_HISTORY_ROWS (0): after the steps, insert this many messages of history
 #      (bench/history.sql) while the stack runs, and step through the rates again as
 #      "coachwire+history": statements prepared on the small table must still plan well.
 # Starts the stack (release build, rate limits off), steps through the rates with
-# coachwire-load, then does the same against bench/reference (one Node process,
-# socket.io + pg, insert then ack) on its own database, and prints one table with the
-# ratio. Results: .run/bench/<label>-<rate>.json and .run/bench/summary.json.
+# coachwire-load, then does the same against the floor (socketioxide alone, no queue, no
+# database) and bench/reference (one Node process, socket.io + pg, insert then ack) on its
+# own database. Prints one table of latencies with the ratio, and one of CPU time per
+# message of every process (the load driver's too) over each step's measured window.
+# Results: .run/bench/<label>-<rate>.json and .run/bench/summary.json.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -22,6 +26,7 @@ if [ "${1:-}" = replies ]; then MODE=replies; shift; REPLY_ARGS=("$@"); set --; 
 RATES=("$@"); [ ${#RATES[@]} -gt 0 ] || RATES=(1000 2000 4000 6000 8000)
 OUT=$ROOT/.run/bench
 REF_PORT=3100
+FLOOR_PORT=3200
 REF_DB=coachwire_bench_reference
 
 export_defaults
@@ -43,25 +48,60 @@ fi
 LOAD=$CARGO_TARGET_DIR/release/coachwire-load
 
 # A step that cannot finish (a server too far behind to accept the clients) is reported
-# as missing rather than ending the run.
-load() { # LABEL URL DATABASE_URL RATE
-  log "$1 at $4 msg/s"
-  "$LOAD" --label "$1" --url "$2" --database-url "$3" --rate "$4" \
+# as missing rather than ending the run. Extra arguments go to coachwire-load (the
+# processes whose CPU per message it reports: --cpu NAME=PID, --cpu-tree NAME=PID).
+load() { # LABEL URL DATABASE_URL RATE [ARG...]
+  local label=$1 url=$2 db=$3 rate=$4; shift 4
+  log "$label at $rate msg/s"
+  "$LOAD" --label "$label" --url "$url" --database-url "$db" --rate "$rate" \
     --connections "${BENCH_CONNECTIONS:-200}" --room-size "${BENCH_ROOM_SIZE:-4}" \
     --duration "${BENCH_DURATION:-8s}" --warmup "${BENCH_WARMUP:-2s}" \
-    --drivers "${BENCH_DRIVERS:-1}" --json "$OUT/$1-$4.json" || log "WARNING: $1 at $4 msg/s did not finish"
+    --client "${BENCH_CLIENT:-rust}" --drivers "${BENCH_DRIVERS:-1}" \
+    --json "$OUT/$label-$rate.json" "$@" || log "WARNING: $label at $rate msg/s did not finish"
 }
 
-for rate in "${RATES[@]}"; do load coachwire http://127.0.0.1:3000 "$DATABASE_URL" "$rate"; done
+# Postgres's postmaster: its children are the backends, which do the database's work.
+postgres_pid() {
+  local dir
+  dir=$(echo "SHOW data_directory" | as_postgres_psql -At 2>/dev/null) && head -n1 "$dir/postmaster.pid"
+}
+PG_PID=$(postgres_pid) || die "cannot find Postgres's postmaster (SHOW data_directory as postgres)"
+cpu_of() { # NAME PIDFILE: --cpu NAME=PID for a process run-stack.sh started
+  echo "--cpu $1=$(cat "$2")"
+}
+
+# shellcheck disable=SC2046 # the flags split on purpose
+stack_cpu() {
+  echo $(cpu_of ingest .run/ingest.pid) $(cpu_of persister .run/persister.pid) \
+    $(cpu_of fanout .run/fanout.pid) $(cpu_of nats-server .run/nats.pid) --cpu-tree postgres="$PG_PID"
+}
+
+# shellcheck disable=SC2046
+for rate in "${RATES[@]}"; do load coachwire http://127.0.0.1:3000 "$DATABASE_URL" "$rate" $(stack_cpu); done
 HISTORY=${BENCH_HISTORY_ROWS:-0}
 if [ "$HISTORY" -gt 0 ]; then
   log "inserting $HISTORY messages of history while the stack runs"
   psql "$DATABASE_URL" -XqAt -v ON_ERROR_STOP=1 -v conversations=$(( (HISTORY + 99) / 100 )) \
     -v per=100 -f bench/history.sql >/dev/null
   log "messages stored: $(psql "$DATABASE_URL" -XAtc 'SELECT count(*) FROM messages')"
-  for rate in "${RATES[@]}"; do load coachwire+history http://127.0.0.1:3000 "$DATABASE_URL" "$rate"; done
+  # shellcheck disable=SC2046
+  for rate in "${RATES[@]}"; do load coachwire+history http://127.0.0.1:3000 "$DATABASE_URL" "$rate" $(stack_cpu); done
 fi
 scripts/run-stack.sh stop >/dev/null
+
+# The floor: socketioxide alone doing the same socket work (ack, room broadcast), no
+# queue and no database (bench/src/floor.rs). What ingest spends above it is the
+# pipeline's own cost.
+if [ "${BENCH_SKIP_FLOOR:-0}" != 1 ]; then
+  for rate in "${RATES[@]}"; do
+    COACHWIRE_JWT_SECRET=$COACHWIRE_JWT_SECRET PORT=$FLOOR_PORT \
+      "$CARGO_TARGET_DIR/release/coachwire-floor" >>"$OUT/floor.log" 2>&1 &
+    floor_pid=$!
+    wait_for 30 curl -fsS "http://127.0.0.1:$FLOOR_PORT/healthz" || die "floor server not up; see $OUT/floor.log"
+    load floor "http://127.0.0.1:$FLOOR_PORT" "$DATABASE_URL" "$rate" --stores-nothing --cpu floor=$floor_pid
+    kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true
+  done
+fi
 
 if [ "${BENCH_SKIP_REFERENCE:-0}" != 1 ]; then
   [ -d bench/reference/node_modules ] || (cd bench/reference && npm ci --no-audit --no-fund)
@@ -74,7 +114,7 @@ if [ "${BENCH_SKIP_REFERENCE:-0}" != 1 ]; then
       node bench/reference/server.mjs >>"$OUT/reference.log" 2>&1 &
     ref_pid=$!
     wait_for 30 curl -fsS "http://127.0.0.1:$REF_PORT/healthz" || die "reference server not up; see $OUT/reference.log"
-    load reference "http://127.0.0.1:$REF_PORT" "$ref_url" "$rate"
+    load reference "http://127.0.0.1:$REF_PORT" "$ref_url" "$rate" --cpu reference=$ref_pid --cpu-tree postgres="$PG_PID"
     kill "$ref_pid"; wait "$ref_pid" 2>/dev/null || true
   done
 fi
@@ -85,10 +125,11 @@ out, rates = sys.argv[1], sys.argv[2:]
 def get(label, rate):
     path = os.path.join(out, f"{label}-{rate}.json")
     return json.load(open(path)) if os.path.exists(path) else None
+LABELS = ("coachwire", "coachwire+history", "floor", "reference")
 rows = []
 print(f"{'rate':>6} | {'server':<17} {'acked/s':>8} {'acked%':>7} {'ack p50':>8} {'ack p99':>8} {'room p99':>9} {'deliv p99':>9} check")
 for rate in rates:
-    for label in ("coachwire", "coachwire+history", "reference"):
+    for label in LABELS:
         r = get(label, rate)
         if not r:
             continue
@@ -96,6 +137,17 @@ for rate in rates:
         print(f"{rate:>6} | {label:<17} {r['acked_per_sec']:>8.0f} {100*r['acked_ratio']:>6.2f}% "
               f"{r['ack_ms']['p50']:>7.1f}ms {r['ack_ms']['p99']:>7.1f}ms {r['room_ms']['p99']:>8.1f}ms "
               f"{r['delivered_ms']['p99']:>8.1f}ms {r['check'].splitlines()[0][:40]}")
+print()
+print("CPU per message over the measured window, in µs (share of one core):")
+for rate in rates:
+    for label in LABELS:
+        r = get(label, rate)
+        if not r or not r.get("cpu"):
+            continue
+        costs = "  ".join(f"{c['name']} {c['us_per_message']:.0f} ({100*c['cores']:.0f}%)" for c in r["cpu"])
+        served = sum(c["us_per_message"] for c in r["cpu"] if c["name"] != "load driver")
+        print(f"{rate:>6} | {label:<17} server total {served:>5.0f}  | {costs}")
+print()
 def held(r, ack_p99, room_p99):
     return (r and r["acked_ratio"] >= 0.99 and r["ack_ms"]["p99"] <= ack_p99
             and r["room_ms"]["p99"] <= room_p99 and r["check"] == "passed")
@@ -106,7 +158,7 @@ criteria = {
 best = {}
 for name, (ack, room) in criteria.items():
     best[name] = {label: max([int(x) for x in rates if held(get(label, x), ack, room)] or [0])
-                  for label in ("coachwire", "coachwire+history", "reference")}
+                  for label in LABELS}
     b = best[name]
     ratio = f", ratio {b['coachwire']/b['reference']:.1f}x" if b["reference"] else ""
     history = (f", with history {b['coachwire+history']} msg/s"

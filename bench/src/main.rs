@@ -6,22 +6,29 @@
 //! without repeats.
 //!
 //! - [`setup`]: conversations and tokens in the server's database.
-//! - the clients: the official `socket.io-client`, played by `tests/js/load.mjs` (through
-//!   `coachwire_testkit::load`), split by conversation over `--drivers` Node processes;
+//! - the clients, split by conversation over `--drivers` drivers: by default
+//!   [`rust_driver`], which speaks Socket.IO itself ([`wire`]) at a fraction of Node's CPU
+//!   per message; with `--client node`, the official `socket.io-client` played by
+//!   `tests/js/load.mjs` (through `coachwire_testkit::load`), one Node process a driver;
 //! - [`stats`]: HDR histograms over the measured window;
 //! - the verdict: `coachwire_testkit::checker`, the fault suite's judge.
 
+mod cpu;
+mod rust_driver;
 mod setup;
 mod stats;
+mod wire;
 
 use anyhow::Context;
 use clap::Parser;
 use coachwire_shared::ids::ConversationId;
 use coachwire_testkit::checker;
-use coachwire_testkit::load::{Load, LoadClient, LoadConfig, LoadReport};
+use coachwire_testkit::load::{Load, LoadClient, LoadConfig, LoadReport, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
+use rust_driver::RustLoad;
 use serde::Serialize;
 use stats::{Counts, Latencies, Percentiles};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -52,7 +59,11 @@ struct Args {
     warmup: Duration,
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Node processes playing the clients (one core handles a few thousand msg/s).
+    /// Who plays the clients: `rust` (built in) or `node` (socket.io-client).
+    #[arg(long, value_enum, default_value_t = ClientKind::Rust)]
+    client: ClientKind,
+    /// Drivers playing the clients: Node processes (one core handles a few thousand
+    /// msg/s), or threads of the Rust driver.
     #[arg(long, default_value_t = 1)]
     drivers: usize,
     /// A name for this run in the output (e.g. `coachwire`, `reference`).
@@ -61,12 +72,30 @@ struct Args {
     /// Also write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// A process whose CPU per message to report, as NAME=PID (repeat).
+    #[arg(long = "cpu")]
+    cpu: Vec<String>,
+    /// The same, counting the process's children too (Postgres's backends).
+    #[arg(long = "cpu-tree")]
+    cpu_tree: Vec<String>,
+    /// The server keeps nothing (the floor step): no stored-rows check, and the sockets
+    /// are not waited for.
+    #[arg(long)]
+    stores_nothing: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientKind {
+    Node,
+    Rust,
 }
 
 /// One run's results, as printed and as written to `--json`.
 #[derive(Serialize)]
 struct Results {
     label: String,
+    /// Who played the clients: `rust` or `node`.
+    client: &'static str,
     target_rate: u32,
     connections: usize,
     room_size: usize,
@@ -78,6 +107,11 @@ struct Results {
     ack_ms: Percentiles,
     room_ms: Percentiles,
     delivered_ms: Percentiles,
+    /// CPU the drivers used in the measured window per message sent in it, in µs.
+    driver_cpu_us_per_msg: f64,
+    /// Each watched process's CPU over the window (`--cpu`, `--cpu-tree`, and the
+    /// load driver last).
+    cpu: Vec<cpu::Cost>,
     /// `passed`, or the first violated guarantee.
     check: String,
 }
@@ -85,14 +119,15 @@ struct Results {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let watched = watched(&args)?;
     let pool = coachwire_shared::db::connect(&args.database_url, 4)
         .await
         .context("connecting to Postgres")?;
     let clients = setup::clients(&pool, &args.jwt_secret, args.connections, args.room_size).await?;
     let mut drivers = start_drivers(&args, clients).await?;
-    let begun = drive(&args, &mut drivers).await?;
-    let reports = finish(&pool, &mut drivers).await?;
-    let results = judge(&args, &pool, &reports, &begun).await;
+    let driven = drive(&args, &watched, &mut drivers).await?;
+    let reports = finish(&args, &pool, &mut drivers).await?;
+    let results = judge(&args, &pool, &reports, &driven).await;
     print(&results);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
@@ -104,10 +139,65 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One Node process and the conversations it plays.
+/// One driver and the conversations it plays.
 struct Driver {
-    load: Load,
+    load: Client,
     conversations: Vec<ConversationId>,
+}
+
+/// A driver of either kind, with the commands of [`Load`].
+enum Client {
+    /// Boxed: a `Load` is four times a `RustLoad`'s size.
+    Node(Box<Load>),
+    Rust(RustLoad),
+}
+
+impl Client {
+    async fn start(kind: ClientKind, config: &LoadConfig) -> anyhow::Result<Client> {
+        Ok(match kind {
+            ClientKind::Node => Client::Node(Box::new(Load::start(config).await?)),
+            ClientKind::Rust => Client::Rust(RustLoad::start(config).await?),
+        })
+    }
+
+    async fn begin(&mut self) -> anyhow::Result<()> {
+        match self {
+            Client::Node(load) => load.begin().await,
+            Client::Rust(load) => load.begin().await,
+        }
+    }
+
+    async fn progress(&mut self) -> anyhow::Result<Progress> {
+        match self {
+            Client::Node(load) => load.progress().await,
+            Client::Rust(load) => load.progress().await,
+        }
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<Progress> {
+        match self {
+            Client::Node(load) => load.stop().await,
+            Client::Rust(load) => load.stop().await,
+        }
+    }
+
+    async fn settle(
+        &mut self,
+        last_seq: &HashMap<ConversationId, i64>,
+        within: Duration,
+    ) -> anyhow::Result<LoadReport> {
+        match self {
+            Client::Node(load) => load.settle(last_seq, within).await,
+            Client::Rust(load) => load.settle(last_seq, within).await,
+        }
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        match self {
+            Client::Node(load) => load.shutdown().await,
+            Client::Rust(load) => load.shutdown().await,
+        }
+    }
 }
 
 /// Splits the clients by conversation (so every latency is measured on one clock) and
@@ -130,7 +220,7 @@ async fn start_drivers(args: &Args, clients: Vec<LoadClient>) -> anyhow::Result<
         let mut conversations: Vec<ConversationId> = share.iter().map(|c| c.conversation).collect();
         conversations.dedup();
         let config = LoadConfig::new(args.urls.clone(), share, rate);
-        let load = Load::start(&config)
+        let load = Client::start(args.client, &config)
             .await
             .context("starting a load driver")?;
         drivers.push(Driver {
@@ -141,9 +231,36 @@ async fn start_drivers(args: &Args, clients: Vec<LoadClient>) -> anyhow::Result<
     Ok(drivers)
 }
 
-/// Sends for warm-up plus duration with a progress bar; returns each driver's clock
-/// reading when it began.
-async fn drive(args: &Args, drivers: &mut [Driver]) -> anyhow::Result<Vec<f64>> {
+/// The load driver's own row in the CPU table.
+const DRIVER: &str = "load driver";
+
+/// The processes whose CPU per message is reported, the load driver last.
+fn watched(args: &Args) -> anyhow::Result<Vec<cpu::Watched>> {
+    let mut watched = Vec::new();
+    for spec in &args.cpu {
+        watched.push(cpu::Watched::parse(spec, cpu::Scope::Process)?);
+    }
+    for spec in &args.cpu_tree {
+        watched.push(cpu::Watched::parse(spec, cpu::Scope::WithChildren)?);
+    }
+    watched.push(cpu::Watched::me(DRIVER));
+    Ok(watched)
+}
+
+/// What [`drive`] saw: each driver's clock reading when it began, and every watched
+/// process's CPU over the measured window.
+struct Driven {
+    begun: Vec<f64>,
+    cpu: Vec<cpu::Cost>,
+}
+
+/// Sends for warm-up plus duration with a progress bar, sampling the drivers' CPU time
+/// when the measured window opens and when it closes.
+async fn drive(
+    args: &Args,
+    watched: &[cpu::Watched],
+    drivers: &mut [Driver],
+) -> anyhow::Result<Driven> {
     let mut begun = Vec::with_capacity(drivers.len());
     for driver in drivers.iter_mut() {
         driver.load.begin().await?;
@@ -156,8 +273,30 @@ async fn drive(args: &Args, drivers: &mut [Driver]) -> anyhow::Result<Vec<f64>> 
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    while start.elapsed() < total {
-        tokio::time::sleep(Duration::from_millis(500).min(total - start.elapsed())).await;
+    let opened = show_until(drivers, &bar, start, args.warmup).await?;
+    let (cpu_opened, at_open) = (cpu::sample(watched), Instant::now());
+    let closed = show_until(drivers, &bar, start, total).await?;
+    let (cpu_closed, window) = (cpu::sample(watched), at_open.elapsed());
+    bar.finish_and_clear();
+    let cpu = cpu::costs(
+        watched,
+        &cpu_opened,
+        &cpu_closed,
+        window.as_secs_f64(),
+        closed.saturating_sub(opened),
+    );
+    Ok(Driven { begun, cpu })
+}
+
+/// Shows progress every 500 ms until `until` after `start`; returns the messages sent by
+/// then (read at or after `until`, so the window's CPU samples bracket them).
+async fn show_until(
+    drivers: &mut [Driver],
+    bar: &ProgressBar,
+    start: Instant,
+    until: Duration,
+) -> anyhow::Result<u64> {
+    loop {
         let (mut sent, mut acked) = (0, 0);
         for driver in drivers.iter_mut() {
             let progress = driver.load.progress().await?;
@@ -166,17 +305,32 @@ async fn drive(args: &Args, drivers: &mut [Driver]) -> anyhow::Result<Vec<f64>> 
         }
         bar.set_position(start.elapsed().as_secs());
         bar.set_message(format!("sent {sent}  acked {acked}"));
+        let left = until.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Ok(sent);
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(500))).await;
     }
-    bar.finish_and_clear();
-    Ok(begun)
 }
 
 /// Stops sending, waits for retries to end, for Postgres to hold what was acked and for
 /// every socket to catch up; returns each driver's recording.
-async fn finish(pool: &sqlx::PgPool, drivers: &mut [Driver]) -> anyhow::Result<Vec<LoadReport>> {
+async fn finish(
+    args: &Args,
+    pool: &sqlx::PgPool,
+    drivers: &mut [Driver],
+) -> anyhow::Result<Vec<LoadReport>> {
     let mut acked = 0;
     for driver in drivers.iter_mut() {
         acked += driver.load.stop().await?.acked;
+    }
+    if args.stores_nothing {
+        // Nothing to wait for in Postgres; the report is what the sockets saw.
+        let mut reports = Vec::with_capacity(drivers.len());
+        for driver in drivers.iter_mut() {
+            reports.push(driver.load.settle(&HashMap::new(), Duration::ZERO).await?);
+        }
+        return Ok(reports);
     }
     let conversations: Vec<ConversationId> = drivers
         .iter()
@@ -196,13 +350,18 @@ async fn finish(pool: &sqlx::PgPool, drivers: &mut [Driver]) -> anyhow::Result<V
     Ok(reports)
 }
 
-async fn judge(args: &Args, pool: &sqlx::PgPool, reports: &[LoadReport], begun: &[f64]) -> Results {
+async fn judge(
+    args: &Args,
+    pool: &sqlx::PgPool,
+    reports: &[LoadReport],
+    driven: &Driven,
+) -> Results {
     let mut latencies = Latencies::default();
     let mut counts = Counts::default();
     let warmup = args.warmup.as_secs_f64() * 1000.0;
     let window = args.duration.as_secs_f64() * 1000.0;
     let mut check = "passed".to_string();
-    for (report, at) in reports.iter().zip(begun) {
+    for (report, at) in reports.iter().zip(&driven.begun) {
         stats::record(
             report,
             at + warmup,
@@ -210,7 +369,9 @@ async fn judge(args: &Args, pool: &sqlx::PgPool, reports: &[LoadReport], begun: 
             &mut latencies,
             &mut counts,
         );
-        if let Err(e) = checker::check(report, pool).await
+        if args.stores_nothing {
+            check = "not checked: the server stores nothing".to_string();
+        } else if let Err(e) = checker::check(report, pool).await
             && check == "passed"
         {
             check = format!("FAILED: {e:#}");
@@ -219,6 +380,10 @@ async fn judge(args: &Args, pool: &sqlx::PgPool, reports: &[LoadReport], begun: 
     let secs = args.duration.as_secs_f64();
     Results {
         label: args.label.clone(),
+        client: match args.client {
+            ClientKind::Node => "node",
+            ClientKind::Rust => "rust",
+        },
         target_rate: args.rate,
         connections: args.connections,
         room_size: args.room_size,
@@ -234,6 +399,12 @@ async fn judge(args: &Args, pool: &sqlx::PgPool, reports: &[LoadReport], begun: 
         room_ms: Percentiles::from(&latencies.room),
         delivered_ms: Percentiles::from(&latencies.delivered),
         counts,
+        driver_cpu_us_per_msg: driven
+            .cpu
+            .iter()
+            .find(|c| c.name == DRIVER)
+            .map_or(0.0, |c| c.us_per_message),
+        cpu: driven.cpu.clone(),
         check,
     }
 }
@@ -264,5 +435,18 @@ fn print(r: &Results) {
             name, p.count, p.p50, p.p90, p.p99, p.p999, p.max
         );
     }
+    println!("  CPU per message over the window (µs, share of one core):");
+    for cost in &r.cpu {
+        println!(
+            "  {:<16} {:>8.1} µs {:>6.0}%",
+            cost.name,
+            cost.us_per_message,
+            cost.cores * 100.0
+        );
+    }
+    println!(
+        "  driver CPU per message: {:.1} µs ({} client)",
+        r.driver_cpu_us_per_msg, r.client
+    );
     println!("  exactly once, complete, in order: {}", r.check);
 }

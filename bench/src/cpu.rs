@@ -1,0 +1,192 @@
+//! CPU time per message of each process of the stack, over the measured window.
+//!
+//! Latency says how long a message waited; CPU per message says what it cost, and on a
+//! machine where the load driver and every service share two cores the cost decides the
+//! rate it can hold. `scripts/bench.sh` names the processes (`--cpu ingest=PID`); a
+//! process given with `--cpu-tree` counts with its children, which is how Postgres works
+//! (one backend process per connection, forked by the postmaster). Times come from
+//! `/proc/PID/stat` (`utime` + `stime`, in clock ticks).
+
+use serde::Serialize;
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// Linux reports the times in /proc/*/stat in USER_HZ ticks, 100 a second on every
+/// architecture (the ABI fixed it; `getconf CLK_TCK` says so here).
+const USER_HZ: f64 = 100.0;
+
+/// A process to watch, by name.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    pub name: String,
+    pub pid: u32,
+    pub scope: Scope,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The process alone.
+    Process,
+    /// The process and its direct children (Postgres's backends).
+    WithChildren,
+}
+
+#[derive(Debug, Error)]
+#[error("`{0}` is not NAME=PID")]
+pub struct BadWatch(String);
+
+impl Watched {
+    /// Parses `NAME=PID`.
+    pub fn parse(spec: &str, scope: Scope) -> Result<Watched, BadWatch> {
+        let bad = || BadWatch(spec.to_string());
+        let (name, pid) = spec.split_once('=').ok_or_else(bad)?;
+        Ok(Watched {
+            name: name.to_string(),
+            pid: pid.parse().map_err(|_| bad())?,
+            scope,
+        })
+    }
+
+    /// This process and its children: the load driver's own cost, whether it runs in
+    /// here (`--client rust`) or as Node children (`--client node`).
+    pub fn me(name: &str) -> Watched {
+        Watched {
+            name: name.to_string(),
+            pid: std::process::id(),
+            scope: Scope::WithChildren,
+        }
+    }
+}
+
+/// Clock ticks used so far by each watched process (by name; several with one name add up).
+#[derive(Clone, Debug, Default)]
+pub struct Sample(HashMap<String, u64>);
+
+/// One process's cost over the window.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cost {
+    pub name: String,
+    pub cpu_secs: f64,
+    /// Share of one core over the window.
+    pub cores: f64,
+    pub us_per_message: f64,
+}
+
+/// Reads every watched process's CPU time now. A process that is gone counts zero.
+pub fn sample(watched: &[Watched]) -> Sample {
+    let stats = all_stats();
+    let mut ticks: HashMap<String, u64> = HashMap::new();
+    for w in watched {
+        let total: u64 = stats
+            .iter()
+            .filter(|s| s.pid == w.pid || (w.scope == Scope::WithChildren && s.ppid == w.pid))
+            .map(|s| s.ticks)
+            .sum();
+        *ticks.entry(w.name.clone()).or_default() += total;
+    }
+    Sample(ticks)
+}
+
+/// Each process's CPU between two samples, per message of the window, in `watched`'s order.
+pub fn costs(
+    watched: &[Watched],
+    before: &Sample,
+    after: &Sample,
+    window_secs: f64,
+    messages: u64,
+) -> Vec<Cost> {
+    let mut names: Vec<&str> = watched.iter().map(|w| w.name.as_str()).collect();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let ticks = |s: &Sample| s.0.get(name).copied().unwrap_or(0);
+            // A restarted process starts again from zero: count nothing rather than wrap.
+            let used = ticks(after).saturating_sub(ticks(before));
+            let cpu_secs = used as f64 / USER_HZ;
+            Cost {
+                name: name.to_string(),
+                cpu_secs,
+                cores: cpu_secs / window_secs.max(f64::EPSILON),
+                us_per_message: if messages == 0 {
+                    0.0
+                } else {
+                    cpu_secs * 1e6 / messages as f64
+                },
+            }
+        })
+        .collect()
+}
+
+struct Stat {
+    pid: u32,
+    ppid: u32,
+    ticks: u64,
+}
+
+fn all_stats() -> Vec<Stat> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
+        .collect()
+}
+
+/// `pid (comm) state ppid … utime stime …`: the command may hold spaces and parentheses,
+/// so fields are counted from the last `)`.
+fn parse_stat(line: &str) -> Option<Stat> {
+    let (head, tail) = line.rsplit_once(')')?;
+    let pid = head.split_once(' ')?.0.parse().ok()?;
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    // After the command: state(0) ppid(1) … utime(11) stime(12).
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Stat {
+        pid,
+        ppid,
+        ticks: utime + stime,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_with_spaces_and_parentheses_in_the_command_parses() {
+        let line = "4242 (postgres: coachwire (x) idle) S 17 4242 4242 0 -1 4194560 \
+                    300 0 0 0 150 25 0 0 20 0 1 0 100 1000 10";
+        let stat = parse_stat(line).expect("parses");
+        assert_eq!((stat.pid, stat.ppid, stat.ticks), (4242, 17, 175));
+    }
+
+    #[test]
+    fn this_process_burns_cpu_that_the_sample_sees() {
+        let me = [Watched::me("driver")];
+        let before = sample(&me);
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed().as_millis() < 200 {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let after = sample(&me);
+        let cost = &costs(&me, &before, &after, 0.2, 1000)[0];
+        assert!(cost.cpu_secs >= 0.1, "{cost:?}");
+        assert!((cost.us_per_message - cost.cpu_secs * 1000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_spec_is_name_equals_pid() {
+        let w = Watched::parse("postgres=17", Scope::WithChildren).expect("parses");
+        assert_eq!(
+            (w.name.as_str(), w.pid, w.scope),
+            ("postgres", 17, Scope::WithChildren)
+        );
+        assert!(Watched::parse("postgres", Scope::Process).is_err());
+        assert!(Watched::parse("nats=x", Scope::Process).is_err());
+    }
+}
