@@ -57,11 +57,11 @@ impl TryFrom<MessagePayload> for Draft {
 
     fn try_from(p: MessagePayload) -> Result<Self, Failure> {
         Ok(Draft {
-            conversation: uuid_at(&p.conversation_id, "/conversationId", ConversationId::parse)?,
+            conversation: p.conversation_id,
             content: p.content,
             kind: p.kind,
             metadata: p.metadata,
-            client_message_id: client_message_id(p.client_message_id)?,
+            client_message_id: p.client_message_id,
             status: MessageStatus::Complete,
         })
     }
@@ -73,24 +73,14 @@ impl TryFrom<ReplyStartPayload> for Draft {
     /// A streamed reply starts as an AI message with no text yet (§14).
     fn try_from(p: ReplyStartPayload) -> Result<Self, Failure> {
         Ok(Draft {
-            conversation: uuid_at(&p.conversation_id, "/conversationId", ConversationId::parse)?,
+            conversation: p.conversation_id,
             content: String::new(),
             kind: MessageType::Ai,
             metadata: p.metadata,
-            client_message_id: client_message_id(p.client_message_id)?,
+            client_message_id: p.client_message_id,
             status: MessageStatus::Streaming,
         })
     }
-}
-
-fn client_message_id(raw: Option<String>) -> Result<Option<ClientMessageId>, Failure> {
-    raw.map(|s| uuid_at(&s, "/clientMessageId", ClientMessageId::parse))
-        .transpose()
-}
-
-/// An id the schema's pattern already checked, parsed; `VALIDATION_FAILED` at `path`.
-pub fn uuid_at<T>(raw: &str, path: &str, parse: fn(&str) -> Option<T>) -> Result<T, Failure> {
-    parse(raw).ok_or_else(|| Failure::validation(vec![Detail::new(path, "must be a UUID")]))
 }
 
 pub struct Acceptor {

@@ -104,8 +104,8 @@ pub struct Metadata {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(title = "coachwire message payload")]
 pub struct MessagePayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
     /// Plain text, 1–10000 Unicode scalar values, not only whitespace, no control
     /// characters but TAB, LF and CR.
     #[schemars(length(min = 1, max = 10000))]
@@ -115,24 +115,24 @@ pub struct MessagePayload {
     #[serde(default)]
     pub metadata: Metadata,
     #[serde(default)]
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub client_message_id: Option<String>,
+    #[schemars(with = "Option<String>", regex(pattern = UUID_PATTERN))]
+    pub client_message_id: Option<ClientMessageId>,
 }
 
 /// `join_conversation` / `leave_conversation` payload.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConversationPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
 }
 
 /// `typing` payload.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TypingPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
     pub is_typing: bool,
 }
 
@@ -140,8 +140,8 @@ pub struct TypingPayload {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SyncPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
     #[schemars(range(min = 0))]
     pub after_seq: i64,
     #[serde(default)]
@@ -156,11 +156,11 @@ pub const MAX_APPEND_CHARS: usize = 2000;
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReplyStartPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
     #[serde(default)]
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub client_message_id: Option<String>,
+    #[schemars(with = "Option<String>", regex(pattern = UUID_PATTERN))]
+    pub client_message_id: Option<ClientMessageId>,
     #[serde(default)]
     pub metadata: Metadata,
 }
@@ -170,10 +170,10 @@ pub struct ReplyStartPayload {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReplyAppendPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub id: MessageId,
     #[schemars(range(min = 0, max = 10000))]
     pub offset: u64,
     /// 1–2000 Unicode scalar values, no control characters but TAB, LF and CR.
@@ -193,10 +193,10 @@ pub enum EndStatus {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReplyEndPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub id: MessageId,
     pub status: EndStatus,
 }
 
@@ -204,10 +204,10 @@ pub struct ReplyEndPayload {
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReplyStopPayload {
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub conversation_id: String,
-    #[schemars(regex(pattern = UUID_PATTERN))]
-    pub id: String,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub conversation_id: ConversationId,
+    #[schemars(with = "String", regex(pattern = UUID_PATTERN))]
+    pub id: MessageId,
 }
 
 /// `POST /api/conversations` body.

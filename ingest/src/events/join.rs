@@ -1,7 +1,7 @@
 //! `join_conversation`: participation check, the socket's room limit (§6), then the node's
 //! room for this conversation.
 
-use super::{conversation_id, db_unavailable, origin};
+use super::{db_unavailable, origin};
 use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
 use crate::socket::extract::{Admission, JoinedRooms, Payload, Reply};
@@ -28,7 +28,7 @@ pub async fn handle(
             .conversation
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let conversation = conversation_id(&request.conversation_id)?;
+        let conversation = request.conversation_id;
         app.limits.control(principal, s.id)?;
         let allowed = db::is_participant(&app.pool, conversation, principal.user)
             .await

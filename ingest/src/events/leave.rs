@@ -1,6 +1,6 @@
 //! `leave_conversation`: idempotent; others hear `user_left` only if the socket was in.
 
-use super::{conversation_id, origin};
+use super::origin;
 use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
@@ -24,7 +24,7 @@ pub async fn handle(
             .conversation
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let conversation = conversation_id(&request.conversation_id)?;
+        let conversation = request.conversation_id;
         app.limits.control(principal, s.id)?;
         if joined.remove(conversation) {
             app.rooms.leave(conversation, s.id);

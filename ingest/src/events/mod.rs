@@ -10,8 +10,7 @@ pub mod typing;
 
 use crate::app::App;
 use coachwire_shared::envelope::Origin;
-use coachwire_shared::error::{Detail, Failure};
-use coachwire_shared::ids::ConversationId;
+use coachwire_shared::error::Failure;
 use socketioxide::extract::SocketRef;
 
 /// The sending socket, as the room events that follow will name it.
@@ -20,12 +19,6 @@ fn origin(app: &App, s: &SocketRef) -> Origin {
         node: app.node.clone(),
         sid: s.id.to_string(),
     }
-}
-
-/// A conversation id already checked by the schema's pattern.
-pub(crate) fn conversation_id(raw: &str) -> Result<ConversationId, Failure> {
-    ConversationId::parse(raw)
-        .ok_or_else(|| Failure::validation(vec![Detail::new("/conversationId", "must be a UUID")]))
 }
 
 /// Maps a Postgres failure to the retryable answer, logging the cause once.

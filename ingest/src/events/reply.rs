@@ -3,8 +3,8 @@
 //! the `REPLIES` stream before their ack and reach the rooms from there
 //! (`crate::replies`).
 
-use super::{conversation_id, origin};
-use crate::accept::{Draft, count_outcome, uuid_at};
+use super::origin;
+use crate::accept::{Draft, count_outcome};
 use crate::app::{App, AppRef};
 use crate::auth::{Principal, Role};
 use crate::replies::finish::{LOOKUP_TIMEOUT, finish};
@@ -15,7 +15,7 @@ use async_nats::jetstream::message::PublishMessage;
 use coachwire_shared::db;
 use coachwire_shared::envelope::{ReplyAppended, RoomEvent};
 use coachwire_shared::error::{Detail, ErrorCode, Failure};
-use coachwire_shared::ids::MessageId;
+use coachwire_shared::ids::{ConversationId, MessageId};
 use coachwire_shared::message::{EndStatus, MAX_CONTENT_CHARS, MessageStatus};
 use coachwire_shared::metrics::REPLY_APPENDS_TOTAL;
 use coachwire_shared::replies::{
@@ -103,7 +103,7 @@ pub async fn append(
             .reply_append
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let mut reply = written_here(&app, &s, &request.conversation_id, &request.id).await?;
+        let mut reply = written_here(&app, &s, request.conversation_id, request.id).await?;
         ensure_not_idle(&app, &reply)?;
         app.limits.append(reply.message.id)?;
         let text = appended_text(&reply, request.offset, &request.text)?;
@@ -196,7 +196,7 @@ pub async fn end(
             .reply_end
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let mut reply = written_here(&app, &s, &request.conversation_id, &request.id).await?;
+        let mut reply = written_here(&app, &s, request.conversation_id, request.id).await?;
         if reply.writing == Writing::Ended {
             return Err(ended());
         }
@@ -237,8 +237,7 @@ pub async fn stop(
             .reply_stop
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let conversation = conversation_id(&request.conversation_id)?;
-        let id = uuid_at(&request.id, "/id", MessageId::parse)?;
+        let (conversation, id) = (request.conversation_id, request.id);
         if !joined.contains(conversation) {
             return Err(Failure::forbidden());
         }
@@ -264,11 +263,9 @@ pub async fn stop(
 async fn written_here(
     app: &App,
     s: &SocketRef,
-    conversation: &str,
-    id: &str,
+    conversation: ConversationId,
+    id: MessageId,
 ) -> Result<OwnedMutexGuard<Reply>, Failure> {
-    let conversation = conversation_id(conversation)?;
-    let id = uuid_at(id, "/id", MessageId::parse)?;
     let held = app.replies.written_by(id, s.id).ok_or_else(not_yours)?;
     let reply = held.lock_owned().await;
     if reply.conversation() != conversation {

@@ -1,6 +1,6 @@
 //! `sync`: persisted messages after a seq, for reconnecting clients (§7.4).
 
-use super::{conversation_id, db_unavailable};
+use super::db_unavailable;
 use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::socket::extract::{Payload, Reply};
@@ -32,7 +32,7 @@ pub async fn handle(
             .sync
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let conversation = conversation_id(&request.conversation_id)?;
+        let conversation = request.conversation_id;
         app.limits.control(principal, s.id)?;
         let limit = request.limit.unwrap_or(DEFAULT_SYNC_LIMIT);
         let mut page = history(

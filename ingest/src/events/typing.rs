@@ -1,6 +1,6 @@
 //! `typing`: relayed to the others in the room, never stored; the excess is dropped.
 
-use super::{conversation_id, origin};
+use super::origin;
 use crate::app::AppRef;
 use crate::auth::Principal;
 use crate::socket::extract::{JoinedRooms, Payload, Reply};
@@ -24,7 +24,7 @@ pub async fn handle(
             .typing
             .parse(&payload.json()?)
             .map_err(Failure::validation)?;
-        let conversation = conversation_id(&request.conversation_id)?;
+        let conversation = request.conversation_id;
         if !joined.contains(conversation) {
             return Err(Failure::forbidden());
         }
