@@ -96,6 +96,13 @@ class Client {
     this.synced = []; // [seq, id]
     this.syncs = []; // [{ at, afterSeq, count, error? }]
     this.maxSeen = 0;
+    // The contract's cursor (docs/protocol.md §7): the highest seq with nothing missing
+    // below it, and the seqs seen beyond it. A reconnect syncs from here. Syncing from
+    // maxSeen skipped what a sync cut short by the next disconnect never returned while
+    // live events had already moved maxSeen past it (the 30-minute soak: two clients
+    // missed 73 and 77 seqs that way).
+    this.complete = 0;
+    this.beyond = new Set();
     this.errors = [];
   }
 
@@ -150,14 +157,18 @@ class Client {
   async onConnect(socket) {
     // The cursor is taken before joining: live events arriving between the join and the
     // sync would otherwise move it past messages only the sync can still return.
-    const resumeFrom = this.maxSeen;
+    const resumeFrom = this.complete;
     try {
       const ack = await socket
         .timeout(ACK_TIMEOUT_MS)
         .emitWithAck("join_conversation", { conversationId: this.conversationId });
       if (!ack || ack.success !== true) throw new Error(`join refused: ${JSON.stringify(ack)}`);
       const first = this.firstJoinLastSeq === null;
-      if (first) this.firstJoinLastSeq = ack.lastSeq;
+      if (first) {
+        this.firstJoinLastSeq = ack.lastSeq;
+        // What came before the first join is history this client does not read.
+        this.mark(ack.lastSeq, true);
+      }
       this.joins.push({ at: now(), lastSeq: ack.lastSeq, url: this.url() });
       if (!first) {
         this.reconnectedAt.push(now());
@@ -191,6 +202,7 @@ class Client {
       for (const [seq, id] of events) {
         this.synced.push([seq, id]);
         if (seq > this.maxSeen) this.maxSeen = seq;
+        this.mark(seq);
         if (seq > afterSeq) afterSeq = seq;
       }
       this.syncs.push({ at: now(), afterSeq, count: events.length });
@@ -200,7 +212,20 @@ class Client {
 
   seen(kind, m) {
     this.events.push([kind, m.seq, m.id, m.conversationId, now()]);
-    if (typeof m.seq === "number" && m.seq > this.maxSeen) this.maxSeen = m.seq;
+    if (typeof m.seq === "number") {
+      if (m.seq > this.maxSeen) this.maxSeen = m.seq;
+      this.mark(m.seq);
+    }
+  }
+
+  /** Records `seq` as seen and moves `complete` over every seq now seen without a gap;
+   * `upTo` moves it to `seq` outright (the first join's history). */
+  mark(seq, upTo = false) {
+    if (upTo) {
+      if (seq > this.complete) this.complete = seq;
+      for (const s of this.beyond) if (s <= this.complete) this.beyond.delete(s);
+    } else if (seq > this.complete) this.beyond.add(seq);
+    while (this.beyond.has(this.complete + 1)) this.beyond.delete(++this.complete);
   }
 
   /** Creates one message and sends it if the socket is ready; it waits in the outbox otherwise. */
