@@ -67,6 +67,16 @@ pub struct Connection {
     pub name: String,
 }
 
+/// How many times [`NatsCluster::start`] tries before it gives up.
+const START_ATTEMPTS: usize = 3;
+
+/// A node exited while the cluster started: most likely a port it was given was taken.
+#[derive(Debug, thiserror::Error)]
+#[error("nats-server node {node} exited during start-up (a port taken meanwhile?)")]
+pub struct NodeExited {
+    node: usize,
+}
+
 impl NatsCluster {
     /// Writes the three configs, starts the nodes and waits until every node reports the
     /// same JetStream meta leader.
@@ -79,7 +89,23 @@ impl NatsCluster {
         Self::start_routed(true).await
     }
 
+    /// Starts again on fresh ports when a node exits during start-up. Ports come from
+    /// [`free_port`], which releases the port it found, so another test can bind it before
+    /// the node does (seen in CI: "node 3 did not listen"); the node then exits at once.
     async fn start_routed(proxied: bool) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start_routed(proxied).await {
+                Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<NodeExited>().is_some() => {
+                    eprintln!("[nats cluster] {e}; starting again on fresh ports");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_start_routed(proxied: bool) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("cw-nats-cluster-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -111,6 +137,13 @@ impl NatsCluster {
         }
         for i in 0..NODES {
             cluster.wait_listening(i).await?;
+        }
+        // A node whose cluster or monitoring port was taken exits after its client port
+        // answered (or someone else's listener answered on a taken client port).
+        for i in 0..NODES {
+            if !cluster.is_running(i) {
+                return Err(NodeExited { node: i + 1 }.into());
+            }
         }
         cluster.wait_for_leader().await?;
         Ok(cluster)
@@ -312,11 +345,14 @@ impl NatsCluster {
         Ok(())
     }
 
-    async fn wait_listening(&self, node: usize) -> anyhow::Result<()> {
+    async fn wait_listening(&mut self, node: usize) -> anyhow::Result<()> {
         let addr = format!("127.0.0.1:{}", self.nodes[node].client_port);
         for _ in 0..400 {
             if tokio::net::TcpStream::connect(&addr).await.is_ok() {
                 return Ok(());
+            }
+            if !self.is_running(node) {
+                return Err(NodeExited { node: node + 1 }.into());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
