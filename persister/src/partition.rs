@@ -12,7 +12,8 @@
 //! A batch that follows a gap in the consumer's deliveries (at start, after another
 //! persister held the partition, after a broken connection) waits until every message
 //! outstanding on the partition has come here, and every batch is written in stream order
-//! (see [`Held`]).
+//! (see [`Held`]). A renewed connection counts as a gap even when the delivery counter
+//! seems to run on (see [`Seen`]).
 //!
 //! At shutdown the partition is handed back at once rather than after timeouts: what was
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
@@ -25,6 +26,7 @@ use async_nats::jetstream::{AckKind, Message};
 use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTER_GROUP};
 use futures::{FutureExt, StreamExt};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -73,7 +75,8 @@ pub async fn run_partition(
         shutdown.clone(),
     ));
     let mut pin = None;
-    let mut last_delivery = None;
+    let mut last_seen: Option<Seen> = None;
+    let connection = writer.js().client().statistics();
     loop {
         let first = tokio::select! {
             biased;
@@ -86,7 +89,11 @@ pub async fn run_partition(
         let mut batch = vec![first];
         take_ready(&mut pulled, &mut batch, tuning.max_batch);
         pin = batch.iter().rev().find_map(pin_id).or(pin);
-        if !deliveries_follow(last_delivery, &mut batch) {
+        // Read before the batch is judged: a reconnect after this read shows up next time.
+        let connects = connection.connects.load(Ordering::Relaxed);
+        batch.sort_by_key(delivery_sequence);
+        let deliveries: Vec<u64> = batch.iter().map(delivery_sequence).collect();
+        if !deliveries_follow(last_seen, connects, &deliveries) {
             let held = Held {
                 consumer: &consumer,
                 pulled: &mut pulled,
@@ -98,7 +105,7 @@ pub async fn run_partition(
                     // Its messages go to the pinned persister, which writes them in order
                     // with what it holds; whatever comes here next follows a gap again.
                     hand_back(batch).await;
-                    last_delivery = None;
+                    last_seen = None;
                     continue;
                 }
                 Hold::Shutdown => {
@@ -107,7 +114,12 @@ pub async fn run_partition(
                 }
             }
         }
-        last_delivery = batch.iter().map(delivery_sequence).max().or(last_delivery);
+        last_seen = batch
+            .iter()
+            .map(delivery_sequence)
+            .max()
+            .map(|delivery| Seen { delivery, connects })
+            .or(last_seen);
         batch.sort_by_key(stream_sequence);
         coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
         if writer
@@ -209,23 +221,37 @@ fn delivery_sequence(message: &Message) -> u64 {
     message.info().map_or(0, |i| i.consumer_sequence)
 }
 
-/// Whether `batch` (sorted here by delivery) continues the deliveries seen so far without
-/// a gap. A gap means deliveries went elsewhere: to another persister before the partition
-/// was pinned here, or into a connection that broke (a NATS node lost) — those messages
-/// are still outstanding and come back only after their `ack_wait`. So does the first
-/// batch, since nothing is known yet.
-fn deliveries_follow(last: Option<u64>, batch: &mut [Message]) -> bool {
-    batch.sort_by_key(delivery_sequence);
-    let Some(mut expected) = last.map(|l| l + 1) else {
+/// The newest delivery this partition wrote, and on which of the client's connections
+/// (async-nats counts every connect) it was known to be the newest.
+///
+/// Why the connection: the delivery counter is the consumer's state, kept by the NATS
+/// servers. A server that crashes (a whole cluster killed at once) can come back with
+/// that state rolled back to before its last deliveries, and then number new deliveries
+/// again from there. The counter can then seem to run on from what this process saw while
+/// a delivery it never received (sent into the broken connection, or to another
+/// persister under the same numbers) is still pending; writing past it stored messages
+/// out of stream order (the 30-minute soak, `docs/reliability.md` item 12). So after a
+/// reconnect nothing is assumed: the next batch is held until the consumer's own count of
+/// pending messages shows that all of them are here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    delivery: u64,
+    connects: u64,
+}
+
+/// Whether `deliveries` (a batch's delivery numbers, ascending) continue what was last
+/// `seen` on the same connection (`connects`), without a gap. A gap means deliveries went
+/// elsewhere: to another persister before the partition was pinned here, or into a
+/// connection that broke (a NATS node lost) — those messages are still outstanding and
+/// come back only after their `ack_wait`. So does the first batch, since nothing is known
+/// yet, and the first after a reconnect (see [`Seen`]).
+fn deliveries_follow(seen: Option<Seen>, connects: u64, deliveries: &[u64]) -> bool {
+    let Some(seen) = seen.filter(|s| s.connects == connects) else {
         return false;
     };
-    for message in batch.iter() {
-        if delivery_sequence(message) != expected {
-            return false;
-        }
-        expected += 1;
-    }
-    true
+    (seen.delivery + 1..)
+        .zip(deliveries)
+        .all(|(expected, &d)| d == expected)
 }
 
 /// A batch that follows a gap in the deliveries (see [`deliveries_follow`]).
@@ -377,6 +403,22 @@ mod tests {
     use super::*;
     use async_nats::jetstream::{self, consumer::pull};
     use coachwire_testkit::nats_server::NatsServer;
+
+    #[test]
+    fn deliveries_follow_only_without_a_gap_and_on_the_same_connection() {
+        let seen = Some(Seen {
+            delivery: 7,
+            connects: 1,
+        });
+        assert!(deliveries_follow(seen, 1, &[8, 9, 10]));
+        assert!(!deliveries_follow(seen, 1, &[9, 10]), "8 went elsewhere");
+        assert!(!deliveries_follow(seen, 1, &[7, 8]), "numbered again");
+        assert!(!deliveries_follow(None, 1, &[1]), "nothing seen yet");
+        assert!(
+            !deliveries_follow(seen, 2, &[8, 9]),
+            "the counter runs on, but over a new connection"
+        );
+    }
 
     /// A message left unacked past `ack_wait` comes back: the batch then holds two
     /// deliveries of it, and keeps the newer one only.

@@ -3,7 +3,8 @@
 
 use crate::common;
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use async_nats::jetstream::consumer::{DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, AckKind};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
 use coachwire_persister::partition::PartitionEnd;
@@ -14,9 +15,10 @@ use coachwire_shared::db::{self, StoredEvent};
 use coachwire_shared::envelope::{MessageEnvelope, Version};
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::{MessageStatus, MessageType};
-use coachwire_shared::subjects::{PERSISTED_STREAM, message_subject};
+use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTED_STREAM, message_subject};
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::NatsServer;
+use coachwire_testkit::tcp_proxy::TcpProxy;
 use common::{fast_tuning, message, user};
 use futures::StreamExt;
 use std::time::Duration;
@@ -576,4 +578,98 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
         .expect("join")
         .expect("the survivor ends cleanly");
     assert_contiguous(&rows, &expected);
+}
+
+/// A consumer whose state rolled back (a NATS cluster killed all at once can come back so)
+/// numbers its deliveries again from an earlier point. The test rolls one back itself:
+/// while the persister's connection is cut, the consumer is made again from `m1` on, and
+/// another client takes the renumbered deliveries 1–3 (`m1` and `m2` again, and the new
+/// `a`) and holds them. The persister's next delivery, `b`, is then number 4, which seems
+/// to follow the last it saw (3). Before, it wrote `b` at once, ahead of `a`: the inversion
+/// of the 30-minute soak. Now a renewed connection counts as a gap, and `b` waits for `a`.
+#[tokio::test]
+async fn after_a_reconnect_a_rolled_back_consumer_cannot_pass_a_batch_ahead_of_an_older_one() {
+    let db = TestDb::new().await.expect("db");
+    let (server, _client, js) = nats().await;
+    let proxy = TcpProxy::start(([127, 0, 0, 1], server.port).into())
+        .await
+        .expect("proxy");
+    let persister_js = jetstream::new(
+        coachwire_shared::nats::connect(&proxy.url(), "persister")
+            .await
+            .expect("connect through the proxy"),
+    );
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let alice = user();
+    publish(&js, &message(conversation, alice, "m0")).await;
+    let tuning = fast_tuning();
+    let consumer = consumer_of(&js, conversation, &tuning).await;
+    let name = consumer.cached_info().name.clone();
+    let m1 = js_last_sequence(&js).await + 1;
+    for content in ["m1", "m2"] {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let theirs: PullConsumer = persister_js
+        .get_consumer_from_stream(&name, MESSAGES_STREAM)
+        .await
+        .expect("the persister's handle");
+    let (shutdown, runner) = run_partition(&db, &persister_js, &theirs, &tuning);
+    assert_eq!(
+        await_rows(&db, conversation, 3).await.len(),
+        3,
+        "m0–m2 written"
+    );
+
+    proxy.cut();
+    let mut config = consumer.cached_info().config.clone();
+    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: m1 };
+    js.delete_consumer_from_stream(&name, MESSAGES_STREAM)
+        .await
+        .expect("delete");
+    js.create_consumer_on_stream(config, MESSAGES_STREAM)
+        .await
+        .expect("made again, from m1");
+    let rolled_back: PullConsumer = js
+        .get_consumer_from_stream(&name, MESSAGES_STREAM)
+        .await
+        .expect("the rolled-back consumer");
+    publish(&js, &message(conversation, alice, "a")).await;
+    let held = pulled_by_a_previous_holder(&rolled_back, 3).await;
+    let numbers: Vec<u64> = held
+        .iter()
+        .map(|m| m.info().expect("info").consumer_sequence)
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3], "renumbered from 1");
+    publish(&js, &message(conversation, alice, "b")).await;
+    proxy.restore();
+
+    // The other client keeps its three alive while the pin passes to the persister.
+    let holding_until = tokio::time::Instant::now() + tuning.ack_wait * 7;
+    while tokio::time::Instant::now() < holding_until {
+        for message in &held {
+            message.ack_with(AckKind::Progress).await.expect("progress");
+        }
+        tokio::time::sleep(tuning.ack_wait / 4).await;
+    }
+    let contents = |rows: Vec<(i64, String)>| rows.into_iter().map(|r| r.1).collect::<Vec<_>>();
+    assert_eq!(
+        contents(db.seqs(conversation).await.expect("rows")),
+        vec!["m0", "m1", "m2"],
+        "b is not written while a, older, is held elsewhere"
+    );
+    for message in held {
+        message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .expect("hand back");
+    }
+    let rows = await_rows(&db, conversation, 5).await;
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert_contiguous(&rows, &["m0", "m1", "m2", "a", "b"].map(String::from));
+}
+
+async fn js_last_sequence(js: &jetstream::Context) -> u64 {
+    let mut stream = js.get_stream(MESSAGES_STREAM).await.expect("stream");
+    stream.info().await.expect("info").state.last_sequence
 }
