@@ -7,9 +7,10 @@
 //! its data is split into single messages, and a single message that still fails is
 //! dead-lettered so it never blocks the messages behind it.
 
-use crate::nats::{Author, Lasting, dead_letter, publish_persisted};
+use crate::nats::{Author, dead_letter, publish_persisted};
 use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind, Message};
+use coachwire_shared::lasting::Lasting;
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
 use coachwire_shared::telemetry::propagation;
 use sqlx::PgPool;

@@ -3,6 +3,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
 use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::lasting::Lasting;
 use coachwire_shared::subjects::{dead_letter_subject, persisted_subject};
 use futures::future::try_join_all;
 use std::future::IntoFuture;
@@ -17,18 +18,9 @@ pub enum PublishError {
     Publish(#[from] jetstream::context::PublishError),
 }
 
-/// Whether the same publish can succeed later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lasting {
-    /// A timeout, a lost connection, a stream being elected or recovered, a full
-    /// ack window: try again.
-    Transient,
-    /// The message is too large for the server, or cannot be encoded: the same bytes
-    /// fail the same way every time.
-    Permanent,
-}
-
 impl PublishError {
+    /// Transient: a timeout, a lost connection, a stream being elected or recovered, a
+    /// full ack window. Permanent: too large for the server, or not encodable.
     pub fn lasting(&self) -> Lasting {
         use jetstream::context::PublishErrorKind as Kind;
         match self {

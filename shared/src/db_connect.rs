@@ -7,6 +7,7 @@
 //! password): [`ConnectError`].
 
 use crate::db::{MIGRATOR, STATEMENT_TIMEOUT};
+use crate::lasting::Lasting;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::error::Error;
@@ -34,14 +35,6 @@ pub struct ConnectError {
 }
 
 /// Whether waiting can fix a failed connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lasting {
-    /// Down, restarting, paused, read-only, out of connection slots.
-    Transient,
-    /// A wrong URL, password, role or database; a broken migration.
-    Permanent,
-}
-
 impl Lasting {
     fn of(error: &sqlx::Error) -> Lasting {
         let transient = match error {

@@ -11,6 +11,7 @@
 //! - [`envelope`]: what travels through NATS (accepted → persisted → room events).
 //! - [`subjects`], [`nats`]: stream/subject names and their idempotent declaration.
 //! - [`db`]: the Postgres pool, migrations and the read queries two services use.
+//! - [`lasting`]: whether a failure can pass, which decides retry against give-up.
 //! - [`settings`], [`telemetry`], [`metrics`], [`health`], [`shutdown`], [`process`]:
 //!   process plumbing every binary shares.
 //!
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod error;
 pub mod health;
 pub mod ids;
+pub mod lasting;
 pub mod message;
 pub mod metrics;
 pub mod nats;
