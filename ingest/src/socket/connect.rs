@@ -12,6 +12,7 @@ use crate::replies::finish::finish;
 use crate::socket::extract::JoinedRooms;
 use crate::socket::handshake::OverConnectionLimit;
 use crate::socket::order::SendOrder;
+use crate::socket::oversized::OVERSIZED_AUTH_KEY;
 use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap};
 use coachwire_shared::envelope::{Origin, Presence, RoomEvent};
@@ -80,6 +81,11 @@ fn token_of(s: &SocketRef, auth: Option<&serde_json::Value>) -> Result<String, F
     if in_query {
         return Err(Failure::unauthorized(
             "tokens in the query string are refused",
+        ));
+    }
+    if auth.is_some_and(|a| a.get(OVERSIZED_AUTH_KEY).is_some()) {
+        return Err(Failure::unauthorized(
+            "token too long (the handshake was over 64 KiB)",
         ));
     }
     if let Some(token) = auth.and_then(|a| a.get("token")).and_then(|t| t.as_str()) {

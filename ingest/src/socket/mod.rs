@@ -5,6 +5,7 @@ pub mod evict;
 pub mod extract;
 pub mod handshake;
 pub mod order;
+pub mod oversized;
 
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;

@@ -21,7 +21,8 @@ fn paths(body: &Value) -> Vec<String> {
 }
 
 /// The HTTP half of this rule is proven in process (`ingest/tests/app/conversations.rs`);
-/// the handshake's token is read by the Socket.IO layer, through a real client.
+/// the handshake's token is read by the Socket.IO layer, through a real client, which
+/// long-polls first as browsers do.
 #[tokio::test]
 async fn a_huge_handshake_token_is_refused_unread_and_the_bearer_scheme_is_case_insensitive() {
     let stack = Stack::start().await.expect("stack");
@@ -40,6 +41,25 @@ async fn a_huge_handshake_token_is_refused_unread_and_the_bearer_scheme_is_case_
             assert_eq!(reason, "UNAUTHORIZED: token too long")
         }
         ConnectOutcome::Connected(_) => panic!("a 60 KB token connected"),
+    }
+    // Over §5's 64 KiB packet limit: the CONNECT is read no further than the limit, and the
+    // client still hears why (it used to see only "xhr post error", and retried for ever).
+    for size in [100_000, 1_000_000] {
+        let huge_auth = ConnectOptions {
+            auth: Some(json!({"token": "a".repeat(size)})),
+            ..Default::default()
+        };
+        match driver
+            .connect_with("huge", &stack.url(), huge_auth)
+            .await
+            .expect("handshake")
+        {
+            ConnectOutcome::Refused(reason) => assert!(
+                reason.starts_with("UNAUTHORIZED: token too long"),
+                "{size} bytes: {reason}"
+            ),
+            ConnectOutcome::Connected(_) => panic!("a {size}-byte token connected"),
+        }
     }
     let lower_header = ConnectOptions {
         extra_headers: Some(json!({"authorization": format!("bearer {alice_token}")})),
