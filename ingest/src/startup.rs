@@ -24,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Socket.IO packets and HTTP bodies larger than this are refused (§5).
 pub const MAX_PACKET_BYTES: usize = 64 * 1024;
-/// Per-socket outgoing queue. A room burst beyond it drops deliveries to that socket only
-/// (the client sees a seq gap and syncs); 1024 covers a 3×50 burst with room to spare.
-/// Every packet in it is small: a room event is one message, an ack at most a page of
-/// `sync::MAX_PAGE_BYTES`. (128 packets was tried and reverted: the two-persister Postgres
-/// outage scenario then saw reconnected sockets miss seqs, not yet understood.)
-const SOCKET_BUFFER_PACKETS: usize = 1024;
+/// Per-socket outgoing queue, in packets: socketioxide bounds it by count only, so its
+/// size in bytes is this times the largest packet. Every packet is bounded: a room event
+/// carries one message (≤ 10,000 characters, ≤ 40 KB of JSON), an ack at most a page of
+/// `sync::MAX_PAGE_BYTES`. A socket that stops reading therefore pins at most ~5 MB of
+/// room events here (1024 packets let ten such sockets pin 125 MiB, issue 16 item 11).
+/// A burst beyond it disconnects that socket only (§7.4); its client reconnects and syncs.
+const SOCKET_BUFFER_PACKETS: usize = 128;
 /// Each WebSocket keeps a read buffer of this size for its whole life; chat frames are a
 /// few hundred bytes, and a larger one grows the buffer only while it is read.
 const WS_READ_BUFFER_BYTES: usize = 1024;
