@@ -13,20 +13,43 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
+/// How many times [`NatsServer::start`] tries fresh ports (see [`free_port`]).
+const START_ATTEMPTS: usize = 3;
+
+/// Our nats-server exited while starting, or another process answered on its port: most
+/// likely the port [`free_port`] chose was bound by another test first.
+#[derive(Debug, thiserror::Error)]
+#[error("nats-server on port {port} did not start as ours (the port taken meanwhile?)")]
+pub struct NotOurs {
+    port: u16,
+}
+
 impl NatsServer {
     /// Starts the pinned server (`COACHWIRE_NATS_SERVER`, else `tools/nats/bin/nats-server`)
-    /// with JetStream on a free port, and waits until it accepts connections.
+    /// with JetStream on a free port, and waits until it accepts connections. Ports come
+    /// from [`free_port`], which releases the port it found, so another test can bind it
+    /// before the server does; the server then exits, or worse, the other test's server
+    /// answers in its place. So readiness means our own server's INFO, by its name, and a
+    /// start that lost its port is tried again on fresh ones.
     pub async fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let store = std::env::temp_dir().join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut server = Self {
-            port,
-            monitor_port: free_port()?,
-            store,
-            child: None,
-        };
-        server.boot().await?;
-        Ok(server)
+        let mut attempt = 1;
+        loop {
+            let mut server = Self {
+                port: free_port()?,
+                monitor_port: free_port()?,
+                store: std::env::temp_dir()
+                    .join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple())),
+                child: None,
+            };
+            match server.boot().await {
+                Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<NotOurs>().is_some() => {
+                    eprintln!("[nats-server] {e}; starting again on fresh ports");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(server),
+            }
+        }
     }
 
     pub fn url(&self) -> String {
@@ -61,6 +84,8 @@ impl NatsServer {
                 &self.port.to_string(),
                 "-m",
                 &self.monitor_port.to_string(),
+                "-n",
+                &self.name(),
                 "-sd",
             ])
             .arg(&self.store)
@@ -72,13 +97,44 @@ impl NatsServer {
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Ok(());
+            if self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+            {
+                return Err(NotOurs { port: self.port }.into());
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            match server_name(&addr).await {
+                Some(name) if name == self.name() => return Ok(()),
+                Some(_) => return Err(NotOurs { port: self.port }.into()),
+                None => tokio::time::sleep(Duration::from_millis(25)).await,
+            }
         }
         anyhow::bail!("nats-server did not listen on {addr}")
     }
+
+    /// The server's name: its store directory's, unique to this server.
+    fn name(&self) -> String {
+        self.store
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The `server_name` of the nats-server answering on `addr` (the INFO line it sends
+/// first), or `None` if nothing answers yet.
+async fn server_name(addr: &str) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    tokio::time::timeout(Duration::from_secs(2), reader.read_line(&mut line))
+        .await
+        .ok()?
+        .ok()?;
+    let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?.trim()).ok()?;
+    info["server_name"].as_str().map(str::to_string)
 }
 
 impl Drop for NatsServer {
@@ -100,4 +156,24 @@ fn binary() -> PathBuf {
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before, the second server's start-up connected to the first one's port and
+    /// reported ready: a test would then have used another test's server.
+    #[tokio::test]
+    async fn a_port_another_server_holds_is_not_taken_for_ours() {
+        let first = NatsServer::start().await.expect("first server");
+        let mut second = NatsServer {
+            port: first.port,
+            monitor_port: free_port().expect("port"),
+            store: std::env::temp_dir().join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple())),
+            child: None,
+        };
+        let refused = second.boot().await.expect_err("its port is the first's");
+        assert!(refused.downcast_ref::<NotOurs>().is_some(), "{refused}");
+    }
 }
