@@ -341,6 +341,17 @@ async fn a_reply_start_retried_with_its_client_message_id_answers_the_same_reply
     // Each reply once: its own row and the row of its one later version (its end).
     let stored = stack.db.seqs(room.id).await.expect("rows");
     assert_eq!(stored.len(), 4, "one reply per clientMessageId: {stored:?}");
+    // A reply's start is a message: it counts like one (a start and two retries each).
+    let scrape = reqwest::get(format!("{}/metrics", stack.ingest[0].admin_url()))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    for (outcome, count) in [("accepted", "2"), ("duplicate", "4")] {
+        let series = format!(r#"coachwire_messages_total{{outcome="{outcome}"}} {count}"#);
+        assert!(scrape.lines().any(|l| l == series), "{series}\n{scrape}");
+    }
 }
 
 /// Regression (the soak, seed 1796467281870442571: 24 replies left `streaming`): a start
