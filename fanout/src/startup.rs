@@ -2,6 +2,8 @@
 
 use crate::router;
 use coachwire_shared::health::{self, Probe, Requires};
+use coachwire_shared::nats::DeclareError;
+use coachwire_shared::process::RunError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -10,9 +12,11 @@ pub async fn run(
     admin: TcpListener,
     probe: Probe,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError<DeclareError>> {
     let nats = probe.nats.clone();
-    let consumer = router::ensure_consumer(&js).await?;
+    let consumer = router::ensure_consumer(&js)
+        .await
+        .map_err(RunError::Service)?;
     let admin_shutdown = shutdown.clone();
     let admin = tokio::spawn(async move {
         axum::serve(admin, health::router(probe, Requires::Nats))

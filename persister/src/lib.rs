@@ -12,12 +12,13 @@
 //! - [`nats`]: persisted events and dead letters out.
 //! - [`settings`], [`startup`]: configuration and wiring.
 //!
-//! The operator commands (`status`, `dlq`, `replay`, §12) live with the binary
-//! (`src/ops/`): they drive [`store`] and [`nats`] the way the service does.
+//! - [`ops`]: the operator commands (`status`, `dlq`, `replay`, §12); they drive [`store`]
+//!   and [`nats`] the way the service does.
 
 pub mod batch;
 pub mod consumer;
 pub mod nats;
+pub mod ops;
 pub mod partition;
 pub mod settings;
 pub mod startup;

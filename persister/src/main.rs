@@ -1,10 +1,9 @@
 //! `coachwire-persister`: the stream → Postgres writer, and its operator commands (§12).
 
-mod ops;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coachwire_persister::batch::Persister;
+use coachwire_persister::ops;
 use coachwire_persister::settings::{ConsumerTuning, PersisterSettings};
 use coachwire_persister::startup;
 use coachwire_shared::health::Probe;
@@ -38,7 +37,9 @@ async fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let result = match cli.command {
         None | Some(Command::Serve) => serve(cli.settings).await,
-        Some(Command::Ops(command)) => ops::run(command, &cli.settings.common).await,
+        Some(Command::Ops(command)) => ops::run(command, &cli.settings.common)
+            .await
+            .map_err(anyhow::Error::from),
     };
     exit_code("coachwire-persister", result)
 }

@@ -1,9 +1,10 @@
 //! Wiring: admin HTTP server + partition consumers, and their shutdown.
 
 use crate::batch::Persister;
-use crate::consumer;
+use crate::consumer::{self, ConsumerError};
 use crate::settings::ConsumerTuning;
 use coachwire_shared::health::{self, Probe, Requires};
+use coachwire_shared::process::RunError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +15,7 @@ pub async fn run(
     admin: TcpListener,
     probe: Probe,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError<ConsumerError>> {
     let nats = probe.nats.clone();
     let admin_shutdown = shutdown.clone();
     let admin = tokio::spawn(async move {
@@ -22,7 +23,9 @@ pub async fn run(
             .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
             .await
     });
-    consumer::run(persister, tuning, shutdown).await?;
+    consumer::run(persister, tuning, shutdown)
+        .await
+        .map_err(RunError::Service)?;
     // Acks are buffered by the client: flush them so the next persister need not redo work.
     nats.flush().await?;
     admin.await??;

@@ -44,6 +44,21 @@ impl Clients {
     }
 }
 
+/// How a service's run (its work, then flushing its last acks and closing its admin
+/// listener) failed, with the cause kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError<E> {
+    /// The service's own work failed.
+    #[error(transparent)]
+    Service(E),
+    #[error("flushing the last acks to NATS: {0}")]
+    Flush(#[from] async_nats::client::FlushError),
+    #[error("the admin listener: {0}")]
+    Admin(#[from] std::io::Error),
+    #[error("the admin listener's task: {0}")]
+    AdminTask(#[from] tokio::task::JoinError),
+}
+
 /// How a supervised service failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceFailure<E> {

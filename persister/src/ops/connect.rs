@@ -1,6 +1,6 @@
 //! Connections and logging for the operator commands.
 
-use anyhow::Context;
+use super::error::{Doing, OpsError};
 use async_nats::jetstream;
 use coachwire_shared::settings::{CommonSettings, LogFormat};
 use coachwire_shared::{db, nats};
@@ -18,7 +18,7 @@ pub fn quiet_logging(format: Option<LogFormat>) {
 }
 
 /// NATS with the streams declared (so a command works on a fresh server).
-pub async fn nats(common: &CommonSettings) -> anyhow::Result<jetstream::Context> {
+pub async fn nats(common: &CommonSettings) -> Result<jetstream::Context, OpsError> {
     let client = nats::connect(&common.nats_url, CLIENT_NAME).await?;
     let js = jetstream::new(client);
     nats::ensure_streams(&js, common.stream_replicas.into()).await?;
@@ -26,7 +26,7 @@ pub async fn nats(common: &CommonSettings) -> anyhow::Result<jetstream::Context>
 }
 
 /// Postgres, without migrating: an operator command does not change the schema.
-pub async fn postgres(common: &CommonSettings) -> anyhow::Result<PgPool> {
+pub async fn postgres(common: &CommonSettings) -> Result<PgPool, OpsError> {
     Ok(db::connect(&common.database_url, MAX_CONNECTIONS).await?)
 }
 
@@ -40,8 +40,9 @@ pub fn to_chrono(time: async_nats::datetime::DateTime) -> chrono::DateTime<chron
 /// The reverse of [`to_chrono`], for a start time given to JetStream.
 pub fn from_chrono(
     time: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<async_nats::datetime::DateTime> {
-    let nanos = time.timestamp_nanos_opt().context("time out of range")?;
-    async_nats::datetime::from_nanos(i128::from(nanos))
-        .map_err(|e| anyhow::anyhow!("time out of range: {e}"))
+) -> Result<async_nats::datetime::DateTime, OpsError> {
+    let nanos = time
+        .timestamp_nanos_opt()
+        .ok_or_else(|| OpsError::Refused(format!("{time} is out of range")))?;
+    async_nats::datetime::from_nanos(i128::from(nanos)).doing("time out of range")
 }

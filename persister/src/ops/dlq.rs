@@ -7,12 +7,12 @@
 
 use super::connect;
 use super::entries::{Entry, EntryRef, Listed, read_entries};
+use super::error::{Doing, OpsError};
 use super::output::{Output, Report};
 use super::retry::Retries;
-use anyhow::Context;
+use crate::nats::{Author, dead_letter, publish_persisted};
+use crate::store::{Fault, Incoming, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, stream::Stream};
-use coachwire_persister::nats::{Author, dead_letter, publish_persisted};
-use coachwire_persister::store::{Fault, Incoming, StoreError, Stored, store_batch};
 use coachwire_shared::settings::CommonSettings;
 use coachwire_shared::subjects::DEAD_LETTER_STREAM;
 use serde::Serialize;
@@ -60,9 +60,12 @@ pub enum DlqCommand {
     },
 }
 
-pub async fn run(command: DlqCommand, common: &CommonSettings) -> anyhow::Result<()> {
+pub async fn run(command: DlqCommand, common: &CommonSettings) -> Result<(), OpsError> {
     let js = connect::nats(common).await?;
-    let stream = js.get_stream(DEAD_LETTER_STREAM).await?;
+    let stream = js
+        .get_stream(DEAD_LETTER_STREAM)
+        .await
+        .doing("opening the dead-letter stream")?;
     match command {
         DlqCommand::List { limit, output } => {
             let entries = read_entries(&stream, Some(limit)).await?;
@@ -89,7 +92,7 @@ pub async fn run(command: DlqCommand, common: &CommonSettings) -> anyhow::Result
 
 /// The entries `ids` name (all with `all`); an ID that names none is an error, before
 /// anything changed.
-async fn select(stream: &Stream, ids: &[EntryRef], all: bool) -> anyhow::Result<Vec<Entry>> {
+async fn select(stream: &Stream, ids: &[EntryRef], all: bool) -> Result<Vec<Entry>, OpsError> {
     let entries = read_entries(stream, None).await?;
     if all {
         return Ok(entries);
@@ -100,7 +103,10 @@ async fn select(stream: &Stream, ids: &[EntryRef], all: bool) -> anyhow::Result<
         .map(ToString::to_string)
         .collect();
     if !unknown.is_empty() {
-        anyhow::bail!("no dead letter {}; nothing was changed", unknown.join(", "));
+        return Err(OpsError::Refused(format!(
+            "no dead letter {}; nothing was changed",
+            unknown.join(", ")
+        )));
     }
     Ok(entries
         .into_iter()
@@ -113,7 +119,7 @@ async fn retry(
     stream: &Stream,
     pool: &PgPool,
     entries: Vec<Entry>,
-) -> anyhow::Result<RetryReport> {
+) -> Result<RetryReport, OpsError> {
     let mut report = RetryReport::default();
     for entry in entries {
         report.retried += 1;
@@ -132,7 +138,7 @@ async fn retry(
                 let events: Vec<_> = stored.into_iter().map(|s| (s.envelope, None)).collect();
                 publish_persisted(js, &events)
                     .await
-                    .with_context(|| format!("dead letter {}: stored, but", entry.id()))?;
+                    .doing(format!("dead letter {}: stored, but", entry.id()))?;
                 delete(stream, &entry).await?;
                 report.stored += 1;
             }
@@ -140,10 +146,10 @@ async fn retry(
                 redead_letter(js, stream, &entry, &e.to_string()).await?;
                 report.failed_again += 1;
                 if e.fault() == Fault::Database {
-                    anyhow::bail!(
+                    return Err(OpsError::Refused(format!(
                         "dead letter {} failed again for a database fault, so the rest were not tried: {e}",
                         entry.id()
-                    );
+                    )));
                 }
             }
         }
@@ -169,7 +175,7 @@ async fn redead_letter(
     stream: &Stream,
     entry: &Entry,
     reason: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), OpsError> {
     dead_letter(
         js,
         Author::Operator,
@@ -179,15 +185,15 @@ async fn redead_letter(
         entry.payload.clone(),
     )
     .await
-    .with_context(|| format!("dead-lettering {} again", entry.id()))?;
+    .doing(format!("dead-lettering {} again", entry.id()))?;
     delete(stream, entry).await
 }
 
-async fn delete(stream: &Stream, entry: &Entry) -> anyhow::Result<()> {
+async fn delete(stream: &Stream, entry: &Entry) -> Result<(), OpsError> {
     stream
         .delete_message(entry.dlq_seq)
         .await
-        .with_context(|| format!("removing dead letter {}", entry.id()))?;
+        .doing(format!("removing dead letter {}", entry.id()))?;
     Ok(())
 }
 

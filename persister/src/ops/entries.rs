@@ -1,15 +1,16 @@
 //! A dead letter as the operator commands see it: the original `MESSAGES` payload, with
 //! the reason and the original stream sequence in headers
-//! (`coachwire_persister::nats::dead_letter`). Read from the dead-letter stream by
+//! (`crate::nats::dead_letter`). Read from the dead-letter stream by
 //! sequence; named by its message id or its original stream sequence (an undecodable
 //! payload has no id).
 
 use super::connect;
+use super::error::{Doing, OpsError};
+use crate::nats::{ERROR_HEADER, STREAM_SEQ_HEADER};
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use coachwire_persister::nats::{ERROR_HEADER, STREAM_SEQ_HEADER};
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::subjects::DEAD_LETTER_ALL;
@@ -113,7 +114,7 @@ impl Entry {
 
 /// Reads entries oldest first, at most `limit`. Reads by sequence (skipping deleted ones)
 /// from the stream leader, so an entry this process just removed is never listed.
-pub async fn read_entries(stream: &Stream, limit: Option<usize>) -> anyhow::Result<Vec<Entry>> {
+pub async fn read_entries(stream: &Stream, limit: Option<usize>) -> Result<Vec<Entry>, OpsError> {
     let mut entries = Vec::new();
     let mut next = 1;
     while limit.is_none_or(|l| entries.len() < l) {
@@ -129,7 +130,7 @@ pub async fn read_entries(stream: &Stream, limit: Option<usize>) -> anyhow::Resu
                 entries.push(Entry::from_message(message));
             }
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => break,
-            Err(e) => anyhow::bail!("reading the dead letters: {e}"),
+            Err(e) => return Err(e).doing("reading the dead letters"),
         }
     }
     Ok(entries)

@@ -9,9 +9,10 @@
 //! the server notices the connection is gone, so a stale count is waited out for a little
 //! longer than one expiry before refusing.
 
+use super::error::OpsError;
 use super::status::consumer_info;
+use crate::partition::PULL_EXPIRES;
 use async_nats::jetstream::stream::Stream;
-use coachwire_persister::partition::PULL_EXPIRES;
 use coachwire_shared::subjects::{PARTITIONS, persister_consumer};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ impl Persisters {
 
 /// [`Persisters::Stopped`] as soon as no persister consumer has a waiting pull request
 /// (twice in a row); [`Persisters::Consuming`] if one still has after [`DRAIN_WAIT`].
-pub async fn persisters(stream: &Stream) -> anyhow::Result<Persisters> {
+pub async fn persisters(stream: &Stream) -> Result<Persisters, OpsError> {
     let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
     let mut idle = 0;
     loop {
@@ -71,7 +72,7 @@ pub async fn persisters(stream: &Stream) -> anyhow::Result<Persisters> {
 }
 
 /// The first persister consumer with waiting pull requests, and how many.
-async fn busy_consumer(stream: &Stream) -> anyhow::Result<Option<(String, usize)>> {
+async fn busy_consumer(stream: &Stream) -> Result<Option<(String, usize)>, OpsError> {
     for partition in 0..PARTITIONS {
         let name = persister_consumer(partition);
         if let Some(info) = consumer_info(stream, &name).await?

@@ -2,13 +2,14 @@
 //!
 //! Each connects with the service's own settings, but only to what it needs: `status` and
 //! `dlq list` read NATS alone, so they work while Postgres is down; `replay` and
-//! `dlq retry` write through `coachwire_persister::store` and need both. Each prints a short summary,
+//! `dlq retry` write through [`crate::store`] and need both. Each prints a short summary,
 //! or one JSON document with `--json` ([`output`]); failures end the process with exit 1
-//! and one line on stderr (through `main`).
+//! and one line on stderr (through `main`): [`OpsError`].
 
 mod connect;
 mod dlq;
 mod entries;
+mod error;
 mod guard;
 mod output;
 mod replay;
@@ -17,6 +18,8 @@ mod status;
 mod writer;
 
 use coachwire_shared::settings::CommonSettings;
+
+pub use error::OpsError;
 
 pub use dlq::DlqCommand;
 pub use replay::ReplayArgs;
@@ -40,7 +43,7 @@ pub enum OpsCommand {
     Replay(ReplayArgs),
 }
 
-pub async fn run(command: OpsCommand, common: &CommonSettings) -> anyhow::Result<()> {
+pub async fn run(command: OpsCommand, common: &CommonSettings) -> Result<(), OpsError> {
     connect::quiet_logging(common.log_format);
     match command {
         OpsCommand::Status(args) => status::run(args, common).await,

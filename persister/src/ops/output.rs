@@ -1,6 +1,7 @@
 //! How a command's result reaches the operator: a short summary for a person, or exactly
 //! one JSON document on stdout for a script (`--json`). Logs never go to stdout.
 
+use super::error::{Doing, OpsError};
 use serde::Serialize;
 
 /// The `--json` flag every command takes.
@@ -17,9 +18,10 @@ pub trait Report: Serialize {
 }
 
 impl Output {
-    pub fn print(self, report: &impl Report) -> anyhow::Result<()> {
+    pub fn print(self, report: &impl Report) -> Result<(), OpsError> {
         if self.json {
-            println!("{}", serde_json::to_string(report)?);
+            let json = serde_json::to_string(report).doing("writing the report")?;
+            println!("{json}");
         } else {
             println!("{}", report.summary());
         }

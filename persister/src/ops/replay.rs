@@ -20,17 +20,17 @@
 
 use super::connect;
 use super::entries::read_entries;
+use super::error::{Doing, OpsError};
 use super::guard;
 use super::output::{Output, Report};
 use super::retry::Retries;
 use super::writer::{ReplayWriter, WriteMode};
-use anyhow::Context;
+use crate::nats::{Author, dead_letter};
+use crate::store::{Fault, Incoming, Row, StoreError, Stored};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::{self, Message};
 use chrono::{DateTime, Utc};
-use coachwire_persister::nats::{Author, dead_letter};
-use coachwire_persister::store::{Fault, Incoming, Row, StoreError, Stored};
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::settings::CommonSettings;
 use coachwire_shared::subjects::{DEAD_LETTER_STREAM, MESSAGES_STREAM};
@@ -120,18 +120,27 @@ impl Report for ReplayReport {
     }
 }
 
-pub async fn run(args: ReplayArgs, common: &CommonSettings) -> anyhow::Result<()> {
+pub async fn run(args: ReplayArgs, common: &CommonSettings) -> Result<(), OpsError> {
     let js = connect::nats(common).await?;
-    let stream = js.get_stream(MESSAGES_STREAM).await?;
+    let stream = js
+        .get_stream(MESSAGES_STREAM)
+        .await
+        .doing("opening the message stream")?;
     let persisters = guard::persisters(&stream).await?;
     let mode = match (args.dry_run, persisters.obstacle()) {
-        (false, Some(obstacle)) => anyhow::bail!("refusing to replay: {obstacle}"),
+        (false, Some(obstacle)) => {
+            return Err(OpsError::Refused(format!("refusing to replay: {obstacle}")));
+        }
         (false, None) => WriteMode::Commit,
         (true, None) => WriteMode::Rehearse,
         (true, Some(_)) => WriteMode::RehearseEachBatch,
     };
     let pool = connect::postgres(common).await?;
-    let state = stream.get_info().await?.state;
+    let state = stream
+        .get_info()
+        .await
+        .doing("reading the message stream")?
+        .state;
     if let Some(from) = args.start.from_stream_seq
         && from < state.first_sequence
     {
@@ -141,7 +150,10 @@ pub async fn run(args: ReplayArgs, common: &CommonSettings) -> anyhow::Result<()
             "the stream no longer holds the messages before its first sequence"
         );
     }
-    let dead_letters = js.get_stream(DEAD_LETTER_STREAM).await?;
+    let dead_letters = js
+        .get_stream(DEAD_LETTER_STREAM)
+        .await
+        .doing("opening the dead-letter stream")?;
     let already_dead = read_entries(&dead_letters, None)
         .await?
         .into_iter()
@@ -182,14 +194,18 @@ impl Replay {
         &mut self,
         stream: &jetstream::stream::Stream,
         args: &ReplayArgs,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), OpsError> {
         let to = self.report.to_stream_seq;
         let deliver_policy = match (args.start.from_stream_seq, args.start.since) {
             (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
             (None, Some(since)) => DeliverPolicy::ByStartTime {
                 start_time: connect::from_chrono(since)?,
             },
-            (None, None) => anyhow::bail!("replay needs --from-stream-seq or --since"),
+            (None, None) => {
+                return Err(OpsError::Refused(
+                    "replay needs --from-stream-seq or --since".into(),
+                ));
+            }
         };
         let consumer = stream
             .create_consumer(OrderedConfig {
@@ -201,22 +217,26 @@ impl Replay {
                 ..Default::default()
             })
             .await
-            .context("creating the replay consumer")?;
+            .doing("creating the replay consumer")?;
         if to == 0 || consumer.cached_info().num_pending == 0 {
             return Ok(());
         }
-        let messages = consumer.messages().await.context("reading the stream")?;
+        let messages = consumer.messages().await.doing("reading the stream")?;
         let mut chunks = messages.ready_chunks(MAX_BATCH);
         loop {
             let chunk = tokio::time::timeout(STALL_TIMEOUT, chunks.next())
                 .await
-                .map_err(|_| anyhow::anyhow!("no message from the stream for {STALL_TIMEOUT:?}"))?
-                .context("the stream ended early")?;
+                .map_err(|_| {
+                    OpsError::Refused(format!("no message from the stream for {STALL_TIMEOUT:?}"))
+                })?
+                .ok_or_else(|| OpsError::Refused("the stream ended early".into()))?;
             let mut batch = Vec::with_capacity(chunk.len());
             let mut done = false;
             for item in chunk {
-                let message = item.context("reading the stream")?;
-                let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let message = item.doing("reading the stream")?;
+                let info = message
+                    .info()
+                    .doing("reading a message's stream position")?;
                 let (seq, pending) = (info.stream_sequence, info.pending);
                 if seq > to {
                     done = true;
@@ -240,7 +260,7 @@ impl Replay {
 
     /// One batch in stream order: decode, store, and isolate a batch that fails for its
     /// data message by message (as `batch.rs` does), so only the poison is dead-lettered.
-    async fn batch(&mut self, messages: Vec<(u64, Message)>) -> anyhow::Result<()> {
+    async fn batch(&mut self, messages: Vec<(u64, Message)>) -> Result<(), OpsError> {
         self.report.scanned += messages.len() as u64;
         let mut decoded = Vec::with_capacity(messages.len());
         for (seq, message) in messages {
@@ -290,7 +310,7 @@ impl Replay {
     }
 
     /// Dead-letters a message that cannot be stored (not in a dry run, and not twice).
-    async fn bury(&mut self, message: &Message, seq: u64, reason: &str) -> anyhow::Result<()> {
+    async fn bury(&mut self, message: &Message, seq: u64, reason: &str) -> Result<(), OpsError> {
         self.report.dead_lettered += 1;
         if self.report.dry_run || !self.already_dead.insert(seq) {
             return Ok(());
@@ -311,11 +331,14 @@ impl Replay {
             message.payload.clone(),
         )
         .await
-        .with_context(|| format!("dead-lettering stream seq {seq}"))?;
+        .doing(format!("dead-lettering stream seq {seq}"))?;
         Ok(())
     }
 }
 
-fn gave_up(first: u64, last: u64, e: StoreError) -> anyhow::Error {
-    anyhow::anyhow!("storing stream seq {first}..={last} kept failing (a database fault): {e}")
+fn gave_up(first: u64, last: u64, e: StoreError) -> OpsError {
+    OpsError::Step {
+        doing: format!("storing stream seq {first}..={last} kept failing (a database fault)"),
+        cause: e.into(),
+    }
 }

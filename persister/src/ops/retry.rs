@@ -2,7 +2,7 @@
 //! outage, an operator tool must end, so a database fault is retried a few times with
 //! backoff and then reported.
 
-use coachwire_persister::store::{Fault, StoreError};
+use crate::store::{Fault, StoreError};
 use std::time::Duration;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);

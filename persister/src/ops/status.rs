@@ -5,6 +5,7 @@
 //! stale is Postgres?"), and unlike a pending count it grows while a consumer is stuck.
 
 use super::connect;
+use super::error::{Doing, OpsError};
 use super::output::{Output, Report};
 use async_nats::jetstream::consumer::Info as ConsumerInfo;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
@@ -53,13 +54,20 @@ struct ConsumerStatus {
     lag_seconds: f64,
 }
 
-pub async fn run(args: StatusArgs, common: &CommonSettings) -> anyhow::Result<()> {
+pub async fn run(args: StatusArgs, common: &CommonSettings) -> Result<(), OpsError> {
     let js = connect::nats(common).await?;
     let mut streams = Vec::new();
     let mut dead_letters = 0;
     for name in [MESSAGES_STREAM, PERSISTED_STREAM, DEAD_LETTER_STREAM] {
-        let stream = js.get_stream(name).await?;
-        let state = stream.get_info().await?.state;
+        let stream = js
+            .get_stream(name)
+            .await
+            .doing(format!("opening stream {name}"))?;
+        let state = stream
+            .get_info()
+            .await
+            .doing(format!("reading stream {name}"))?
+            .state;
         if name == DEAD_LETTER_STREAM {
             dead_letters = state.messages;
         }
@@ -75,7 +83,10 @@ pub async fn run(args: StatusArgs, common: &CommonSettings) -> anyhow::Result<()
     let persisters = (0..PARTITIONS).map(|p| (MESSAGES_STREAM, persister_consumer(p)));
     let fanout = std::iter::once((PERSISTED_STREAM, FANOUT_CONSUMER.to_string()));
     for (stream_name, consumer) in persisters.chain(fanout) {
-        let stream = js.get_stream(stream_name).await?;
+        let stream = js
+            .get_stream(stream_name)
+            .await
+            .doing(format!("opening stream {stream_name}"))?;
         if let Some(info) = consumer_info(&stream, &consumer).await? {
             consumers.push(consumer_status(&stream, info).await?);
         }
@@ -88,15 +99,15 @@ pub async fn run(args: StatusArgs, common: &CommonSettings) -> anyhow::Result<()
 }
 
 /// A consumer's info, or `None` if it was never created.
-pub async fn consumer_info(stream: &Stream, name: &str) -> anyhow::Result<Option<ConsumerInfo>> {
+pub async fn consumer_info(stream: &Stream, name: &str) -> Result<Option<ConsumerInfo>, OpsError> {
     match stream.consumer_info(name).await {
         Ok(info) => Ok(Some(info)),
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("reading consumer {name}: {e}")),
+        Err(e) => Err(e).doing(format!("reading consumer {name}")),
     }
 }
 
-async fn consumer_status(stream: &Stream, info: ConsumerInfo) -> anyhow::Result<ConsumerStatus> {
+async fn consumer_status(stream: &Stream, info: ConsumerInfo) -> Result<ConsumerStatus, OpsError> {
     let ack_pending = info.num_ack_pending as u64;
     let lag_messages = info.num_pending + ack_pending;
     let lag_seconds = if lag_messages == 0 {
@@ -118,7 +129,7 @@ async fn consumer_status(stream: &Stream, info: ConsumerInfo) -> anyhow::Result<
 /// Seconds since the first message after the ack floor that the consumer's filter matches
 /// was stored (0 when none is left, e.g. it aged out meanwhile). A raw get, not a direct
 /// one, because the persisted stream does not allow direct gets.
-async fn oldest_unprocessed_age(stream: &Stream, info: &ConsumerInfo) -> anyhow::Result<f64> {
+async fn oldest_unprocessed_age(stream: &Stream, info: &ConsumerInfo) -> Result<f64, OpsError> {
     let filter = match info.config.filter_subject.as_str() {
         "" => ">",
         filter => filter,
@@ -132,7 +143,7 @@ async fn oldest_unprocessed_age(stream: &Stream, info: &ConsumerInfo) -> anyhow:
     let message = match first {
         Ok(message) => message,
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0.0),
-        Err(e) => anyhow::bail!("reading the oldest message of {}: {e}", info.name),
+        Err(e) => return Err(e).doing(format!("reading the oldest message of {}", info.name)),
     };
     let stored = connect::to_chrono(message.time);
     let age = (Utc::now() - stored).num_milliseconds().max(0);

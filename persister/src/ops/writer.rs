@@ -2,8 +2,8 @@
 //! run inside one transaction that is rolled back at the end (or, beside a live persister,
 //! one per batch, each rolled back at once).
 
-use anyhow::Context;
-use coachwire_persister::store::{Incoming, StoreError, Stored, store_batch, store_in};
+use super::error::{Doing, OpsError};
+use crate::store::{Incoming, StoreError, Stored, store_batch, store_in};
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
 /// How a replay writes.
@@ -28,12 +28,12 @@ pub struct ReplayWriter {
 }
 
 impl ReplayWriter {
-    pub async fn new(pool: PgPool, mode: WriteMode) -> anyhow::Result<Self> {
+    pub async fn new(pool: PgPool, mode: WriteMode) -> Result<Self, OpsError> {
         let rehearsal = match mode {
             WriteMode::Rehearse => Some(
                 pool.begin()
                     .await
-                    .context("opening the dry run's transaction")?,
+                    .doing("opening the dry run's transaction")?,
             ),
             WriteMode::Commit | WriteMode::RehearseEachBatch => None,
         };
@@ -63,9 +63,9 @@ impl ReplayWriter {
         }
     }
 
-    pub async fn finish(self) -> anyhow::Result<()> {
+    pub async fn finish(self) -> Result<(), OpsError> {
         if let Some(outer) = self.rehearsal {
-            outer.rollback().await.context("rolling the dry run back")?;
+            outer.rollback().await.doing("rolling the dry run back")?;
         }
         Ok(())
     }
