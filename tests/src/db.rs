@@ -87,9 +87,13 @@ impl TestDb {
         sqlx::raw_sql(sqlx::AssertSqlSafe(alter))
             .execute(&mut admin)
             .await?;
+        // Client sessions only: an autovacuum worker on a busy database is a superuser
+        // process that this role may not end (the 30-minute soak hit one), and a failover
+        // is about the clients anyway.
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()",
+             WHERE datname = $1 AND pid <> pg_backend_pid() \
+             AND backend_type = 'client backend'",
         )
         .bind(&self.name)
         .execute(&mut admin)
