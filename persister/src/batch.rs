@@ -7,9 +7,10 @@
 //! its data is split into single messages, and a single message that still fails is
 //! dead-lettered so it never blocks the messages behind it.
 
-use crate::nats::{Author, dead_letter, publish_persisted};
+use crate::nats::{Author, PublishError, dead_letter, publish_persisted};
 use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind, Message};
+use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::lasting::Lasting;
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
 use coachwire_shared::telemetry::propagation;
@@ -45,6 +46,14 @@ enum Isolated {
     Done(Outcome),
     /// Every message failed with this same error: retry the batch, bury nothing.
     AllFailedAlike(StoreError),
+}
+
+/// How publishing persisted events (retried through NATS's faults) ended.
+enum Published {
+    All,
+    /// The server can never take one of them (too large): retrying cannot fix it.
+    Refused(PublishError),
+    ShutDown,
 }
 
 /// What the persister needs to process batches.
@@ -207,20 +216,22 @@ impl Persister {
             events.push((stored.envelope, propagation::nats_headers(&publish)));
             publishes.push(publish);
         }
-        let mut backoff = FIRST_BACKOFF;
-        while let Err(e) = publish_persisted(&self.js, &events).await {
-            if e.lasting() == Lasting::Permanent {
+        match self.publish_retrying(&events, shutdown).await {
+            Published::All => {}
+            Published::ShutDown => return Outcome::Abandoned,
+            Published::Refused(e) => {
                 // The rows are committed: the rooms read what the persisted hop cannot
-                // carry from Postgres (§7.4), so the batch is done, not stuck.
-                tracing::error!(error = %e, "persisted events cannot be published; rooms will read them from Postgres");
-                break;
+                // carry from Postgres (§7.4), so the batch is done, not stuck. One event
+                // the server can never take refuses the whole batch, so the others go
+                // one by one, in order, and only that one is left to Postgres.
+                tracing::error!(error = %e, "a persisted event cannot be published; rooms will read it from Postgres");
+                for event in &events {
+                    let one = std::slice::from_ref(event);
+                    if let Published::ShutDown = self.publish_retrying(one, shutdown).await {
+                        return Outcome::Abandoned;
+                    }
+                }
             }
-            tracing::warn!(error = %e, "publishing persisted events failed; retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => return Outcome::Abandoned,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         drop(publishes);
         for delivery in messages {
@@ -231,6 +242,29 @@ impl Persister {
         }
         metrics::counter!(PERSISTED_TOTAL).increment(fresh as u64);
         Outcome::Done { fresh }
+    }
+
+    /// Publishes `events`, retrying what a retry can fix (a timeout, a stream being
+    /// elected) for as long as it takes.
+    async fn publish_retrying(
+        &self,
+        events: &[(MessageEnvelope, Option<async_nats::HeaderMap>)],
+        shutdown: &CancellationToken,
+    ) -> Published {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let e = match publish_persisted(&self.js, events).await {
+                Ok(()) => return Published::All,
+                Err(e) if e.lasting() == Lasting::Permanent => return Published::Refused(e),
+                Err(e) => e,
+            };
+            tracing::warn!(error = %e, "publishing persisted events failed; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Published::ShutDown,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// Dead-letters a message and terminates its delivery.

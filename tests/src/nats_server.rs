@@ -10,6 +10,8 @@ pub struct NatsServer {
     /// The HTTP monitoring port (`/varz`, `/connz`, `/subsz`).
     pub monitor_port: u16,
     pub store: PathBuf,
+    /// Lines of a config file the server starts with (e.g. `max_payload: 2048`), if any.
+    config: String,
     child: Option<Child>,
 }
 
@@ -32,6 +34,11 @@ impl NatsServer {
     /// answers in its place. So readiness means our own server's INFO, by its name, and a
     /// start that lost its port is tried again on fresh ones.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_config("").await
+    }
+
+    /// Like [`start`](Self::start), with `config` as the server's config file.
+    pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
         let mut attempt = 1;
         loop {
             let mut server = Self {
@@ -39,6 +46,7 @@ impl NatsServer {
                 monitor_port: free_port()?,
                 store: std::env::temp_dir()
                     .join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple())),
+                config: config.to_string(),
                 child: None,
             };
             match server.boot().await {
@@ -75,7 +83,14 @@ impl NatsServer {
     }
 
     async fn boot(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if !self.config.is_empty() {
+            let file = self.store.with_extension("conf");
+            std::fs::write(&file, &self.config)
+                .with_context(|| format!("writing {}", file.display()))?;
+            command.arg("-c").arg(file);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",
@@ -143,6 +158,7 @@ impl Drop for NatsServer {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_file(self.store.with_extension("conf"));
     }
 }
 
@@ -171,6 +187,7 @@ mod tests {
             port: first.port,
             monitor_port: free_port().expect("port"),
             store: std::env::temp_dir().join(format!("cw-nats-{}", uuid::Uuid::new_v4().simple())),
+            config: String::new(),
             child: None,
         };
         let refused = second.boot().await.expect_err("its port is the first's");

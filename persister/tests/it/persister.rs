@@ -673,3 +673,61 @@ async fn js_last_sequence(js: &jetstream::Context) -> u64 {
     let mut stream = js.get_stream(MESSAGES_STREAM).await.expect("stream");
     stream.info().await.expect("info").state.last_sequence
 }
+
+/// A persisted event the server can never take (over its `max_payload`) must not stall its
+/// partition: the row is committed, so the batch is acked and rooms read the message from
+/// Postgres (§7.4). Before, the publish was retried for ever, nothing was acked, and every
+/// later message of the partition waited behind it.
+#[tokio::test]
+async fn a_persisted_event_the_server_can_never_take_does_not_stall_its_partition() {
+    const MAX_PAYLOAD: usize = 2048;
+    let db = TestDb::new().await.expect("db");
+    let server = NatsServer::start_with_config(&format!("max_payload: {MAX_PAYLOAD}"))
+        .await
+        .expect("nats-server");
+    let client = coachwire_shared::nats::connect(&server.url(), "test")
+        .await
+        .expect("connect");
+    let js = jetstream::new(client);
+    coachwire_shared::nats::ensure_streams(&js, 1)
+        .await
+        .expect("streams");
+    let conversation = ConversationId(uuid::Uuid::new_v4());
+    let alice = user();
+    // An incoming message just under the limit: its persisted event adds a `Nats-Msg-Id`
+    // header and its seq, and goes over.
+    let size = |content: usize| {
+        serde_json::to_vec(&message(conversation, alice, &"x".repeat(content)))
+            .expect("json")
+            .len()
+    };
+    let content = MAX_PAYLOAD - 40 - size(0);
+    let big = message(conversation, alice, &"x".repeat(content));
+    assert!(size(content) < MAX_PAYLOAD, "the incoming message fits");
+    publish(&js, &big).await;
+    publish(&js, &message(conversation, alice, "after")).await;
+    let tuning = fast_tuning();
+    let consumer = consumer_of(&js, conversation, &tuning).await;
+    let (shutdown, runner) = run_partition(&db, &js, &consumer, &tuning);
+
+    let rows = await_rows(&db, conversation, 2).await;
+    let mut settled = None;
+    for _ in 0..200 {
+        let info = consumer.clone().info().await.expect("info").clone();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            settled = Some(info);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert_contiguous(&rows, &["x".repeat(content), "after".into()]);
+    assert!(settled.is_some(), "both messages acked, nothing stuck");
+    let mut persisted = js.get_stream(PERSISTED_STREAM).await.expect("stream");
+    assert_eq!(
+        persisted.info().await.expect("info").state.messages,
+        1,
+        "only the event the server can take"
+    );
+}
