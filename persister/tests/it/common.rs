@@ -1,10 +1,12 @@
-//! Helpers the persister test files share: messages as ingest would accept them, and
-//! consumer timing short enough for tests.
+//! Helpers the persister test files share: messages as ingest would accept them, a
+//! JetStream context on a private server, and consumer timing short enough for tests.
 
+use async_nats::jetstream;
 use coachwire_persister::settings::ConsumerTuning;
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::ids::{ConversationId, MessageId, UserId};
 use coachwire_shared::message::{Message, MessageStatus, MessageType, Metadata, now_millis};
+use coachwire_testkit::nats_server::NatsServer;
 use std::time::Duration;
 
 /// An accepted message (no `seq` yet) from `user` in `conversation`.
@@ -38,4 +40,16 @@ pub fn fast_tuning() -> ConsumerTuning {
         pinned_ttl: Duration::from_secs(2),
         max_batch: 50,
     }
+}
+
+/// A client of `server` as "test", and a JetStream context with the streams declared.
+pub async fn jetstream_on(server: &NatsServer) -> (async_nats::Client, jetstream::Context) {
+    let client = coachwire_shared::nats::connect(&server.url(), "test")
+        .await
+        .expect("connect");
+    let js = jetstream::new(client.clone());
+    coachwire_shared::nats::ensure_streams(&js, 1)
+        .await
+        .expect("streams");
+    (client, js)
 }

@@ -71,13 +71,7 @@ impl Ops {
     async fn new() -> Self {
         let db = TestDb::new().await.expect("db");
         let nats = NatsServer::start().await.expect("nats-server");
-        let client = coachwire_shared::nats::connect(&nats.url(), "test")
-            .await
-            .expect("connect");
-        let js = jetstream::new(client);
-        coachwire_shared::nats::ensure_streams(&js, 1)
-            .await
-            .expect("streams");
+        let (_, js) = common::jetstream_on(&nats).await;
         Self { db, nats, js }
     }
 

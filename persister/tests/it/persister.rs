@@ -182,13 +182,7 @@ async fn a_later_version_takes_the_next_seq_once_and_updates_its_message_in_plac
 /// A private server with the streams declared, and a JetStream context.
 async fn nats() -> (NatsServer, async_nats::Client, jetstream::Context) {
     let server = NatsServer::start().await.expect("nats-server");
-    let client = coachwire_shared::nats::connect(&server.url(), "test")
-        .await
-        .expect("connect");
-    let js = jetstream::new(client.clone());
-    coachwire_shared::nats::ensure_streams(&js, 1)
-        .await
-        .expect("streams");
+    let (client, js) = common::jetstream_on(&server).await;
     (server, client, js)
 }
 
@@ -685,13 +679,7 @@ async fn a_persisted_event_the_server_can_never_take_does_not_stall_its_partitio
     let server = NatsServer::start_with_config(&format!("max_payload: {MAX_PAYLOAD}"))
         .await
         .expect("nats-server");
-    let client = coachwire_shared::nats::connect(&server.url(), "test")
-        .await
-        .expect("connect");
-    let js = jetstream::new(client);
-    coachwire_shared::nats::ensure_streams(&js, 1)
-        .await
-        .expect("streams");
+    let (_, js) = common::jetstream_on(&server).await;
     let conversation = ConversationId(uuid::Uuid::new_v4());
     let alice = user();
     // An incoming message just under the limit: its persisted event adds a `Nats-Msg-Id`
