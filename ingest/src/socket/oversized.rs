@@ -4,11 +4,14 @@
 //! Why here: Engine.IO refuses a polling body over its payload limit with a bare HTTP
 //! error before any Socket.IO packet is parsed, and the client then sees only "xhr post
 //! error" and retries for ever; a 100 KB token looked like an outage, not a refusal. This
-//! layer reads a polling POST up to the limit; if it is longer and begins with a CONNECT
+//! layer reads a polling POST that may be over the limit (its `Content-Length` says so, or
+//! it has none) up to the limit; if it is longer and begins with a CONNECT
 //! (`40`), the rest is read and thrown away (never held: §5 allows buffering no more than
 //! the limit) and Engine.IO gets a small CONNECT whose `auth` says what happened, which the
 //! handshake refuses like any bad token. Any other oversized body passes on unchanged, for
-//! Engine.IO to refuse as before. A WebSocket frame over the limit is refused by the
+//! Engine.IO to refuse as before. A POST whose `Content-Length` is within the limit (every
+//! chat message a polling client sends) passes untouched: this layer costs it a header
+//! read, not a copy. A WebSocket frame over the limit is refused by the
 //! WebSocket layer before it is read, and closes that connection (§5).
 
 use crate::http::BODY_READ_DEADLINE;
@@ -35,7 +38,7 @@ pub fn answer_oversized_connects(router: Router) -> Router {
 }
 
 async fn rewrite(request: Request, next: Next) -> Response {
-    if !is_polling_post(&request) {
+    if !is_polling_post(&request) || declared_within_limit(&request) {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
@@ -76,6 +79,15 @@ fn is_polling_post(request: &Request) -> bool {
             .is_some_and(|q| q.split('&').any(|kv| kv == "transport=polling"))
 }
 
+/// A body whose declared length is within the limit (hyper stops reading at that length).
+fn declared_within_limit(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|length| length <= MAX_PACKET_BYTES)
+}
+
 /// The first bytes of a body: all of it, or the first that went past the limit.
 enum Head {
     Whole(Bytes),
@@ -114,12 +126,22 @@ mod tests {
 
     /// What the Socket.IO layer would get: here, the body it was handed, echoed.
     async fn handed_on(body: Vec<u8>, query: &str) -> (StatusCode, Bytes) {
+        handed_on_declared(body, query, None).await
+    }
+
+    async fn handed_on_declared(
+        body: Vec<u8>,
+        query: &str,
+        length: Option<usize>,
+    ) -> (StatusCode, Bytes) {
         let router = answer_oversized_connects(
             Router::new().route("/socket.io/", post(|body: Bytes| async move { body })),
         );
-        let request = Request::post(format!("/socket.io/?EIO=4&{query}"))
-            .body(Body::from(body))
-            .expect("request");
+        let mut request = Request::post(format!("/socket.io/?EIO=4&{query}"));
+        if let Some(length) = length {
+            request = request.header(header::CONTENT_LENGTH, length);
+        }
+        let request = request.body(Body::from(body)).expect("request");
         let response = router.oneshot(request).await.expect("infallible");
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -154,6 +176,18 @@ mod tests {
         assert_eq!(body, not_a_connect, "Engine.IO refuses it itself");
         let (_, body) = handed_on(connect_of(100_000), "transport=websocket").await;
         assert_eq!(body.len(), 100_000, "not a polling request");
+    }
+
+    /// The fast path: a body declared within the limit is not read here (this one lies,
+    /// which hyper would catch on a real connection; here it shows nothing was rewritten).
+    #[tokio::test]
+    async fn a_body_declared_within_the_limit_is_not_read_here() {
+        let lying = connect_of(100_000);
+        let query = "transport=polling&sid=x";
+        let (_, body) = handed_on_declared(lying.clone(), query, Some(1_000)).await;
+        assert_eq!(body, lying);
+        let (_, body) = handed_on_declared(lying, query, Some(100_000)).await;
+        assert_eq!(body, format!("40{{\"{OVERSIZED_AUTH_KEY}\":true}}"));
     }
 
     #[tokio::test]
