@@ -48,6 +48,35 @@ enum Isolated {
     AllFailedAlike(StoreError),
 }
 
+/// The wait between retries of one step: from [`FIRST_BACKOFF`], doubling up to
+/// [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(FIRST_BACKOFF)
+    }
+}
+
+/// How a wait between retries ended.
+#[derive(PartialEq, Eq)]
+enum Waited {
+    Elapsed,
+    ShutDown,
+}
+
+impl Backoff {
+    /// Waits the current backoff (unless shutdown comes first), then doubles it.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> Waited {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Waited::ShutDown,
+            _ = tokio::time::sleep(self.0) => {}
+        }
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        Waited::Elapsed
+    }
+}
+
 /// How publishing persisted events (retried through NATS's faults) ended.
 enum Published {
     All,
@@ -91,7 +120,7 @@ impl Persister {
             }
         }
         metrics::histogram!(PERSIST_BATCH_SIZE).record(decoded.len() as f64);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             match self.store_retrying(&decoded, shutdown).await {
                 StoreAttempt::Stored(stored) => {
@@ -103,14 +132,12 @@ impl Persister {
             match self.isolate(&decoded, shutdown).await {
                 Isolated::Done(outcome) => return outcome,
                 Isolated::AllFailedAlike(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "every message of a batch failed the same way: a fault of the database, not of the messages; retrying")
+                    tracing::warn!(error = %e, retry_in = ?backoff.0, "every message of a batch failed the same way: a fault of the database, not of the messages; retrying")
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Outcome::Abandoned,
-                _ = tokio::time::sleep(backoff) => {}
+            if backoff.wait(shutdown).await == Waited::ShutDown {
+                return Outcome::Abandoned;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -165,7 +192,7 @@ impl Persister {
         shutdown: &CancellationToken,
     ) -> StoreAttempt {
         let batch: Vec<Incoming> = messages.iter().map(|d| d.incoming.clone()).collect();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         let mut last_progress = tokio::time::Instant::now();
         loop {
             let writes = write_spans(messages);
@@ -177,7 +204,7 @@ impl Persister {
                 }
                 Err(e) => {
                     failed(&writes);
-                    tracing::warn!(error = %e, retry_in = ?backoff, "storing a batch failed; retrying")
+                    tracing::warn!(error = %e, retry_in = ?backoff.0, "storing a batch failed; retrying")
                 }
             }
             drop(writes);
@@ -187,11 +214,9 @@ impl Persister {
                 }
                 last_progress = tokio::time::Instant::now();
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return StoreAttempt::ShutDown,
-                _ = tokio::time::sleep(backoff) => {}
+            if backoff.wait(shutdown).await == Waited::ShutDown {
+                return StoreAttempt::ShutDown;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -251,19 +276,17 @@ impl Persister {
         events: &[(MessageEnvelope, Option<async_nats::HeaderMap>)],
         shutdown: &CancellationToken,
     ) -> Published {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             let e = match publish_persisted(&self.js, events).await {
                 Ok(()) => return Published::All,
                 Err(e) if e.lasting() == Lasting::Permanent => return Published::Refused(e),
                 Err(e) => e,
             };
-            tracing::warn!(error = %e, "publishing persisted events failed; retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => return Published::ShutDown,
-                _ = tokio::time::sleep(backoff) => {}
+            tracing::warn!(error = %e, retry_in = ?backoff.0, "publishing persisted events failed; retrying");
+            if backoff.wait(shutdown).await == Waited::ShutDown {
+                return Published::ShutDown;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

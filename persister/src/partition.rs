@@ -91,9 +91,9 @@ pub async fn run_partition(
         pin = batch.iter().rev().find_map(pin_id).or(pin);
         // Read before the batch is judged: a reconnect after this read shows up next time.
         let connects = connection.connects.load(Ordering::Relaxed);
-        batch.sort_by_key(delivery_sequence);
-        let deliveries: Vec<u64> = batch.iter().map(delivery_sequence).collect();
-        if !deliveries_follow(last_seen, connects, &deliveries) {
+        // `info()` parses each message's reply subject: once per message, not per compare.
+        batch.sort_by_cached_key(delivery_sequence);
+        if !deliveries_follow(last_seen, connects, batch.iter().map(delivery_sequence)) {
             let held = Held {
                 consumer: &consumer,
                 pulled: &mut pulled,
@@ -120,7 +120,7 @@ pub async fn run_partition(
             .max()
             .map(|delivery| Seen { delivery, connects })
             .or(last_seen);
-        batch.sort_by_key(stream_sequence);
+        batch.sort_by_cached_key(stream_sequence);
         coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
         if writer
             .write(&consumer.cached_info().name, batch)
@@ -245,13 +245,17 @@ struct Seen {
 /// connection that broke (a NATS node lost) — those messages are still outstanding and
 /// come back only after their `ack_wait`. So does the first batch, since nothing is known
 /// yet, and the first after a reconnect (see [`Seen`]).
-fn deliveries_follow(seen: Option<Seen>, connects: u64, deliveries: &[u64]) -> bool {
+fn deliveries_follow(
+    seen: Option<Seen>,
+    connects: u64,
+    deliveries: impl IntoIterator<Item = u64>,
+) -> bool {
     let Some(seen) = seen.filter(|s| s.connects == connects) else {
         return false;
     };
     (seen.delivery + 1..)
         .zip(deliveries)
-        .all(|(expected, &d)| d == expected)
+        .all(|(expected, d)| d == expected)
 }
 
 /// A batch that follows a gap in the deliveries (see [`deliveries_follow`]).
@@ -344,7 +348,7 @@ impl Held<'_> {
 /// `ack_wait` passed) arrives twice but is pending once, so counting both would write
 /// too early, and writing both would store and publish it twice.
 fn keep_newest_deliveries(batch: &mut Vec<Message>) {
-    batch.sort_by_key(|m| std::cmp::Reverse(delivery_sequence(m)));
+    batch.sort_by_cached_key(|m| std::cmp::Reverse(delivery_sequence(m)));
     let mut seen = HashSet::with_capacity(batch.len());
     batch.retain(|m| seen.insert(stream_sequence(m)));
 }
@@ -410,12 +414,12 @@ mod tests {
             delivery: 7,
             connects: 1,
         });
-        assert!(deliveries_follow(seen, 1, &[8, 9, 10]));
-        assert!(!deliveries_follow(seen, 1, &[9, 10]), "8 went elsewhere");
-        assert!(!deliveries_follow(seen, 1, &[7, 8]), "numbered again");
-        assert!(!deliveries_follow(None, 1, &[1]), "nothing seen yet");
+        assert!(deliveries_follow(seen, 1, [8, 9, 10]));
+        assert!(!deliveries_follow(seen, 1, [9, 10]), "8 went elsewhere");
+        assert!(!deliveries_follow(seen, 1, [7, 8]), "numbered again");
+        assert!(!deliveries_follow(None, 1, [1]), "nothing seen yet");
         assert!(
-            !deliveries_follow(seen, 2, &[8, 9]),
+            !deliveries_follow(seen, 2, [8, 9]),
             "the counter runs on, but over a new connection"
         );
     }
