@@ -11,7 +11,7 @@
 //! no direct route, and none tells clients the other nodes' addresses (`no_advertise`),
 //! so a service that reaches the cluster through proxies of its own stays behind them.
 
-use crate::nats_server::free_port;
+use crate::nats_server::{PortTaken, binary, free_port, on_fresh_ports};
 use crate::tcp_proxy::{Link, TcpProxy};
 use anyhow::Context;
 use serde_json::Value;
@@ -67,16 +67,6 @@ pub struct Connection {
     pub name: String,
 }
 
-/// How many times [`NatsCluster::start`] tries before it gives up.
-const START_ATTEMPTS: usize = 3;
-
-/// A node exited while the cluster started: most likely a port it was given was taken.
-#[derive(Debug, thiserror::Error)]
-#[error("nats-server node {node} exited during start-up (a port taken meanwhile?)")]
-pub struct NodeExited {
-    node: usize,
-}
-
 impl NatsCluster {
     /// Writes the three configs, starts the nodes and waits until every node reports the
     /// same JetStream meta leader.
@@ -89,20 +79,10 @@ impl NatsCluster {
         Self::start_routed(true).await
     }
 
-    /// Starts again on fresh ports when a node exits during start-up. Ports come from
-    /// [`free_port`], which releases the port it found, so another test can bind it before
-    /// the node does (seen in CI: "node 3 did not listen"); the node then exits at once.
+    /// Starts again on fresh ports when a node exits during start-up, as a node whose
+    /// port was taken meanwhile does (seen in CI: "node 3 did not listen").
     async fn start_routed(proxied: bool) -> anyhow::Result<Self> {
-        let mut attempt = 1;
-        loop {
-            match Self::try_start_routed(proxied).await {
-                Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<NodeExited>().is_some() => {
-                    eprintln!("[nats cluster] {e}; starting again on fresh ports");
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        on_fresh_ports(|| Self::try_start_routed(proxied)).await
     }
 
     async fn try_start_routed(proxied: bool) -> anyhow::Result<Self> {
@@ -142,7 +122,7 @@ impl NatsCluster {
         // answered (or someone else's listener answered on a taken client port).
         for i in 0..NODES {
             if !cluster.is_running(i) {
-                return Err(NodeExited { node: i + 1 }.into());
+                return Err(node_lost(i));
             }
         }
         cluster.wait_for_leader().await?;
@@ -352,7 +332,7 @@ impl NatsCluster {
                 return Ok(());
             }
             if !self.is_running(node) {
-                return Err(NodeExited { node: node + 1 }.into());
+                return Err(node_lost(node));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -384,9 +364,7 @@ async fn route_links(nodes: &[Node]) -> anyhow::Result<Vec<RouteLink>> {
     Ok(links)
 }
 
-/// The pinned server, found as [`crate::nats_server`] finds it.
-fn binary() -> PathBuf {
-    std::env::var_os("COACHWIRE_NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo_root().join("tools/nats/bin/nats-server"))
+/// A node that exited during start-up, most likely because a port it was given was taken.
+fn node_lost(node: usize) -> anyhow::Error {
+    PortTaken(format!("nats-server node {}", node + 1)).into()
 }

@@ -15,32 +15,48 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
-/// How many times [`NatsServer::start`] tries fresh ports (see [`free_port`]).
+/// How many times a start-up tries fresh ports (see [`on_fresh_ports`]).
 const START_ATTEMPTS: usize = 3;
 
-/// Our nats-server exited while starting, or another process answered on its port: most
-/// likely the port [`free_port`] chose was bound by another test first.
+/// A nats-server of ours exited while starting, or another process answered on its port:
+/// most likely a port [`free_port`] chose was bound by another test first.
 #[derive(Debug, thiserror::Error)]
-#[error("nats-server on port {port} did not start as ours (the port taken meanwhile?)")]
-pub struct NotOurs {
-    port: u16,
+#[error("{0} did not start as ours (a port taken meanwhile?)")]
+pub struct PortTaken(pub String);
+
+/// Runs `start` (which must pick its ports afresh each time) until it succeeds or fails
+/// for another reason than [`PortTaken`], at most [`START_ATTEMPTS`] times. Ports come
+/// from [`free_port`], which releases the port it found, so another test can bind it
+/// before the server does.
+pub(crate) async fn on_fresh_ports<T, Fut>(mut start: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start().await {
+            Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<PortTaken>().is_some() => {
+                eprintln!("[nats] {e}; starting again on fresh ports");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 impl NatsServer {
     /// Starts the pinned server (`COACHWIRE_NATS_SERVER`, else `tools/nats/bin/nats-server`)
-    /// with JetStream on a free port, and waits until it accepts connections. Ports come
-    /// from [`free_port`], which releases the port it found, so another test can bind it
-    /// before the server does; the server then exits, or worse, the other test's server
-    /// answers in its place. So readiness means our own server's INFO, by its name, and a
-    /// start that lost its port is tried again on fresh ones.
+    /// with JetStream on a free port, and waits until it accepts connections. A port taken
+    /// meanwhile makes the server exit, or worse, another test's server answers in its
+    /// place; so readiness means our own server's INFO, by its name, and a start that lost
+    /// its port is tried again on fresh ones ([`on_fresh_ports`]).
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with_config("").await
     }
 
     /// Like [`start`](Self::start), with `config` as the server's config file.
     pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
-        let mut attempt = 1;
-        loop {
+        on_fresh_ports(|| async {
             let mut server = Self {
                 port: free_port()?,
                 monitor_port: free_port()?,
@@ -49,15 +65,10 @@ impl NatsServer {
                 config: config.to_string(),
                 child: None,
             };
-            match server.boot().await {
-                Err(e) if attempt < START_ATTEMPTS && e.downcast_ref::<NotOurs>().is_some() => {
-                    eprintln!("[nats-server] {e}; starting again on fresh ports");
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-                Ok(()) => return Ok(server),
-            }
-        }
+            server.boot().await?;
+            Ok(server)
+        })
+        .await
     }
 
     pub fn url(&self) -> String {
@@ -117,11 +128,13 @@ impl NatsServer {
                 .as_mut()
                 .is_none_or(|c| c.try_wait().ok().flatten().is_some())
             {
-                return Err(NotOurs { port: self.port }.into());
+                return Err(PortTaken(format!("nats-server on port {}", self.port)).into());
             }
             match server_name(&addr).await {
                 Some(name) if name == self.name() => return Ok(()),
-                Some(_) => return Err(NotOurs { port: self.port }.into()),
+                Some(_) => {
+                    return Err(PortTaken(format!("nats-server on port {}", self.port)).into());
+                }
                 None => tokio::time::sleep(Duration::from_millis(25)).await,
             }
         }
@@ -162,7 +175,8 @@ impl Drop for NatsServer {
     }
 }
 
-fn binary() -> PathBuf {
+/// The pinned server: `COACHWIRE_NATS_SERVER`, else `tools/nats/bin/nats-server`.
+pub(crate) fn binary() -> PathBuf {
     std::env::var_os("COACHWIRE_NATS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::repo_root().join("tools/nats/bin/nats-server"))
@@ -191,6 +205,6 @@ mod tests {
             child: None,
         };
         let refused = second.boot().await.expect_err("its port is the first's");
-        assert!(refused.downcast_ref::<NotOurs>().is_some(), "{refused}");
+        assert!(refused.downcast_ref::<PortTaken>().is_some(), "{refused}");
     }
 }
