@@ -17,12 +17,7 @@ pub async fn run(
     let consumer = router::ensure_consumer(&js)
         .await
         .map_err(RunError::Service)?;
-    let admin_shutdown = shutdown.clone();
-    let admin = tokio::spawn(async move {
-        axum::serve(admin, health::router(probe, Requires::Nats))
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await
-    });
+    let admin = health::serve_admin(admin, probe, Requires::Nats, shutdown.clone());
     router::run(nats.clone(), consumer, shutdown).await;
     nats.flush().await?;
     admin.await??;

@@ -136,13 +136,7 @@ pub async fn run(
     app: AppRef,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let admin_router = health::router(app.probe.clone(), Requires::Nats);
-    let admin_shutdown = shutdown.clone();
-    let admin = tokio::spawn(async move {
-        axum::serve(admin, admin_router)
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await
-    });
+    let admin = health::serve_admin(admin, app.probe.clone(), Requires::Nats, shutdown.clone());
     tokio::spawn(prune_limiters(app.clone(), shutdown.clone()));
     tokio::spawn(crate::replies::reaper::run(app.clone(), shutdown.clone()));
     tokio::spawn(crate::rooms::resync::on_reconnect(

@@ -17,12 +17,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError<ConsumerError>> {
     let nats = probe.nats.clone();
-    let admin_shutdown = shutdown.clone();
-    let admin = tokio::spawn(async move {
-        axum::serve(admin, health::router(probe, Requires::NatsAndPostgres))
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await
-    });
+    let admin = health::serve_admin(admin, probe, Requires::NatsAndPostgres, shutdown.clone());
     consumer::run(persister, tuning, shutdown)
         .await
         .map_err(RunError::Service)?;

@@ -88,6 +88,21 @@ pub fn router(probe: Probe, requires: Requires) -> Router {
         .with_state((probe, requires))
 }
 
+/// Serves [`router`] on the admin address until `shutdown`, on a task of its own, so the
+/// probes answer while the service works and wind down with it.
+pub fn serve_admin(
+    admin: tokio::net::TcpListener,
+    probe: Probe,
+    requires: Requires,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(admin, router(probe, requires))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    })
+}
+
 /// Only `/healthz` and `/readyz`, for ingest's public port, where load balancers probe;
 /// the operator's numbers stay on the admin address (§2).
 pub fn probes(probe: Probe, requires: Requires) -> Router {
