@@ -8,8 +8,9 @@
 //! dead-lettered so it never blocks the messages behind it.
 
 use crate::nats::{Author, PublishError, dead_letter, publish_persisted};
+use crate::pulled::Pulled;
 use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
-use async_nats::jetstream::{self, AckKind, Message};
+use async_nats::jetstream::{self, AckKind};
 use coachwire_shared::envelope::MessageEnvelope;
 use coachwire_shared::lasting::Lasting;
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
@@ -28,7 +29,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// message's own trace (a child of the ingest's publish). The batch's span, the caller's,
 /// links to each of them, and each links back to it.
 struct Delivery {
-    message: Message,
+    message: Pulled,
     incoming: Incoming,
     span: Span,
 }
@@ -103,7 +104,7 @@ pub enum Outcome {
 
 impl Persister {
     /// Processes one batch (in stream order). Public so tests can step the persister.
-    pub async fn process(&self, messages: Vec<Message>, shutdown: &CancellationToken) -> Outcome {
+    pub async fn process(&self, messages: Vec<Pulled>, shutdown: &CancellationToken) -> Outcome {
         let size = messages.len();
         let mut decoded = Vec::with_capacity(size);
         for message in messages {
@@ -261,7 +262,7 @@ impl Persister {
         drop(publishes);
         for delivery in messages {
             tracing::debug!(parent: &delivery.span, "persisted and acked");
-            if let Err(e) = delivery.message.ack().await {
+            if let Err(e) = delivery.message.ack_with(AckKind::Ack).await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");
             }
         }
@@ -291,8 +292,8 @@ impl Persister {
     }
 
     /// Dead-letters a message and terminates its delivery.
-    async fn bury(&self, message: &Message, conversation: &str, reason: &str) {
-        let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    async fn bury(&self, message: &Pulled, conversation: &str, reason: &str) {
+        let stream_seq = message.stream_sequence().unwrap_or(0);
         tracing::error!(stream_seq, reason, "dead-lettering a message");
         match dead_letter(
             &self.js,
@@ -300,7 +301,7 @@ impl Persister {
             conversation,
             stream_seq,
             reason,
-            message.payload.clone(),
+            message.payload().clone(),
         )
         .await
         {
@@ -316,7 +317,7 @@ impl Persister {
 }
 
 /// The span of one message's handling here, continuing the trace its headers carry.
-fn message_span(message: &Message, incoming: &Incoming, batch_size: usize) -> Span {
+fn message_span(message: &Pulled, incoming: &Incoming, batch_size: usize) -> Span {
     let span = tracing::debug_span!(
         parent: None,
         "persist",
@@ -329,7 +330,7 @@ fn message_span(message: &Message, incoming: &Incoming, batch_size: usize) -> Sp
         coachwire.outcome = Empty,
         otel.status_code = Empty,
     );
-    propagation::continue_from_nats(&span, message.headers.as_ref());
+    propagation::continue_from_nats(&span, message.headers());
     propagation::link_both(&span, &Span::current());
     span
 }
@@ -372,7 +373,9 @@ fn record_stored(span: &Span, stored: &Stored) {
     );
 }
 
-fn decode(message: &Message) -> Result<Incoming, String> {
-    let stream_seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-    Incoming::decode(stream_seq, &message.payload)
+fn decode(message: &Pulled) -> Result<Incoming, String> {
+    let stream_seq = message
+        .stream_sequence()
+        .ok_or("its delivery does not say where it is in the stream")?;
+    Incoming::decode(stream_seq, message.payload())
 }

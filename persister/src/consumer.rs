@@ -8,7 +8,9 @@
 //! Why `ack_wait < pinned_ttl`: when a persister dies with unacked messages, they become
 //! due for redelivery before the partition is pinned to the next persister, and the
 //! server serves redeliveries before new messages, so the next writer sees them first and
-//! stream order (hence `seq` order) survives the hand-over.
+//! stream order (hence `seq` order) survives the hand-over. Order does not rest on that
+//! alone: the next writer's first batch follows a gap and is completed from the stream
+//! ([`crate::gap`]), so it cannot be written ahead of an older message still outstanding.
 
 use crate::batch::Persister;
 use crate::partition::{PartitionEnd, run_partition};

@@ -12,7 +12,8 @@
 //! batch only after the writer has finished (stored, published, acked) the previous one.
 
 use crate::batch::Persister;
-use async_nats::jetstream::{self, Message};
+use crate::pulled::Pulled;
+use async_nats::jetstream;
 use coachwire_shared::subjects::PARTITIONS;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -25,7 +26,7 @@ const MAX_COMBINED: usize = 2_000;
 /// One partition's batch, in stream order, and who waits for it to be finished.
 struct Job {
     partition: String,
-    messages: Vec<Message>,
+    messages: Vec<Pulled>,
     done: oneshot::Sender<()>,
 }
 
@@ -56,7 +57,7 @@ impl Writer {
     ///
     /// `Err` when the writer is gone (it panicked): nothing this process pulls can be
     /// stored any more, and the caller must hand its partition to another persister.
-    pub async fn write(&self, partition: &str, messages: Vec<Message>) -> Result<(), WriterGone> {
+    pub async fn write(&self, partition: &str, messages: Vec<Pulled>) -> Result<(), WriterGone> {
         let (done, finished) = oneshot::channel();
         let job = Job {
             partition: partition.to_string(),

@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, AckKind};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
 use coachwire_persister::partition::PartitionEnd;
+use coachwire_persister::pulled::Pulled;
 use coachwire_persister::settings::ConsumerTuning;
 use coachwire_persister::store::{Incoming, Row, store_batch};
 use coachwire_persister::writer::Writer;
@@ -437,7 +438,10 @@ async fn a_batch_whose_every_message_fails_alike_is_retried_not_dead_lettered() 
     };
     let outcome = tokio::time::timeout(
         Duration::from_secs(30),
-        persister.process(batch, &CancellationToken::new()),
+        persister.process(
+            batch.into_iter().map(Pulled::Delivered).collect(),
+            &CancellationToken::new(),
+        ),
     )
     .await
     .expect("the batch is stored once the database accepts it");
@@ -468,13 +472,16 @@ async fn a_batch_whose_every_message_fails_alike_is_retried_not_dead_lettered() 
     assert_contiguous(&db.seqs(conversation).await.expect("rows"), &expected);
 }
 
-/// Regression (the soak, seed 1796467281870442571): a held batch was written after
-/// `3 × ack_wait` whether or not the earlier messages had come back, so a previous holder
-/// slower than that (a whole NATS cluster restarting, a Postgres outage) stored its older
-/// message after the newer ones: an inversion of stream order in `seq`, and a streamed
-/// reply's end stored before its start. Now the batch waits for them however long it takes.
+/// A batch behind a previous holder that still holds an older message (a persister
+/// paused, or stuck on an outage, keeping its deliveries alive with progress acks) is
+/// completed from the stream: the older message is read there and written first, at
+/// once. Regression history: writing such a batch after a deadline stored the older
+/// message after the newer ones (the soak, seed 1796467281870442571); waiting for the
+/// holder instead trusted the consumer's pending count, which a whole-cluster crash can
+/// leave wrong (`docs/reliability.md` item 12), and could wait for ever. When the previous
+/// holder stores its message at last, it is the duplicate it is.
 #[tokio::test]
-async fn a_batch_behind_a_slow_previous_holder_waits_for_it_however_long_it_holds() {
+async fn a_batch_behind_a_previous_holder_is_completed_from_the_stream_without_waiting() {
     let db = TestDb::new().await.expect("db");
     let (_server, _client, js) = nats().await;
     let conversation = ConversationId(uuid::Uuid::new_v4());
@@ -484,28 +491,25 @@ async fn a_batch_behind_a_slow_previous_holder_waits_for_it_however_long_it_hold
     let consumer = consumer_of(&js, conversation, &tuning).await;
 
     // The previous holder takes m0, stops pulling (so its pin lapses), and keeps m0 alive
-    // with progress acks for well over 3 × ack_wait, as a writer stuck on an outage does.
+    // with progress acks until the test is done with it.
     let held = pulled_by_a_previous_holder(&consumer, 1)
         .await
         .pop()
         .expect("m0");
+    let holding = CancellationToken::new();
+    let keeper = tokio::spawn(keep_alive(held, tuning.ack_wait / 4, holding.clone()));
     for content in ["m1", "m2"] {
         publish(&js, &message(conversation, alice, content)).await;
     }
     let (shutdown, runner) = run_partition(&db, &js, &consumer, &tuning);
-    let holding_until = tokio::time::Instant::now() + tuning.ack_wait * 7;
-    while tokio::time::Instant::now() < holding_until {
-        held.ack_with(AckKind::Progress).await.expect("progress");
-        tokio::time::sleep(tuning.ack_wait / 4).await;
-    }
-    assert_eq!(
-        db.seqs(conversation).await.expect("rows"),
-        vec![],
-        "nothing newer is written while m0 is held"
-    );
+    let rows = await_rows(&db, conversation, 3).await;
+    holding.cancel();
+    let held = keeper.await.expect("keeper");
+    assert_contiguous(&rows, &["m0".into(), "m1".into(), "m2".into()]);
+
     let envelope: MessageEnvelope = serde_json::from_slice(&held.payload).expect("envelope");
     let stream_seq = held.info().expect("info").stream_sequence;
-    store_batch(
+    let late = store_batch(
         &db.pool,
         &[Incoming {
             stream_seq,
@@ -513,13 +517,31 @@ async fn a_batch_behind_a_slow_previous_holder_waits_for_it_however_long_it_hold
         }],
     )
     .await
-    .expect("the previous holder stores m0");
+    .expect("the previous holder stores m0 at last");
     held.double_ack().await.expect("ack");
-
-    let rows = await_rows(&db, conversation, 3).await;
     shutdown.cancel();
     runner.await.expect("runner");
-    assert_contiguous(&rows, &["m0".into(), "m1".into(), "m2".into()]);
+    assert_eq!(late[0].row, Row::Existing, "m0 was already written");
+    assert_eq!(
+        db.seqs(conversation).await.expect("rows"),
+        rows,
+        "unchanged"
+    );
+}
+
+/// Keeps `message` from being redelivered (progress acks every `every`) until `done`.
+async fn keep_alive(
+    message: jetstream::Message,
+    every: Duration,
+    done: CancellationToken,
+) -> jetstream::Message {
+    loop {
+        message.ack_with(AckKind::Progress).await.expect("progress");
+        tokio::select! {
+            _ = done.cancelled() => return message,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// A writer that dies (a panic) ends its persister's run with `WriterDied` at once,
@@ -580,7 +602,9 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
 /// another client takes the renumbered deliveries 1–3 (`m1` and `m2` again, and the new
 /// `a`) and holds them. The persister's next delivery, `b`, is then number 4, which seems
 /// to follow the last it saw (3). Before, it wrote `b` at once, ahead of `a`: the inversion
-/// of the 30-minute soak. Now a renewed connection counts as a gap, and `b` waits for `a`.
+/// of the 30-minute soak. Now a renewed connection counts as a gap, and the batch is
+/// completed from the stream: `a` is written before `b`, while the other client still
+/// holds it.
 #[tokio::test]
 async fn after_a_reconnect_a_rolled_back_consumer_cannot_pass_a_batch_ahead_of_an_older_one() {
     let db = TestDb::new().await.expect("db");
@@ -637,30 +661,44 @@ async fn after_a_reconnect_a_rolled_back_consumer_cannot_pass_a_batch_ahead_of_a
     publish(&js, &message(conversation, alice, "b")).await;
     proxy.restore();
 
-    // The other client keeps its three alive while the pin passes to the persister.
-    let holding_until = tokio::time::Instant::now() + tuning.ack_wait * 7;
-    while tokio::time::Instant::now() < holding_until {
-        for message in &held {
-            message.ack_with(AckKind::Progress).await.expect("progress");
-        }
-        tokio::time::sleep(tuning.ack_wait / 4).await;
-    }
-    let contents = |rows: Vec<(i64, String)>| rows.into_iter().map(|r| r.1).collect::<Vec<_>>();
-    assert_eq!(
-        contents(db.seqs(conversation).await.expect("rows")),
-        vec!["m0", "m1", "m2"],
-        "b is not written while a, older, is held elsewhere"
-    );
-    for message in held {
+    // The other client keeps its three alive while the persister writes: `a` is read
+    // from the stream, not waited for.
+    let holding = CancellationToken::new();
+    let keepers: Vec<_> = held
+        .into_iter()
+        .map(|m| tokio::spawn(keep_alive(m, tuning.ack_wait / 4, holding.clone())))
+        .collect();
+    let rows = await_rows(&db, conversation, 5).await;
+    holding.cancel();
+    assert_contiguous(&rows, &["m0", "m1", "m2", "a", "b"].map(String::from));
+    for keeper in keepers {
+        let message = keeper.await.expect("keeper");
         message
             .ack_with(AckKind::Nak(None))
             .await
             .expect("hand back");
     }
-    let rows = await_rows(&db, conversation, 5).await;
+    // The handed-back deliveries come to the persister and are acked as duplicates.
+    await_settled(&rolled_back).await;
     shutdown.cancel();
     runner.await.expect("runner");
-    assert_contiguous(&rows, &["m0", "m1", "m2", "a", "b"].map(String::from));
+    assert_eq!(
+        db.seqs(conversation).await.expect("rows"),
+        rows,
+        "unchanged"
+    );
+}
+
+/// Waits (polling the server, bounded) until `consumer` has nothing pending or unacked.
+async fn await_settled(consumer: &PullConsumer) {
+    for _ in 0..400 {
+        let info = consumer.get_info().await.expect("info");
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the consumer did not settle");
 }
 
 async fn js_last_sequence(js: &jetstream::Context) -> u64 {

@@ -1,0 +1,233 @@
+//! A batch that follows a gap in the consumer's deliveries, completed from the stream.
+//!
+//! Why: after a gap (at start, after another persister held the partition, after a
+//! broken connection) earlier messages of the partition may still be outstanding: with a
+//! persister that crashed, was paused or lost its pin, or sent into a connection that
+//! broke. The server hands them over again only after their holder NAKs them or their
+//! `ack_wait` passes, and not necessarily before the newer messages it already sent here;
+//! writing the newer ones first would store them out of stream order.
+//!
+//! This used to wait until the consumer's own count of pending messages said that every
+//! outstanding one had come here. That count is the consumer's state, kept by the NATS
+//! servers, and after a whole cluster is killed at once it can be wrong in a way that
+//! lets a batch through while an older message is still due: the 30-minute soak stored
+//! messages out of order that way (`docs/reliability.md`, item 12). The stream itself is
+//! the source of truth (`sync_interval: always`). So the batch is made of the stream's
+//! messages on the partition from just above the consumer's ack floor up to the batch's
+//! newest, read in order: the ones delivered here are written as deliveries (and acked),
+//! the rest as read from the stream. Those already written come back as the duplicates
+//! they are and change nothing; the rest are written in stream order. Nothing waits for
+//! another holder, so nothing can wait for ever.
+//!
+//! The ack floor is a safe place to start: every message at or below it was acked, and a
+//! message is acked only once it is stored. A consumer state that rolled back only lowers
+//! the floor, which makes the read longer, never wrong.
+
+use crate::pulled::Pulled;
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::context::{ConsumerInfoError, GetStreamError};
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
+use async_nats::jetstream::{self, AckKind, Message};
+use coachwire_shared::subjects::MESSAGES_STREAM;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Pause before reading the stream again after a failure (a stream leader being elected).
+const RETRY_READ: Duration = Duration::from_millis(200);
+/// How often a batch waiting on those retries keeps its deliveries alive.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// How completing a batch ended.
+pub enum Filled {
+    /// The partition's messages from above the ack floor to the batch's newest, in stream
+    /// order.
+    Ready(Vec<Pulled>),
+    /// Shutdown came while the stream could not be read: the batch, to hand back.
+    Shutdown(Vec<Message>),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("reading the consumer's ack floor: {0}")]
+    Floor(#[from] ConsumerInfoError),
+    #[error("naming the stream: {0}")]
+    Stream(#[from] GetStreamError),
+    #[error("reading the stream: {0}")]
+    Message(#[from] RawMessageError),
+}
+
+/// Completes `batch` (deliveries of the partition `consumer` reads) from the stream,
+/// retrying until the stream can be read or `shutdown`.
+pub async fn complete_from_stream(
+    js: &jetstream::Context,
+    consumer: &PullConsumer,
+    batch: Vec<Message>,
+    ack_wait: Duration,
+    shutdown: &CancellationToken,
+) -> Filled {
+    let newest = batch.iter().filter_map(stream_sequence).max().unwrap_or(0);
+    let progress_every = PROGRESS_EVERY.min(ack_wait / 3);
+    let mut last_progress = Instant::now();
+    loop {
+        match read_partition(js, consumer, newest).await {
+            Ok(read) => return Filled::Ready(merge(batch, read)),
+            Err(e) => {
+                tracing::warn!(error = %e, "completing a batch from the stream failed; retrying")
+            }
+        }
+        if last_progress.elapsed() >= progress_every {
+            for message in &batch {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+            last_progress = Instant::now();
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Filled::Shutdown(batch),
+            _ = tokio::time::sleep(RETRY_READ) => {}
+        }
+    }
+}
+
+/// The partition's messages in the stream after the consumer's ack floor, up to `newest`.
+async fn read_partition(
+    js: &jetstream::Context,
+    consumer: &PullConsumer,
+    newest: u64,
+) -> Result<Vec<StreamMessage>, ReadError> {
+    let stream = js.get_stream_no_info(MESSAGES_STREAM).await?;
+    let info = consumer.get_info().await?;
+    let mut next = info.ack_floor.stream_sequence + 1;
+    let mut read = Vec::new();
+    while next <= newest {
+        // Through the stream's leader (not a direct get, which a lagging replica may answer).
+        let message = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(info.config.filter_subject.clone())
+            .send()
+            .await;
+        match message {
+            Ok(message) if message.sequence <= newest => {
+                next = message.sequence + 1;
+                read.push(message);
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(read)
+}
+
+/// One entry per stream position, in stream order: a delivery where there is one (of two
+/// deliveries of one message, redelivered after its `ack_wait`, the newest: it is pending
+/// once, and writing both would store and publish it twice), else what was read.
+fn merge(delivered: Vec<Message>, read: Vec<StreamMessage>) -> Vec<Pulled> {
+    let filled = read.len();
+    let mut by_position: BTreeMap<u64, Pulled> = read
+        .into_iter()
+        .map(|m| (m.sequence, Pulled::Read(m)))
+        .collect();
+    let mut unplaced = Vec::new();
+    let mut delivered: Vec<(u64, Message)> = delivered
+        .into_iter()
+        .map(|m| (m.info().map_or(0, |i| i.consumer_sequence), m))
+        .collect();
+    delivered.sort_unstable_by_key(|(delivery, _)| *delivery);
+    for (_, message) in delivered {
+        match stream_sequence(&message) {
+            Some(position) => {
+                by_position.insert(position, Pulled::Delivered(message));
+            }
+            // Malformed: decoding dead-letters it, ahead of the rest.
+            None => unplaced.push(Pulled::Delivered(message)),
+        }
+    }
+    let read_only = by_position
+        .values()
+        .filter(|p| matches!(p, Pulled::Read(_)))
+        .count();
+    if read_only > 0 {
+        tracing::info!(
+            read_only,
+            read = filled,
+            "a batch after a gap was completed from the stream"
+        );
+    }
+    unplaced.extend(by_position.into_values());
+    unplaced
+}
+
+fn stream_sequence(message: &Message) -> Option<u64> {
+    message.info().ok().map(|i| i.stream_sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::consumer::pull;
+    use coachwire_testkit::nats_server::NatsServer;
+    use futures::StreamExt;
+
+    /// A message left unacked past `ack_wait` comes back: a batch can then hold two
+    /// deliveries of it, and keeps the newer one only.
+    #[tokio::test]
+    async fn a_redelivered_message_is_written_once_as_its_newest_delivery() {
+        let server = NatsServer::start().await.expect("nats-server");
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let js = jetstream::new(client);
+        js.create_stream(jetstream::stream::Config {
+            name: "HELD".into(),
+            subjects: vec!["held".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        for payload in ["a", "b"] {
+            js.publish("held", payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("puback");
+        }
+        let consumer: PullConsumer = js
+            .create_consumer_on_stream(
+                pull::Config {
+                    durable_name: Some("held".into()),
+                    ack_wait: Duration::from_millis(500),
+                    ..Default::default()
+                },
+                "HELD",
+            )
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("pull");
+        let mut batch = Vec::new();
+        // "a" and "b", then both again once their ack_wait has passed.
+        while batch.len() < 4 {
+            batch.push(
+                messages
+                    .next()
+                    .await
+                    .expect("a delivery")
+                    .expect("delivery"),
+            );
+        }
+        let kept: Vec<(u64, u64)> = merge(batch, Vec::new())
+            .iter()
+            .map(|p| match p {
+                Pulled::Delivered(m) => {
+                    let info = m.info().expect("info");
+                    (info.stream_sequence, info.consumer_sequence)
+                }
+                Pulled::Read(m) => panic!("nothing was read: {}", m.sequence),
+            })
+            .collect();
+        let streams: Vec<u64> = kept.iter().map(|k| k.0).collect();
+        assert_eq!(streams, vec![1, 2], "each message once: {kept:?}");
+        assert!(kept.iter().all(|k| k.1 > 2), "its redelivery: {kept:?}");
+    }
+}
