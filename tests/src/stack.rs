@@ -286,6 +286,11 @@ impl Service {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How the process ended, once it has (`None` while it runs).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Sends SIGTERM and waits for the exit status (at most `within`).
     pub async fn terminate(
         &mut self,

@@ -9,7 +9,7 @@ use super::availability::{Availability, Share, WITHIN_MS};
 use super::catalog::FaultKind;
 use super::classify::{Classes, Streamed};
 use super::nemesis::{FaultOutcome, FaultRecord, since};
-use super::topology::{ProcessProblem, ProcessState};
+use super::topology::{ProcessProblem, ProcessState, SupervisedExit};
 use crate::checker::{StreamOrder, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -99,6 +99,9 @@ pub struct Report {
     pub checks: BTreeMap<&'static str, usize>,
     pub stream_order_placed: usize,
     pub processes: Vec<ProcessProblem>,
+    /// Services the supervisor started again after they exited by themselves (those that
+    /// did not give up as documented are in `processes` too).
+    pub supervised: Vec<SupervisedExit>,
     pub availability: Availability,
     /// The checker's evidence of every violation (empty on a clean run).
     pub evidence: String,
@@ -235,6 +238,20 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "anomalies   {}", listed.join("  "));
     for p in &r.processes {
         let _ = writeln!(out, "process     {}: {:?}", p.process, p.problem);
+    }
+    for e in &r.supervised {
+        let how = if e.gave_up {
+            "gave up, as documented"
+        } else {
+            "an anomaly"
+        };
+        let _ = writeln!(
+            out,
+            "restarted   {} after it exited ({}; {how}): {:?}",
+            e.process,
+            e.status,
+            e.last_lines.last()
+        );
     }
     let verdict = if r.passed() { "PASS" } else { "FAIL" };
     let _ = write!(out, "verdict     {verdict}");

@@ -8,7 +8,7 @@ use super::nemesis::{self, FaultRecord};
 use super::plan::Schedule;
 use super::report::{self, Operations, Report};
 use super::settings::{PER_ROOM, SoakSettings};
-use super::topology::Topology;
+use super::topology::{SupervisedExit, Topology};
 use crate::checker::{self, StreamOrder, Verdict};
 use crate::load::{Load, LoadConfig};
 use crate::scenario::{self, Drained};
@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 /// How often the run prints the load's counts.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often the supervisor looks for services that exited.
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
 /// Stream-order inversions quoted in the evidence.
 const INVERSIONS_SHOWN: usize = 10;
 
@@ -64,12 +66,14 @@ pub async fn run(settings: &SoakSettings) -> Result<Report> {
         began.elapsed().as_secs_f64()
     );
     let until = load_started + settings.duration();
-    let records = play_and_watch(&top, &schedule, &mut load, load_started, until).await?;
+    let (records, supervised) =
+        play_supervised(&top, &schedule, &mut load, load_started, until).await?;
     println!(
         "[soak] faults over after {:.0} s; recovering",
         nemesis::since(load_started, Instant::now())
     );
-    let processes = top.recover().await;
+    let mut processes = top.recover().await;
+    processes.extend(supervised.iter().filter_map(SupervisedExit::problem));
     let drained = scenario::drain(&mut load, &top.db.pool, &conversations).await?;
     let _ = load.shutdown().await;
     let found = judge(&top, &drained, &conversations).await?;
@@ -100,9 +104,33 @@ pub async fn run(settings: &SoakSettings) -> Result<Report> {
         checks: found.verdict.violations.clone(),
         stream_order_placed: found.order.placed,
         processes,
+        supervised,
         availability: measure(&drained.report.messages, &windows),
         evidence: evidence(&found.verdict, &found.order),
     })
+}
+
+/// [`play_and_watch`], with a supervisor beside it that starts again every service that
+/// exits by itself ([`Topology::supervise`]), as production's does.
+async fn play_supervised(
+    top: &Topology,
+    schedule: &Schedule,
+    load: &mut Load,
+    load_started: Instant,
+    until: Instant,
+) -> Result<(Vec<FaultRecord>, Vec<SupervisedExit>)> {
+    let watched = play_and_watch(top, schedule, load, load_started, until);
+    tokio::pin!(watched);
+    let mut exits = Vec::new();
+    loop {
+        tokio::select! {
+            records = &mut watched => return Ok((records?, exits)),
+            found = async {
+                tokio::time::sleep(SUPERVISE_EVERY).await;
+                top.supervise().await
+            } => exits.extend(found),
+        }
+    }
 }
 
 /// Plays the nemesis until its last slot has ended and the load has run its duration,

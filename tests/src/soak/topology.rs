@@ -62,6 +62,36 @@ pub enum ProcessState {
     Unready(String),
 }
 
+/// A service that exited by itself while the faults ran and was started again, as
+/// compose's `restart: unless-stopped` (`compose.yaml`) does in production.
+#[derive(Clone, Debug, Serialize)]
+pub struct SupervisedExit {
+    pub process: String,
+    /// How it ended: `exit 1` is a service giving up with one line (at start-up, when
+    /// NATS or Postgres stayed unreachable past its patience), for a supervisor to start
+    /// it again; anything else (a panic's 101, a signal) is an anomaly.
+    pub status: String,
+    pub gave_up: bool,
+    pub last_lines: Vec<String>,
+}
+
+impl SupervisedExit {
+    pub fn new(process: String, status: std::process::ExitStatus, last_lines: Vec<String>) -> Self {
+        let panicked = last_lines.iter().any(|line| line.contains("panicked"));
+        SupervisedExit {
+            process,
+            status: status.to_string(),
+            gave_up: status.code() == Some(1) && !panicked,
+            last_lines,
+        }
+    }
+
+    /// The anomaly it is unless the service gave up as documented.
+    pub fn problem(&self) -> Option<ProcessProblem> {
+        (!self.gave_up).then(|| exited(self.process.clone(), self.last_lines.clone()))
+    }
+}
+
 impl Topology {
     pub async fn start(faketime: Option<PathBuf>) -> Result<Topology> {
         let shape = Shape::PRODUCTION;
@@ -121,6 +151,28 @@ impl Topology {
     pub async fn service(&self, id: ServiceId) -> Result<MutexGuard<'_, Service>> {
         let service = self.services.get(&id).with_context(|| format!("no {id}"))?;
         Ok(service.lock().await)
+    }
+
+    /// Starts again every service that exited by itself, as a supervisor would; a service
+    /// a fault holds (killed and being restarted by it) is left to that fault.
+    pub async fn supervise(&self) -> Vec<SupervisedExit> {
+        let mut exits = Vec::new();
+        for (id, service) in &self.services {
+            let Ok(mut service) = service.try_lock() else {
+                continue;
+            };
+            let Some(status) = service.exit_status() else {
+                continue;
+            };
+            let logs = service.logs();
+            let last_lines = logs[logs.len().saturating_sub(LAST_LINES)..].to_vec();
+            println!("[soak] {id} exited by itself ({status}); starting it again");
+            if let Err(e) = service.restart().await {
+                println!("[soak] {id} did not become ready after its restart: {e:#}");
+            }
+            exits.push(SupervisedExit::new(id.to_string(), status, last_lines));
+        }
+        exits
     }
 
     /// The proxies between one service and the NATS nodes.
@@ -278,5 +330,44 @@ fn own_nats_url((id, proxies): (&ServiceId, &Vec<TcpProxy>)) -> ServiceEnv {
         binary,
         index: id.1,
         env: vec![("NATS_URL".into(), urls.join(","))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn only_a_service_that_gave_up_with_exit_1_is_restarted_without_an_anomaly() {
+        let exit = |raw: i32, last: &str| {
+            SupervisedExit::new(
+                "persister-0".into(),
+                std::process::ExitStatus::from_raw(raw),
+                vec![last.into()],
+            )
+        };
+        let gave_up = exit(
+            1 << 8,
+            "declaring persister-p3: still failing after 5 attempts",
+        );
+        assert!(gave_up.gave_up && gave_up.problem().is_none());
+        for (raw, last) in [
+            (
+                101 << 8,
+                "thread 'main' panicked at persister/src/writer.rs",
+            ),
+            (1 << 8, "thread 'tokio-runtime-worker' panicked at src/x.rs"),
+            (9, "killed by a signal"),
+        ] {
+            let anomaly = exit(raw, last);
+            assert!(
+                matches!(
+                    anomaly.problem().map(|p| p.problem),
+                    Some(ProcessState::Exited(_))
+                ),
+                "{raw}: {last}"
+            );
+        }
     }
 }
