@@ -24,6 +24,23 @@ step() {
   "$@" || { stages+=("$((SECONDS - began)) s  FAILED: $*"); die "failed: $*"; }
   stages+=("$((SECONDS - began)) s  $*")
 }
+# Runs each command (a string) in the background, then prints each one's output in
+# order; fails if any failed.
+side_by_side() {
+  local dir pids=() failed=0 i
+  dir=$(mktemp -d)
+  for i in $(seq 0 $(($# - 1))); do
+    local cmd=${*:$((i + 1)):1}
+    bash -c "$cmd" >"$dir/$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then failed=1; log "FAILED: ${*:$((i + 1)):1}"; fi
+    cat "$dir/$i.log"
+  done
+  rm -rf "$dir"
+  return "$failed"
+}
 stages+=("$((SECONDS - start)) s  provisioning (Postgres, nats-server, Node packages)")
 step cargo fmt --all -- --check
 # Every "§N" cited in code and docs must be a numbered section of docs/.
@@ -39,8 +56,13 @@ step cargo nextest run --workspace --no-fail-fast --no-tests=warn "$@"
 # Chromium (clients/web), against the same debug binaries through coachwire-harness;
 # skipped when nextest was given a filter.
 if [ $# -eq 0 ]; then
-  step npm --prefix clients/js test
-  step npm --prefix clients/web test
+  # Built once, first: both suites use clients/js's build, and two builds at once would
+  # write the same files. Then the two suites (each starts stacks of its own) run side by
+  # side; their output is printed whole, one after the other.
+  step npm --prefix clients/js run build
+  step npm --prefix clients/web run build
+  step side_by_side "npm --prefix clients/js test --ignore-scripts" \
+    "npm --prefix clients/web test --ignore-scripts"
   # The randomized fault soak (docs/reliability.md), short: every fault kind at least
   # once with a fresh seed each run (printed first; --seed replays it).
   step "$COACHWIRE_BIN_DIR/coachwire-soak" --minutes 1.4

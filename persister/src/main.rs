@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use coachwire_persister::batch::Persister;
 use coachwire_persister::ops;
-use coachwire_persister::settings::{ConsumerTuning, PersisterSettings};
+use coachwire_persister::settings::PersisterSettings;
 use coachwire_persister::startup;
 use coachwire_shared::health::Probe;
 use coachwire_shared::process::{Clients, exit_code, supervise};
@@ -45,6 +45,14 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
+    let tuning = match settings.tuning() {
+        Ok(tuning) => tuning,
+        // A configuration error: one line and exit 2, as clap's own.
+        Err(e) => {
+            eprintln!("coachwire-persister: {e}");
+            std::process::exit(2);
+        }
+    };
     let telemetry = telemetry::init(settings.common.log_format, "coachwire-persister");
     let metrics = metrics::install();
     metrics::start_at_zero(metrics::PERSISTED_TOTAL, &[]);
@@ -68,7 +76,7 @@ async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
     tracing::info!(target: "coachwire::ready", admin = %settings.admin_listen, "persister ready");
     let service = tokio::spawn(startup::run(
         persister,
-        ConsumerTuning::default(),
+        tuning,
         admin,
         probe,
         shutdown.clone(),

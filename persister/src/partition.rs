@@ -33,10 +33,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How long one pull request waits on the server; renewed continuously, well inside
-/// `pinned_ttl`, so a live persister never loses its pin.
-pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pause before re-opening a pull stream that failed.
 const REOPEN_DELAY: Duration = Duration::from_secs(1);
 /// The header with which the server tells a pulling client it is the pinned one.
@@ -68,7 +64,7 @@ pub async fn run_partition(
     let (deliveries, mut pulled) = mpsc::channel(tuning.max_batch * 2 + 1);
     let puller = tokio::spawn(pull(
         consumer.clone(),
-        tuning.max_batch,
+        tuning.clone(),
         deliveries,
         shutdown.clone(),
     ));
@@ -146,7 +142,7 @@ pub async fn run_partition(
 /// delivery; at shutdown NAKs what the client had already received.
 async fn pull(
     consumer: PullConsumer,
-    max_batch: usize,
+    tuning: ConsumerTuning,
     deliveries: mpsc::Sender<Message>,
     shutdown: CancellationToken,
 ) {
@@ -154,9 +150,9 @@ async fn pull(
         let stream = consumer
             .stream()
             .group(PERSISTER_GROUP)
-            .max_messages_per_batch(max_batch)
-            .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
+            .max_messages_per_batch(tuning.max_batch)
+            .expires(tuning.pull_expires())
+            .heartbeat(tuning.pull_expires() / 5)
             .messages()
             .await;
         let mut stream = match stream {

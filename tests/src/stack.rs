@@ -513,6 +513,13 @@ pub fn new_user() -> UserId {
     UserId(uuid::Uuid::new_v4())
 }
 
+/// The persisters' `COACHWIRE_ACK_WAIT_MS` in test stacks (production: 10 s).
+pub const TEST_ACK_WAIT: Duration = Duration::from_secs(2);
+/// The persisters' `COACHWIRE_PINNED_TTL_MS` in test stacks (production: 20 s). Short, so
+/// that a scenario waiting out a dead persister's pin takes seconds; the soak runs
+/// production's timing.
+pub const TEST_PINNED_TTL: Duration = Duration::from_secs(5);
+
 fn base_env(db: &TestDb, nats_url: &str, options: &StackOptions) -> Vec<(String, String)> {
     let mut env = vec![
         ("DATABASE_URL".to_string(), db.url.clone()),
@@ -523,7 +530,16 @@ fn base_env(db: &TestDb, nats_url: &str, options: &StackOptions) -> Vec<(String,
         // Tests open many connections from one IP and send fast; limits get their own tests.
         ("COACHWIRE_CONNECTION_LIMIT".to_string(), "0".to_string()),
         ("COACHWIRE_MESSAGE_LIMIT".to_string(), "0".to_string()),
+        (
+            "COACHWIRE_ACK_WAIT_MS".to_string(),
+            TEST_ACK_WAIT.as_millis().to_string(),
+        ),
+        (
+            "COACHWIRE_PINNED_TTL_MS".to_string(),
+            TEST_PINNED_TTL.as_millis().to_string(),
+        ),
     ];
+    // Later entries win: a test's own values replace these.
     env.extend(options.env.iter().cloned());
     env
 }

@@ -11,7 +11,7 @@
 
 use super::error::OpsError;
 use super::status::consumer_info;
-use crate::partition::PULL_EXPIRES;
+use crate::settings::PULL_EXPIRES;
 use async_nats::jetstream::stream::Stream;
 use coachwire_shared::subjects::{PARTITIONS, persister_consumer};
 use std::time::Duration;

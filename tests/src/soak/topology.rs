@@ -114,6 +114,9 @@ impl Topology {
                 // Short, so that the drain need not wait a minute for the replies the
                 // faults left behind to end (§14 rule 3).
                 ("COACHWIRE_REPLY_IDLE_MS".into(), REPLY_IDLE_MS.to_string()),
+                // Production's consumer timing, not the test stacks' short one.
+                ("COACHWIRE_ACK_WAIT_MS".into(), "10000".into()),
+                ("COACHWIRE_PINNED_TTL_MS".into(), "20000".into()),
             ],
             service_env: links.iter().map(own_nats_url).collect(),
         })

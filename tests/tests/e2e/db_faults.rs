@@ -8,7 +8,7 @@
 use coachwire_shared::subjects::DEAD_LETTER_STREAM;
 use coachwire_testkit::pg_server::PgServer;
 use coachwire_testkit::scenario::{Run, nats_client, plan};
-use coachwire_testkit::stack::StackOptions;
+use coachwire_testkit::stack::{StackOptions, TEST_ACK_WAIT, TEST_PINNED_TTL};
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
@@ -158,13 +158,16 @@ async fn a_lock_held_past_the_statement_timeout_dead_letters_nothing() {
     assert_eq!(dead, 0, "nothing dead-lettered for a lock");
 }
 
-/// Longer than a partition's pin (`pinned_ttl`, 20 s) plus a redelivery (`ack_wait`, 10 s):
-/// the batches held through the outage must keep both, or the other persister takes the
-/// partition over mid-outage and writes out of stream order.
-const LONG_OUTAGE: Duration = Duration::from_secs(30);
+/// Longer than a partition's pin (`pinned_ttl`) plus a redelivery (`ack_wait`), with the
+/// test stacks' short timing (production's would be 30 s): the batches held through the
+/// outage must keep both, or the other persister takes the partition over mid-outage and
+/// writes out of stream order.
+const LONG_OUTAGE: Duration = TEST_PINNED_TTL
+    .saturating_add(TEST_ACK_WAIT)
+    .saturating_add(Duration::from_secs(3));
 
 #[tokio::test]
-async fn two_persisters_through_a_30_s_postgres_outage_keep_stream_order() {
+async fn two_persisters_through_a_postgres_outage_longer_than_a_pin_keep_stream_order() {
     let mut pg = PgServer::start().await.expect("a private Postgres");
     let options = StackOptions {
         persisters: 2,

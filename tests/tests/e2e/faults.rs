@@ -13,7 +13,7 @@ use coachwire_testkit::load::LoadReport;
 use coachwire_testkit::nats_cluster::NatsCluster;
 use coachwire_testkit::pg_server::PgServer;
 use coachwire_testkit::scenario::*;
-use coachwire_testkit::stack::StackOptions;
+use coachwire_testkit::stack::{StackOptions, TEST_ACK_WAIT, TEST_PINNED_TTL};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -195,8 +195,9 @@ async fn a_killed_persisters_partitions_move_to_the_standby_with_order_intact() 
         "right after the kill",
         &consumers.snapshot().await,
     );
-    // Past pinned_ttl (20 s in production tuning) plus the standby's catch-up.
-    run.run_until(fault + Duration::from_secs(25)).await;
+    // Past pinned_ttl (the test stacks' short one) plus the standby's catch-up.
+    run.run_until(fault + TEST_PINNED_TTL + Duration::from_secs(5))
+        .await;
     let (stack, _, _) = run.finish().await;
     let after = consumers.snapshot().await;
     let pin = |s: &BTreeMap<String, ConsumerState>, name: &str| {
@@ -299,14 +300,16 @@ async fn an_ingest_node_terminated_under_load_exits_cleanly_and_loses_nothing() 
     sigterm_scenario("ingest-sigterm", two_ingest_nodes(), Victim::Ingest).await;
 }
 
-/// How long the outage scenario keeps Postgres stopped: past a redelivery (`ack_wait`,
-/// 10 s), so the persister's held batch must survive one.
-const POSTGRES_OUTAGE: Duration = Duration::from_secs(15);
+/// How long the outage scenario keeps Postgres stopped: past a redelivery (`ack_wait`, the
+/// test stacks' short one), so the persister's held batch must survive one.
+const POSTGRES_OUTAGE: Duration = TEST_ACK_WAIT
+    .saturating_mul(2)
+    .saturating_add(Duration::from_secs(1));
 /// How long the services may take to carry on after a NATS node of a 3-node cluster dies.
 const NODE_FAILOVER_WITHIN: Duration = Duration::from_secs(30);
 
 #[tokio::test]
-async fn postgres_stopped_for_15_s_ingest_keeps_acking_and_the_persister_catches_up() {
+async fn postgres_stopped_past_a_redelivery_ingest_keeps_acking_and_the_persister_catches_up() {
     let mut pg = PgServer::start().await.expect("a private Postgres");
     let options = StackOptions {
         database_admin_url: Some(pg.admin_url()),
