@@ -115,7 +115,12 @@ async fn run_replay(
     range: SeqRange,
 ) -> anyhow::Result<()> {
     let pool = db::connect(&common.database_url, 2).await?;
-    let client = nats::connect(&common.nats_url, "coachwire-fanout-replay").await?;
+    let client = nats::connect_within(
+        &common.nats_url,
+        "coachwire-fanout-replay",
+        common.startup_patience(),
+    )
+    .await?;
     let report = replay::replay(&pool, &client, args.conversation, range).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

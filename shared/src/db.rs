@@ -10,7 +10,9 @@ use sqlx::postgres::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
 
-pub use crate::db_connect::{ConnectError, connect, connect_and_migrate};
+pub use crate::db_connect::{
+    ConnectError, connect, connect_and_migrate, connect_and_migrate_within,
+};
 
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

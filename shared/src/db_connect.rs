@@ -102,6 +102,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
 /// Connects and applies migrations (concurrent services serialize on sqlx's advisory
 /// lock), waiting up to [`STARTUP_PATIENCE`] while Postgres cannot serve yet.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
+    connect_and_migrate_within(url, max_connections, STARTUP_PATIENCE).await
+}
+
+/// [`connect_and_migrate`], waiting up to `patience` (`COACHWIRE_STARTUP_PATIENCE_MS`).
+pub async fn connect_and_migrate_within(
+    url: &str,
+    max_connections: u32,
+    patience: Duration,
+) -> Result<PgPool, ConnectError> {
     let began = tokio::time::Instant::now();
     let mut attempts = 0u32;
     loop {
@@ -110,7 +119,7 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
             Ok(pool) => return Ok(pool),
             Err(e) => e,
         };
-        if error.lasting == Lasting::Permanent || began.elapsed() >= STARTUP_PATIENCE {
+        if error.lasting == Lasting::Permanent || began.elapsed() >= patience {
             return Err(error);
         }
         tracing::warn!(error = %error, attempts, "Postgres cannot serve yet; waiting for it");

@@ -269,9 +269,19 @@ fn redact(entry: &str) -> String {
     }
 }
 
-/// Connects with a client name (visible in server monitoring) and checks the version.
-/// `url` may list several servers; the client moves between them when one fails.
+/// Connects with a client name (visible in server monitoring) and checks the version,
+/// waiting up to [`CONNECT_PATIENCE`] for the first connection. `url` may list several
+/// servers; the client moves between them when one fails.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsError> {
+    connect_within(url, name, CONNECT_PATIENCE).await
+}
+
+/// [`connect`], waiting up to `patience` (`COACHWIRE_STARTUP_PATIENCE_MS`).
+pub async fn connect_within(
+    url: &str,
+    name: &str,
+    patience: Duration,
+) -> Result<async_nats::Client, NatsError> {
     let servers = server_addrs(url)?;
     let shown = servers
         .iter()
@@ -289,11 +299,11 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsEr
             url: shown.clone(),
             source,
         })?;
-    tokio::time::timeout(CONNECT_PATIENCE, wait_connected(&client))
+    tokio::time::timeout(patience, wait_connected(&client))
         .await
         .map_err(|_| NatsError::NotConnected {
             url: shown,
-            within: CONNECT_PATIENCE,
+            within: patience,
         })?;
     check_version(&client.server_info().version)?;
     Ok(client)

@@ -32,8 +32,10 @@ impl Clients {
         service: &str,
         max_connections: u32,
     ) -> Result<Self, StartupError> {
-        let pool = db::connect_and_migrate(&common.database_url, max_connections).await?;
-        let client = nats::connect(&common.nats_url, service).await?;
+        let patience = common.startup_patience();
+        let pool =
+            db::connect_and_migrate_within(&common.database_url, max_connections, patience).await?;
+        let client = nats::connect_within(&common.nats_url, service, patience).await?;
         let js = async_nats::jetstream::new(client.clone());
         nats::ensure_streams(&js, common.stream_replicas.into()).await?;
         Ok(Self {

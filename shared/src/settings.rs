@@ -21,9 +21,20 @@ pub struct CommonSettings {
     /// Replicas of each JetStream stream: 1 for a single server, 3 for the production cluster.
     #[arg(long, global = true, env = "COACHWIRE_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub stream_replicas: u8,
+    /// How long a start-up waits for Postgres and for a first NATS connection before it
+    /// gives up with one line (exit 1), in milliseconds.
+    #[arg(long, global = true, env = "COACHWIRE_STARTUP_PATIENCE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub startup_patience_ms: u64,
     /// Log format; default `pretty` on a terminal, else `json`.
     #[arg(long, global = true, env = "COACHWIRE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+impl CommonSettings {
+    pub fn startup_patience(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.startup_patience_ms)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -19,7 +19,8 @@ pub fn quiet_logging(format: Option<LogFormat>) {
 
 /// NATS with the streams declared (so a command works on a fresh server).
 pub async fn nats(common: &CommonSettings) -> Result<jetstream::Context, OpsError> {
-    let client = nats::connect(&common.nats_url, CLIENT_NAME).await?;
+    let client =
+        nats::connect_within(&common.nats_url, CLIENT_NAME, common.startup_patience()).await?;
     let js = jetstream::new(client);
     nats::ensure_streams(&js, common.stream_replicas.into()).await?;
     Ok(js)

@@ -116,6 +116,9 @@ async fn help_and_version_exit_zero_and_name_the_binary() {
     }
 }
 
+/// `COACHWIRE_STARTUP_PATIENCE_MS` for the unreachable cases: they give up after it.
+const PATIENCE_MS: u64 = 2_000;
+
 #[tokio::test]
 async fn an_unreachable_postgres_exits_one_with_one_line_naming_the_binary() {
     let nobody = format!(
@@ -126,6 +129,7 @@ async fn an_unreachable_postgres_exits_one_with_one_line_naming_the_binary() {
         let env = [
             ("DATABASE_URL", nobody.clone()),
             ("COACHWIRE_JWT_SECRET", JWT_SECRET.to_string()),
+            ("COACHWIRE_STARTUP_PATIENCE_MS", PATIENCE_MS.to_string()),
         ];
         async move { (binary, run(binary, &[], &env).await) }
     });
@@ -144,6 +148,7 @@ async fn an_unreachable_nats_exits_one_with_one_line_naming_the_binary() {
             ("DATABASE_URL", db.url.clone()),
             ("NATS_URL", nats.clone()),
             ("COACHWIRE_JWT_SECRET", JWT_SECRET.to_string()),
+            ("COACHWIRE_STARTUP_PATIENCE_MS", PATIENCE_MS.to_string()),
             (
                 "COACHWIRE_LISTEN",
                 format!("127.0.0.1:{}", free_port().expect("port")),

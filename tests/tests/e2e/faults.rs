@@ -18,6 +18,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long the load runs on after a fault (or after the faulty process is back): time
+/// for clients to reconnect and for steady load to flow again. The checks do not need
+/// more: `finish` then lets every retry end and waits until everything acked is stored.
+const AFTER_FAULT: Duration = Duration::from_secs(6);
+
 #[tokio::test]
 async fn a_persister_killed_mid_batch_and_restarted_loses_and_duplicates_nothing() {
     let mut run = Run::start(plan("persister-kill", StackOptions::default())).await;
@@ -39,7 +44,7 @@ async fn a_persister_killed_mid_batch_and_restarted_loses_and_duplicates_nothing
     .await;
     let acked_before = run.progress().await.acked;
     run.stack.persisters[0].restart().await.expect("restarted");
-    run.run_until(fault + Duration::from_secs(10)).await;
+    run.run_until(fault + AFTER_FAULT).await;
     let (_, _, summary) = run.finish().await;
     assert!(
         summary.acked as u64 > acked_before,
@@ -61,7 +66,7 @@ async fn a_fanout_killed_and_restarted_still_delivers_every_message_once_in_orde
     )
     .await;
     run.stack.fanouts[0].restart().await.expect("restarted");
-    run.run_until(fault + Duration::from_secs(10)).await;
+    run.run_until(fault + AFTER_FAULT).await;
     let (_, _, summary) = run.finish().await;
     assert_eq!(
         summary.reconnected, 0,
@@ -77,7 +82,7 @@ async fn clients_of_a_killed_ingest_node_reconnect_to_the_other_and_miss_nothing
         .await;
     let victim = run.stack.ingest[1].url();
     run.stack.ingest[1].kill().await.expect("kill -9");
-    run.run_until(fault + Duration::from_secs(10)).await;
+    run.run_until(fault + AFTER_FAULT).await;
     let (_, report, summary) = run.finish().await;
     let on_victim: Vec<_> = report
         .clients
@@ -109,7 +114,7 @@ async fn nats_outage(name: &'static str, lo: Duration, hi: Duration) -> (LoadRep
     run.random_pause(lo, hi, "nats-server down").await;
     run.stack.nats_server().restart().await.expect("nats back");
     let back = run.started.elapsed();
-    run.run_until(back + Duration::from_secs(10)).await;
+    run.run_until(back + AFTER_FAULT).await;
     let (_, report, summary) = run.finish().await;
     (report, summary)
 }
@@ -251,7 +256,7 @@ async fn sigterm_scenario(name: &'static str, options: StackOptions, victim: Vic
     print_consumers(name, "right after the exit", &consumers.snapshot().await);
     tokio::time::sleep(Duration::from_secs(1)).await;
     service.restart().await.expect("restarted");
-    run.run_until(fault + Duration::from_secs(10)).await;
+    run.run_until(fault + AFTER_FAULT).await;
     let (_, report, summary) = run.finish().await;
     let peaks = sampler.finish();
     println!("{name}: peak num_redelivered per consumer during the run: {peaks:?}");
