@@ -11,8 +11,9 @@ use coachwire_testkit::stack::StackOptions;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How long each run sends.
-const LOAD_TIME: Duration = Duration::from_secs(8);
+/// How long each run sends: about a thousand acks measured after the first second, and
+/// a path that waited on export would stall on the exporter's 10 s timeout within it.
+const LOAD_TIME: Duration = Duration::from_secs(4);
 /// Acks of a path that waited on export would take the exporter's timeout (10 s); with
 /// export off the path, p99 stays in milliseconds. Generous for a busy CI machine.
 const ACK_P99_LIMIT_MS: f64 = 250.0;
