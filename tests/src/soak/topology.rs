@@ -76,13 +76,16 @@ pub struct SupervisedExit {
 }
 
 impl SupervisedExit {
-    pub fn new(process: String, status: std::process::ExitStatus, last_lines: Vec<String>) -> Self {
-        let panicked = last_lines.iter().any(|line| line.contains("panicked"));
+    /// `logs`: everything the service logged, in all its lives. A panic in any of them
+    /// (a task's panic can end the process much later, many lines on) makes the exit an
+    /// anomaly.
+    pub fn new(process: String, status: std::process::ExitStatus, logs: &[String]) -> Self {
+        let panicked = logs.iter().any(|line| line.contains("panicked at"));
         SupervisedExit {
             process,
             status: status.to_string(),
             gave_up: status.code() == Some(1) && !panicked,
-            last_lines,
+            last_lines: logs[logs.len().saturating_sub(LAST_LINES)..].to_vec(),
         }
     }
 
@@ -167,13 +170,12 @@ impl Topology {
             let Some(status) = service.exit_status() else {
                 continue;
             };
-            let logs = service.logs();
-            let last_lines = logs[logs.len().saturating_sub(LAST_LINES)..].to_vec();
+            let exit = SupervisedExit::new(id.to_string(), status, &service.logs());
             println!("[soak] {id} exited by itself ({status}); starting it again");
             if let Err(e) = service.restart().await {
                 println!("[soak] {id} did not become ready after its restart: {e:#}");
             }
-            exits.push(SupervisedExit::new(id.to_string(), status, last_lines));
+            exits.push(exit);
         }
         exits
     }
@@ -343,11 +345,15 @@ mod tests {
 
     #[test]
     fn only_a_service_that_gave_up_with_exit_1_is_restarted_without_an_anomaly() {
-        let exit = |raw: i32, last: &str| {
+        // The telling line comes first, many lines before the exit.
+        let exit = |raw: i32, earlier: &str| {
+            let logs: Vec<String> = std::iter::once(earlier.to_string())
+                .chain((0..10).map(|i| format!("line {i}")))
+                .collect();
             SupervisedExit::new(
                 "persister-0".into(),
                 std::process::ExitStatus::from_raw(raw),
-                vec![last.into()],
+                &logs,
             )
         };
         let gave_up = exit(
@@ -355,6 +361,7 @@ mod tests {
             "declaring persister-p3: still failing after 5 attempts",
         );
         assert!(gave_up.gave_up && gave_up.problem().is_none());
+        assert_eq!(gave_up.last_lines.len(), LAST_LINES);
         for (raw, last) in [
             (
                 101 << 8,
