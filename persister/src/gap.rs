@@ -31,6 +31,7 @@ use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
 use async_nats::jetstream::{self, AckKind, Message};
 use coachwire_shared::subjects::MESSAGES_STREAM;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,9 @@ enum ReadError {
     Stream(#[from] GetStreamError),
     #[error("reading the stream: {0}")]
     Message(#[from] RawMessageError),
+    /// The stream's leader answered without the batch's newest message (see [`walk`]).
+    #[error("the stream's leader has not applied message {0} yet (its next was {1:?})")]
+    Behind(u64, Option<u64>),
 }
 
 /// Completes `batch` (deliveries of the partition `consumer` reads) from the stream,
@@ -99,23 +103,42 @@ async fn read_partition(
 ) -> Result<Vec<StreamMessage>, ReadError> {
     let stream = js.get_stream_no_info(MESSAGES_STREAM).await?;
     let info = consumer.get_info().await?;
-    let mut next = info.ack_floor.stream_sequence + 1;
-    let mut read = Vec::new();
-    while next <= newest {
-        // Through the stream's leader (not a direct get, which a lagging replica may answer).
-        let message = stream
+    let filter = info.config.filter_subject.clone();
+    walk(info.ack_floor.stream_sequence, newest, |from| {
+        // Through the stream's leader (not a direct get, which any replica may answer).
+        stream
             .raw_message_builder()
-            .sequence(next)
-            .next_by_subject(info.config.filter_subject.clone())
+            .sequence(from)
+            .next_by_subject(filter.clone())
             .send()
-            .await;
-        match message {
+    })
+    .await
+}
+
+/// The partition's messages from `floor + 1` to `newest`, one `next` (the first at or
+/// after a position) at a time. `newest` is a message of the batch, so the stream holds
+/// it: an answer that does not reach it (nothing found before it, or a later message in
+/// its place) comes from a leader that has not applied the stream that far yet (just
+/// elected after a crash), and what it returned may lack older messages too. That is an
+/// error, retried; a leader that does reach `newest` has applied everything before it
+/// (a stream applies its log in order).
+async fn walk<F, Fut>(floor: u64, newest: u64, mut next: F) -> Result<Vec<StreamMessage>, ReadError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<StreamMessage, RawMessageError>>,
+{
+    let mut read = Vec::new();
+    let mut from = floor + 1;
+    while from <= newest {
+        match next(from).await {
             Ok(message) if message.sequence <= newest => {
-                next = message.sequence + 1;
+                from = message.sequence + 1;
                 read.push(message);
             }
-            Ok(_) => break,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Ok(message) => return Err(ReadError::Behind(newest, Some(message.sequence))),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                return Err(ReadError::Behind(newest, None));
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -171,6 +194,55 @@ mod tests {
     use async_nats::jetstream::consumer::pull;
     use coachwire_testkit::nats_server::NatsServer;
     use futures::StreamExt;
+
+    /// A stream's leader that has applied the partition's messages `held`: `next` answers
+    /// the first at or after a position, as `next_by_subject` does.
+    fn leader(
+        held: &[u64],
+    ) -> impl FnMut(u64) -> std::future::Ready<Result<StreamMessage, RawMessageError>> {
+        let held = held.to_vec();
+        move |from| {
+            std::future::ready(
+                held.iter()
+                    .find(|&&seq| seq >= from)
+                    .map(|&sequence| StreamMessage {
+                        subject: "coachwire.msg.p.0.c".into(),
+                        sequence,
+                        headers: async_nats::HeaderMap::new(),
+                        payload: bytes::Bytes::new(),
+                        time: async_nats::datetime::DateTime::UNIX_EPOCH,
+                    })
+                    .ok_or_else(|| RawMessageError::new(RawMessageErrorKind::NoMessageFound)),
+            )
+        }
+    }
+
+    async fn positions(floor: u64, newest: u64, held: &[u64]) -> Result<Vec<u64>, ReadError> {
+        let read = walk(floor, newest, leader(held)).await?;
+        Ok(read.iter().map(|m| m.sequence).collect())
+    }
+
+    /// The soak's inversions after whole-cluster crashes: a just-elected leader that had
+    /// not applied the stream as far as the batch answered "nothing after 5", and the
+    /// batch (holding 9) was written without 7. Only an answer that reaches the batch's
+    /// newest message is complete.
+    #[tokio::test]
+    async fn the_stream_is_read_up_to_the_batch_s_newest_message_or_not_at_all() {
+        let all = [3, 5, 7, 9, 12];
+        assert_eq!(positions(2, 9, &all).await.expect("read"), vec![3, 5, 7, 9]);
+        assert_eq!(
+            positions(9, 9, &all).await.expect("read"),
+            Vec::<u64>::new()
+        );
+        assert!(matches!(
+            positions(2, 9, &[3, 5]).await,
+            Err(ReadError::Behind(9, None))
+        ));
+        assert!(matches!(
+            positions(2, 9, &[3, 5, 12]).await,
+            Err(ReadError::Behind(9, Some(12)))
+        ));
+    }
 
     /// A message left unacked past `ack_wait` comes back: a batch can then hold two
     /// deliveries of it, and keeps the newer one only.
