@@ -95,6 +95,48 @@ pub async fn complete_from_stream(
     }
 }
 
+/// Whether the stream agrees that a batch whose deliveries follow the last ones written
+/// here has nothing of the partition missing before it: the partition's first message
+/// after `last_written` must be the batch's first new one.
+///
+/// Why the deliveries are not enough: their numbers are the consumer's state, and a
+/// consumer leader that moves (a node lost, a cluster's second round of elections) to a
+/// replica with older state numbers deliveries again from there, without this process's
+/// connection breaking. Another persister can then hold an older message under numbers
+/// this process already saw, while the next number comes here and seems to follow. One
+/// read of the stream per batch tells; the rest of the batch cannot hide a gap, since the
+/// consumer delivers in stream order and what went elsewhere under the old numbers came
+/// before it. `false` (a gap) also when the stream cannot answer: the batch is then
+/// completed from it, which retries.
+pub async fn continues_in_stream(
+    js: &jetstream::Context,
+    consumer: &PullConsumer,
+    last_written: Option<u64>,
+    batch: &[Message],
+) -> bool {
+    let Some(last) = last_written else {
+        return false;
+    };
+    let first_new = batch
+        .iter()
+        .filter_map(stream_sequence)
+        .filter(|&position| position > last)
+        .min();
+    let Some(first_new) = first_new else {
+        return true;
+    };
+    let Ok(stream) = js.get_stream_no_info(MESSAGES_STREAM).await else {
+        return false;
+    };
+    let next = stream
+        .raw_message_builder()
+        .sequence(last + 1)
+        .next_by_subject(consumer.cached_info().config.filter_subject.clone())
+        .send()
+        .await;
+    next.is_ok_and(|message| message.sequence == first_new)
+}
+
 /// The partition's messages in the stream after the consumer's ack floor, up to `newest`.
 async fn read_partition(
     js: &jetstream::Context,

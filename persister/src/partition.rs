@@ -20,7 +20,7 @@
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
 //! released (else the next persister would wait `pinned_ttl`).
 
-use crate::gap::{Filled, complete_from_stream};
+use crate::gap::{Filled, complete_from_stream, continues_in_stream};
 use crate::pulled::Pulled;
 use crate::settings::ConsumerTuning;
 use crate::writer::Writer;
@@ -70,6 +70,9 @@ pub async fn run_partition(
     ));
     let mut pin = None;
     let mut last_seen: Option<Seen> = None;
+    // The newest stream position this loop wrote: everything of the partition up to it
+    // is written.
+    let mut last_written: Option<u64> = None;
     let connection = writer.js().client().statistics();
     loop {
         let first = tokio::select! {
@@ -87,7 +90,8 @@ pub async fn run_partition(
         let connects = connection.connects.load(Ordering::Relaxed);
         // `info()` parses each message's reply subject: once per message, not per compare.
         batch.sort_by_cached_key(delivery_sequence);
-        let follows = deliveries_follow(last_seen, connects, batch.iter().map(delivery_sequence));
+        let follows = deliveries_follow(last_seen, connects, batch.iter().map(delivery_sequence))
+            && continues_in_stream(writer.js(), &consumer, last_written, &batch).await;
         last_seen = batch
             .iter()
             .map(delivery_sequence)
@@ -109,6 +113,11 @@ pub async fn run_partition(
                 }
             }
         };
+        last_written = batch
+            .iter()
+            .filter_map(Pulled::stream_sequence)
+            .max()
+            .max(last_written);
         if writer
             .write(&consumer.cached_info().name, batch)
             .await

@@ -19,7 +19,7 @@ use coachwire_shared::message::{MessageStatus, MessageType};
 use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTED_STREAM, message_subject};
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::NatsServer;
-use coachwire_testkit::tcp_proxy::TcpProxy;
+use coachwire_testkit::tcp_proxy::{Link, TcpProxy};
 use common::{fast_tuning, message, user};
 use futures::StreamExt;
 use std::time::Duration;
@@ -607,6 +607,28 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
 /// holds it.
 #[tokio::test]
 async fn after_a_reconnect_a_rolled_back_consumer_cannot_pass_a_batch_ahead_of_an_older_one() {
+    rolled_back_while_away(LinkFault::Cut).await;
+}
+
+/// The same roll-back while the persister's connection only stalls and survives: its
+/// delivery numbers and its connection both seem to run on (a consumer leader that moved
+/// to a replica with older state looks like this). Before, `b` was written at once,
+/// ahead of `a`; the stream now shows the gap ([`coachwire_persister::gap::continues_in_stream`]).
+#[tokio::test]
+async fn a_consumer_rolled_back_behind_a_connection_that_survives_cannot_pass_a_batch_ahead() {
+    rolled_back_while_away(LinkFault::Stall).await;
+}
+
+/// How the persister is kept away while the consumer is rolled back.
+#[derive(Clone, Copy)]
+enum LinkFault {
+    /// The connection breaks and is made again.
+    Cut,
+    /// Nothing passes for a while; the connection stays.
+    Stall,
+}
+
+async fn rolled_back_while_away(fault: LinkFault) {
     let db = TestDb::new().await.expect("db");
     let (server, _client, js) = nats().await;
     let proxy = TcpProxy::start(([127, 0, 0, 1], server.port).into())
@@ -638,7 +660,10 @@ async fn after_a_reconnect_a_rolled_back_consumer_cannot_pass_a_batch_ahead_of_a
         "m0–m2 written"
     );
 
-    proxy.cut();
+    match fault {
+        LinkFault::Cut => proxy.cut(),
+        LinkFault::Stall => proxy.set_link(Link::Stalled),
+    }
     let mut config = consumer.cached_info().config.clone();
     config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: m1 };
     js.delete_consumer_from_stream(&name, MESSAGES_STREAM)
@@ -659,7 +684,10 @@ async fn after_a_reconnect_a_rolled_back_consumer_cannot_pass_a_batch_ahead_of_a
         .collect();
     assert_eq!(numbers, vec![1, 2, 3], "renumbered from 1");
     publish(&js, &message(conversation, alice, "b")).await;
-    proxy.restore();
+    match fault {
+        LinkFault::Cut => proxy.restore(),
+        LinkFault::Stall => proxy.set_link(Link::Open),
+    }
 
     // The other client keeps its three alive while the persister writes: `a` is read
     // from the stream, not waited for.
