@@ -27,7 +27,7 @@ use crate::pulled::Pulled;
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::context::{ConsumerInfoError, GetStreamError};
 use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
+use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, AckKind, Message};
 use coachwire_shared::subjects::MESSAGES_STREAM;
 use std::collections::BTreeMap;
@@ -128,13 +128,25 @@ pub async fn continues_in_stream(
     let Ok(stream) = js.get_stream_no_info(MESSAGES_STREAM).await else {
         return false;
     };
-    let next = stream
+    let filter = &consumer.cached_info().config.filter_subject;
+    next_of_partition(&stream, filter, last + 1)
+        .await
+        .is_ok_and(|message| message.sequence == first_new)
+}
+
+/// The partition's (`filter`'s) first message at or after `from`, through the stream's
+/// leader (not a direct get, which any replica may answer).
+async fn next_of_partition(
+    stream: &Stream<()>,
+    filter: &str,
+    from: u64,
+) -> Result<StreamMessage, RawMessageError> {
+    stream
         .raw_message_builder()
-        .sequence(last + 1)
-        .next_by_subject(consumer.cached_info().config.filter_subject.clone())
+        .sequence(from)
+        .next_by_subject(filter)
         .send()
-        .await;
-    next.is_ok_and(|message| message.sequence == first_new)
+        .await
 }
 
 /// The partition's messages in the stream after the consumer's ack floor, up to `newest`.
@@ -145,14 +157,9 @@ async fn read_partition(
 ) -> Result<Vec<StreamMessage>, ReadError> {
     let stream = js.get_stream_no_info(MESSAGES_STREAM).await?;
     let info = consumer.get_info().await?;
-    let filter = info.config.filter_subject.clone();
+    let filter = &info.config.filter_subject;
     walk(info.ack_floor.stream_sequence, newest, |from| {
-        // Through the stream's leader (not a direct get, which any replica may answer).
-        stream
-            .raw_message_builder()
-            .sequence(from)
-            .next_by_subject(filter.clone())
-            .send()
+        next_of_partition(&stream, filter, from)
     })
     .await
 }
@@ -226,7 +233,8 @@ fn merge(delivered: Vec<Message>, read: Vec<StreamMessage>) -> Vec<Pulled> {
     unplaced
 }
 
-fn stream_sequence(message: &Message) -> Option<u64> {
+/// A delivery's position in the stream (`None` if its reply subject is malformed).
+pub(crate) fn stream_sequence(message: &Message) -> Option<u64> {
     message.info().ok().map(|i| i.stream_sequence)
 }
 

@@ -20,7 +20,7 @@
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
 //! released (else the next persister would wait `pinned_ttl`).
 
-use crate::gap::{Filled, complete_from_stream, continues_in_stream};
+use crate::gap::{Filled, complete_from_stream, continues_in_stream, stream_sequence};
 use crate::pulled::Pulled;
 use crate::settings::ConsumerTuning;
 use crate::writer::Writer;
@@ -206,10 +206,6 @@ fn take_ready(pulled: &mut mpsc::Receiver<Message>, batch: &mut Vec<Message>, ma
             Err(_) => break,
         }
     }
-}
-
-fn stream_sequence(message: &Message) -> u64 {
-    message.info().map_or(0, |i| i.stream_sequence)
 }
 
 /// The consumer's delivery counter, which counts every delivery (redeliveries too).

@@ -119,6 +119,14 @@ async fn help_and_version_exit_zero_and_name_the_binary() {
 /// `COACHWIRE_STARTUP_PATIENCE_MS` for the unreachable cases: they give up after it.
 const PATIENCE_MS: u64 = 2_000;
 
+/// The binaries gave up after [`PATIENCE_MS`], not the default 30 s.
+fn assert_patience_honoured(took: std::time::Duration) {
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "COACHWIRE_STARTUP_PATIENCE_MS was not honoured: {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_postgres_exits_one_with_one_line_naming_the_binary() {
     let nobody = format!(
@@ -133,7 +141,10 @@ async fn an_unreachable_postgres_exits_one_with_one_line_naming_the_binary() {
         ];
         async move { (binary, run(binary, &[], &env).await) }
     });
-    for (binary, output) in futures::future::join_all(runs).await {
+    let began = std::time::Instant::now();
+    let outputs = futures::future::join_all(runs).await;
+    assert_patience_honoured(began.elapsed());
+    for (binary, output) in outputs {
         let line = one_line(binary, "unreachable Postgres", &output, 1);
         assert!(line.contains("Postgres"), "{binary}: {line}");
     }
@@ -160,7 +171,10 @@ async fn an_unreachable_nats_exits_one_with_one_line_naming_the_binary() {
         ];
         async move { (binary, run(binary, &[], &env).await) }
     });
-    for (binary, output) in futures::future::join_all(runs).await {
+    let began = std::time::Instant::now();
+    let outputs = futures::future::join_all(runs).await;
+    assert_patience_honoured(began.elapsed());
+    for (binary, output) in outputs {
         let line = one_line(binary, "unreachable NATS", &output, 1);
         assert!(line.contains("NATS"), "{binary}: {line}");
     }
