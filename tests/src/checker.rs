@@ -178,10 +178,16 @@ pub async fn check_stream_order(
     js: &async_nats::jetstream::Context,
     conversations: &[ConversationId],
 ) -> Result<usize> {
-    let StreamOrder { placed, inversions } = stream_order(pool, js, conversations).await?;
+    let StreamOrder {
+        placed,
+        inversions,
+        moved,
+    } = stream_order(pool, js, conversations).await?;
     println!(
-        "stream-order: {placed} stored messages placed in the stream, {} inversion(s)",
-        inversions.len()
+        "stream-order: {placed} stored messages placed in the stream, {} inversion(s), \
+         {} read from a position that holds another message now",
+        inversions.len(),
+        moved.len()
     );
     if !inversions.is_empty() {
         let shown: Vec<&str> = inversions
@@ -206,6 +212,10 @@ pub struct StreamOrder {
     /// One line per pair of consecutive messages of a conversation whose seqs disagree
     /// with their stream order.
     pub inversions: Vec<String>,
+    /// One line per stored message whose recorded stream position (`stream_seq`, where
+    /// the persister read it) holds another message in the stream now, or none: the
+    /// stream changed under the persister (replicas that diverged, a rewritten tail).
+    pub moved: Vec<String>,
 }
 
 /// The comparison of [`check_stream_order`], without failing on an inversion.
@@ -217,16 +227,23 @@ pub async fn stream_order(
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     use futures::StreamExt;
     let ids: Vec<uuid::Uuid> = conversations.iter().map(|c| c.0).collect();
-    let stored: Vec<(MessageId, ConversationId, i64)> = sqlx::query_as(
-        "SELECT id, conversation_id, seq FROM messages WHERE conversation_id = ANY($1)",
+    let stored: Vec<(MessageId, ConversationId, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, conversation_id, seq, stream_seq FROM messages
+         WHERE conversation_id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(pool)
     .await?;
+    let read_from: HashMap<String, Option<i64>> = stored
+        .iter()
+        .map(|(id, _, _, position)| (id.to_string(), *position))
+        .collect();
     let stored: HashMap<String, (ConversationId, i64)> = stored
         .into_iter()
-        .map(|(id, c, seq)| (id.to_string(), (c, seq)))
+        .map(|(id, c, seq, _)| (id.to_string(), (c, seq)))
         .collect();
+    // Every position's message id, to tell whether a stored message's position changed.
+    let mut at_position: HashMap<u64, String> = HashMap::new();
     let stream = js
         .get_stream(coachwire_shared::subjects::MESSAGES_STREAM)
         .await?;
@@ -257,6 +274,7 @@ pub async fn stream_order(
             else {
                 continue;
             };
+            at_position.insert(stream_seq, id.clone());
             if let Some((conversation, seq)) = stored.get(&id)
                 && seen.insert(id.clone())
             {
@@ -275,17 +293,42 @@ pub async fn stream_order(
         for pair in entries.windows(2) {
             let ((s1, q1, id1), (s2, q2, id2)) = (&pair[0], &pair[1]);
             if q1 >= q2 {
+                let (r1, r2) = (
+                    read_position(&read_from, id1),
+                    read_position(&read_from, id2),
+                );
                 evidence.push(format!(
-                    "{conversation}: stream #{s1} ({id1}) stored as seq {q1}, \
-                     later stream #{s2} ({id2}) as seq {q2}"
+                    "{conversation}: stream #{s1} ({id1}, read from #{r1}) stored as seq {q1}, \
+                     later stream #{s2} ({id2}, read from #{r2}) as seq {q2}"
                 ));
             }
         }
     }
+    let mut moved: Vec<String> = read_from
+        .iter()
+        .filter_map(|(id, position)| {
+            let position = u64::try_from((*position)?).ok()?;
+            let now = at_position.get(&position);
+            (now != Some(id)).then(|| {
+                let now = now.map_or("nothing", String::as_str);
+                format!("{id} was read from stream #{position}, which holds {now} now")
+            })
+        })
+        .collect();
+    moved.sort();
     Ok(StreamOrder {
         placed: order.values().map(Vec::len).sum(),
         inversions: evidence,
+        moved,
     })
+}
+
+/// Where the persister read a stored message (its `stream_seq`), for evidence.
+fn read_position(read_from: &HashMap<String, Option<i64>>, id: &str) -> String {
+    match read_from.get(id) {
+        Some(Some(position)) => position.to_string(),
+        _ => "?".into(),
+    }
 }
 
 /// Polls (bounded) until the test conversations hold at least `acked` messages (streamed

@@ -559,7 +559,8 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
         js: js.clone(),
     };
     // The first batch any writer takes kills it; the failpoint is off after that.
-    fail::cfg("persister::writer", "1*panic(injected)").expect("failpoint");
+    quiet_panics(INJECTED);
+    fail::cfg("persister::writer", &format!("1*panic({INJECTED})")).expect("failpoint");
     let start = |stop: &CancellationToken| {
         tokio::spawn(consumer::run(
             persister.clone(),
@@ -580,12 +581,10 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
     })
     .await
     .expect("the persister whose writer died ends by itself");
+    let died = died.expect("join");
     assert!(
-        matches!(
-            died.expect("join"),
-            Err(consumer::ConsumerError::WriterDied)
-        ),
-        "it ends with WriterDied"
+        matches!(died, Err(consumer::ConsumerError::WriterDied)),
+        "it ends with WriterDied, not {died:?}"
     );
     let rows = await_rows(&db, conversation, expected.len()).await;
     survivor_stop.cancel();
@@ -594,6 +593,20 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
         .expect("join")
         .expect("the survivor ends cleanly");
     assert_contiguous(&rows, &expected);
+}
+
+/// The message of the panic the dead-writer test injects.
+const INJECTED: &str = "injected: the writer dies";
+
+/// Keeps the expected panic `message` (and its backtrace) out of the test's output, where
+/// it came before, and buried, the message of a real failure.
+fn quiet_panics(message: &'static str) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<String>().map(String::as_str) != Some(message) {
+            report(info);
+        }
+    }));
 }
 
 /// A consumer whose state rolled back (a NATS cluster killed all at once can come back so)

@@ -311,6 +311,7 @@ mod tests {
             &StreamOrder {
                 placed: 10,
                 inversions: vec!["x".into()],
+                moved: Vec::new(),
             },
             &BTreeMap::from([(
                 FaultKind::Kill,

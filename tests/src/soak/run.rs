@@ -224,5 +224,17 @@ fn evidence(verdict: &Verdict, order: &StreamOrder) -> String {
             let _ = writeln!(evidence, "  - {inversion}");
         }
     }
+    // Not an anomaly of coachwire's by itself, but what explains one: the stream changed
+    // under the persister.
+    if !order.moved.is_empty() {
+        let _ = writeln!(
+            evidence,
+            "stream positions that changed after the persister read them: {}",
+            order.moved.len()
+        );
+        for moved in order.moved.iter().take(INVERSIONS_SHOWN) {
+            let _ = writeln!(evidence, "  - {moved}");
+        }
+    }
     evidence
 }
