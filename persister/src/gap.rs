@@ -158,6 +158,12 @@ async fn read_partition(
     let stream = js.get_stream_no_info(MESSAGES_STREAM).await?;
     let info = consumer.get_info().await?;
     let filter = &info.config.filter_subject;
+    tracing::debug!(
+        consumer = %info.name,
+        floor = info.ack_floor.stream_sequence,
+        newest,
+        "completing a batch from the stream"
+    );
     walk(info.ack_floor.stream_sequence, newest, |from| {
         next_of_partition(&stream, filter, from)
     })

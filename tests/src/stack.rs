@@ -63,6 +63,12 @@ impl StackOptions {
 /// Warnings, plus the line each binary logs once its listeners are bound (see `bound`).
 pub const LOG_FILTER: &str = "warn,coachwire::ready=info";
 
+/// The services' log filter: [`LOG_FILTER`], or `COACHWIRE_TEST_LOG` to look closer
+/// (`COACHWIRE_TEST_LOG=warn,coachwire_persister=debug scripts/soak.sh …`).
+pub fn log_filter() -> String {
+    std::env::var("COACHWIRE_TEST_LOG").unwrap_or_else(|_| LOG_FILTER.to_string())
+}
+
 /// How long a (re)started service may take to answer `/readyz` with 200: on a fresh
 /// 3-node cluster, declaring R3 streams alone takes 5–15 s (the services retry for up
 /// to 45 s, `DECLARE_PATIENCE`).
@@ -526,7 +532,7 @@ fn base_env(db: &TestDb, nats_url: &str, options: &StackOptions) -> Vec<(String,
         ("NATS_URL".to_string(), nats_url.to_string()),
         ("COACHWIRE_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
         ("COACHWIRE_LOG_FORMAT".to_string(), "json".to_string()),
-        ("RUST_LOG".to_string(), LOG_FILTER.to_string()),
+        ("RUST_LOG".to_string(), log_filter()),
         // Tests open many connections from one IP and send fast; limits get their own tests.
         ("COACHWIRE_CONNECTION_LIMIT".to_string(), "0".to_string()),
         ("COACHWIRE_MESSAGE_LIMIT".to_string(), "0".to_string()),

@@ -730,6 +730,86 @@ async fn rolled_back_while_away(fault: LinkFault) {
     );
 }
 
+/// The short soak's inversion (`docs/reliability.md`, item 12): a consumer leader that
+/// moved hands out deliveries whose numbers follow the persister's last and whose first
+/// message follows the last one written, yet one batch skips an older message that the
+/// old leader gave another client. It is the redelivery in front of it that gives it
+/// away. The test builds that batch: the persister has written `m0` and `m1`
+/// (deliveries 1 and 2); while its link stalls, the consumer is made again from `x` on,
+/// another client takes `x` and `a` (deliveries 1 and 2), hands `x` back and holds `a`;
+/// then `b` is published. The persister's next batch is `x` again (3, a redelivery) and
+/// `b` (4). Before, it wrote `x` and `b` and left `a` for later.
+#[tokio::test]
+async fn a_batch_with_a_redelivery_cannot_skip_a_message_another_client_holds() {
+    let db = TestDb::new().await.expect("db");
+    let (server, _client, js) = nats().await;
+    let proxy = TcpProxy::start(([127, 0, 0, 1], server.port).into())
+        .await
+        .expect("proxy");
+    let persister_js = jetstream::new(
+        coachwire_shared::nats::connect(&proxy.url(), "persister")
+            .await
+            .expect("connect through the proxy"),
+    );
+    let (conversation, alice) = (ConversationId(uuid::Uuid::new_v4()), user());
+    for content in ["m0", "m1"] {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let tuning = fast_tuning();
+    let consumer = consumer_of(&js, conversation, &tuning).await;
+    let name = consumer.cached_info().name.clone();
+    let theirs: PullConsumer = persister_js
+        .get_consumer_from_stream(&name, MESSAGES_STREAM)
+        .await
+        .expect("the persister's handle");
+    let (shutdown, runner) = run_partition(&db, &persister_js, &theirs, &tuning);
+    assert_eq!(await_rows(&db, conversation, 2).await.len(), 2, "m0, m1");
+
+    proxy.set_link(Link::Stalled);
+    let x = js_last_sequence(&js).await + 1;
+    let mut config = consumer.cached_info().config.clone();
+    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: x };
+    js.delete_consumer_from_stream(&name, MESSAGES_STREAM)
+        .await
+        .expect("delete");
+    js.create_consumer_on_stream(config, MESSAGES_STREAM)
+        .await
+        .expect("made again, from x");
+    let rolled_back: PullConsumer = js
+        .get_consumer_from_stream(&name, MESSAGES_STREAM)
+        .await
+        .expect("the rolled-back consumer");
+    for content in ["x", "a"] {
+        publish(&js, &message(conversation, alice, content)).await;
+    }
+    let mut held = pulled_by_a_previous_holder(&rolled_back, 2).await;
+    let a = held.pop().expect("a");
+    let x = held.pop().expect("x");
+    x.ack_with(AckKind::Nak(None)).await.expect("x handed back");
+    publish(&js, &message(conversation, alice, "b")).await;
+    proxy.set_link(Link::Open);
+
+    let holding = CancellationToken::new();
+    let keeper = tokio::spawn(keep_alive(a, tuning.ack_wait / 4, holding.clone()));
+    let rows = await_rows(&db, conversation, 5).await;
+    holding.cancel();
+    assert_contiguous(&rows, &["m0", "m1", "x", "a", "b"].map(String::from));
+    keeper
+        .await
+        .expect("keeper")
+        .ack_with(AckKind::Nak(None))
+        .await
+        .expect("hand back");
+    await_settled(&rolled_back).await;
+    shutdown.cancel();
+    runner.await.expect("runner");
+    assert_eq!(
+        db.seqs(conversation).await.expect("rows"),
+        rows,
+        "unchanged"
+    );
+}
+
 /// Waits (polling the server, bounded) until `consumer` has nothing pending or unacked.
 async fn await_settled(consumer: &PullConsumer) {
     for _ in 0..400 {
