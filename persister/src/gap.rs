@@ -21,7 +21,9 @@
 //!
 //! The ack floor is a safe place to start: every message at or below it was acked, and a
 //! message is acked only once it is stored. A consumer state that rolled back only lowers
-//! the floor, which makes the read longer, never wrong.
+//! the floor, which makes the read longer, never wrong. So is the newest position this
+//! process wrote the partition up to, when it is higher: every batch it wrote reached it
+//! without a gap, which is what a batch that follows is checked for too.
 
 use crate::pulled::Pulled;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -64,11 +66,21 @@ enum ReadError {
 }
 
 /// Completes `batch` (deliveries of the partition `consumer` reads) from the stream,
-/// retrying until the stream can be read or `shutdown`.
+/// retrying until the stream can be read or `shutdown`. `written` is the newest position
+/// this process wrote the partition up to (everything before it is stored), if any: the
+/// read starts above it when that is higher than the ack floor.
+///
+/// Why: a message read from the stream has no delivery to ack, so the ack floor stays
+/// below it until the consumer's own delivery of it comes back, an `ack_wait` later.
+/// Every batch with a redelivery is completed meanwhile (see `first_deliveries_only` in
+/// `crate::partition`), and reading each time from that floor re-read what was already
+/// written: after a NATS node was killed under load, Postgres caught up in 2.9 and 8.1 s
+/// reading from the floor, and in 0.005–1.2 s (three runs) reading from here.
 pub async fn complete_from_stream(
     js: &jetstream::Context,
     consumer: &PullConsumer,
     batch: Vec<Message>,
+    written: Option<u64>,
     ack_wait: Duration,
     shutdown: &CancellationToken,
 ) -> Filled {
@@ -76,7 +88,7 @@ pub async fn complete_from_stream(
     let progress_every = PROGRESS_EVERY.min(ack_wait / 3);
     let mut last_progress = Instant::now();
     loop {
-        match read_partition(js, consumer, newest).await {
+        match read_partition(js, consumer, newest, written).await {
             Ok(read) => return Filled::Ready(merge(batch, read)),
             Err(e) => {
                 tracing::warn!(error = %e, "completing a batch from the stream failed; retrying")
@@ -149,22 +161,26 @@ async fn next_of_partition(
         .await
 }
 
-/// The partition's messages in the stream after the consumer's ack floor, up to `newest`.
+/// The partition's messages in the stream after the consumer's ack floor (or after
+/// `written`, if higher), up to `newest`.
 async fn read_partition(
     js: &jetstream::Context,
     consumer: &PullConsumer,
     newest: u64,
+    written: Option<u64>,
 ) -> Result<Vec<StreamMessage>, ReadError> {
     let stream = js.get_stream_no_info(MESSAGES_STREAM).await?;
     let info = consumer.get_info().await?;
     let filter = &info.config.filter_subject;
+    let floor = info.ack_floor.stream_sequence.max(written.unwrap_or(0));
     tracing::debug!(
         consumer = %info.name,
-        floor = info.ack_floor.stream_sequence,
+        ack_floor = info.ack_floor.stream_sequence,
+        ?written,
         newest,
         "completing a batch from the stream"
     );
-    walk(info.ack_floor.stream_sequence, newest, |from| {
+    walk(floor, newest, |from| {
         next_of_partition(&stream, filter, from)
     })
     .await

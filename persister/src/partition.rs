@@ -105,9 +105,15 @@ pub async fn run_partition(
             batch.sort_by_cached_key(stream_sequence);
             batch.into_iter().map(Pulled::Delivered).collect()
         } else {
-            match complete_from_stream(writer.js(), &consumer, batch, tuning.ack_wait, &shutdown)
-                .await
-            {
+            let completed = complete_from_stream(
+                writer.js(),
+                &consumer,
+                batch,
+                last_written,
+                tuning.ack_wait,
+                &shutdown,
+            );
+            match completed.await {
                 Filled::Ready(batch) => batch,
                 Filled::Shutdown(batch) => {
                     hand_back(batch).await;
