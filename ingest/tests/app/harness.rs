@@ -1,6 +1,8 @@
 //! Ingest in process: its router and Socket.IO layer built by `startup::build`, exactly as
 //! the binary builds them, against a fresh database and a private nats-server, driven
-//! with `tower::ServiceExt::oneshot`. No process is spawned and no port is served, so a
+//! with `tower::ServiceExt::oneshot` (HTTP) and socketioxide's test socket
+//! (`SocketIo::new_dummy_sock`, Socket.IO packets with no transport). No process is
+//! spawned and no port is served, so a
 //! rule of the HTTP edge is proven here in milliseconds, and the end-to-end suite keeps
 //! what needs the wire.
 
@@ -17,9 +19,16 @@ use coachwire_shared::process::Clients;
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::NatsServer;
 use coachwire_testkit::stack::JWT_SECRET;
-use serde_json::Value;
+use engineioxide::Packet;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
 use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
 use tower::ServiceExt;
+
+/// How long a test socket waits for any one packet from the server.
+const PACKET_WITHIN: Duration = Duration::from_secs(10);
 
 /// The peer every request comes from (a client's address as `serve` records it).
 const PEER: ([u8; 4], u16) = ([127, 0, 0, 1], 40_000);
@@ -33,6 +42,8 @@ struct Args {
 pub struct Ingest {
     pub db: TestDb,
     router: Router,
+    io: SocketIo,
+    pub js: async_nats::jetstream::Context,
     // Dropped last: the app's connections go first.
     _nats: NatsServer,
 }
@@ -54,7 +65,11 @@ impl Ingest {
         let clients = Clients::connect(&settings.common, "coachwire-ingest", 4)
             .await
             .expect("Postgres and NATS");
-        let (router, _io, _app) = startup::build(
+        let js = async_nats::jetstream::new(clients.nats.clone());
+        coachwire_shared::nats::ensure_streams(&js, 1)
+            .await
+            .expect("the streams");
+        let (router, io, _app) = startup::build(
             &settings,
             verifier,
             None,
@@ -65,8 +80,27 @@ impl Ingest {
         Ingest {
             db,
             router,
+            io,
+            js,
             _nats: nats,
         }
+    }
+
+    /// A socket on ingest's own Socket.IO layer that handed `token` in its handshake, and
+    /// the server's answer: `Ok` with the CONNECT payload, `Err` with the `connect_error`.
+    pub async fn socket(&self, token: &str) -> (TestSocket, Result<Value, Value>) {
+        let (to_server, from_server) = self.io.new_dummy_sock("/", json!({"token": token})).await;
+        let mut socket = TestSocket {
+            to_server,
+            from_server,
+            next_ack: 0,
+        };
+        let answer = match socket.next_packet().await {
+            SocketPacket::Connected(payload) => Ok(payload),
+            SocketPacket::Refused(payload) => Err(payload),
+            other => panic!("expected the handshake's answer, got {other:?}"),
+        };
+        (socket, answer)
     }
 
     /// Sends `request` through the whole router, from [`PEER`].
@@ -117,4 +151,86 @@ pub async fn json_body(response: Response<Body>) -> Value {
 /// `Bearer <token>`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// A client of [`Ingest::socket`]: Socket.IO v5 text packets over socketioxide's test
+/// socket, with no transport in between.
+pub struct TestSocket {
+    to_server: mpsc::Sender<Packet>,
+    from_server: mpsc::Receiver<Packet>,
+    next_ack: u64,
+}
+
+/// A Socket.IO packet as the client sees it (namespace `/`).
+#[derive(Debug)]
+pub enum SocketPacket {
+    Connected(Value),
+    Refused(Value),
+    /// An event to the room or the socket (these tests look at acks only).
+    Event,
+    Ack(u64, Value),
+    /// The server ended the socket (a DISCONNECT, or the Engine.IO socket closed).
+    Disconnected,
+}
+
+impl TestSocket {
+    /// Emits `event` with `data` and an ack callback; returns the ack's payload.
+    pub async fn emit(&mut self, event: &str, data: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let packet = format!("2{id}{}", json!([event, data]));
+        self.to_server
+            .send(Packet::Message(packet.into()))
+            .await
+            .expect("the server takes packets");
+        loop {
+            match self.next_packet().await {
+                SocketPacket::Ack(acked, payload) if acked == id => return payload,
+                SocketPacket::Event => {}
+                other => panic!("expected the ack of {event}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits until the server ends the socket, skipping events on the way.
+    pub async fn disconnected(&mut self) {
+        loop {
+            match self.next_packet().await {
+                SocketPacket::Disconnected => return,
+                SocketPacket::Event => {}
+                other => panic!("expected the socket to end, got {other:?}"),
+            }
+        }
+    }
+
+    async fn next_packet(&mut self) -> SocketPacket {
+        let packet = tokio::time::timeout(PACKET_WITHIN, self.from_server.recv())
+            .await
+            .expect("a packet from the server in time");
+        match packet {
+            Some(Packet::Message(text)) => parse(text.as_str()),
+            Some(Packet::Close) | None => SocketPacket::Disconnected,
+            Some(other) => panic!("an Engine.IO packet a test socket does not expect: {other:?}"),
+        }
+    }
+}
+
+/// One Socket.IO v5 text packet: its type digit, an optional ack id, then JSON.
+fn parse(text: &str) -> SocketPacket {
+    let (kind, rest) = text.split_at(1);
+    let json_at = rest.find(['[', '{']).unwrap_or(rest.len());
+    let (id, body) = rest.split_at(json_at);
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).expect("a JSON payload")
+    };
+    match kind {
+        "0" => SocketPacket::Connected(body),
+        "1" => SocketPacket::Disconnected,
+        "2" => SocketPacket::Event,
+        "3" => SocketPacket::Ack(id.parse().expect("an ack id"), body[0].clone()),
+        "4" => SocketPacket::Refused(body),
+        _ => panic!("a Socket.IO packet a test socket does not expect: {text}"),
+    }
 }
