@@ -2,9 +2,8 @@
 //! the binary builds them, against a fresh database and a private nats-server, driven
 //! with `tower::ServiceExt::oneshot` (HTTP) and socketioxide's test socket
 //! (`SocketIo::new_dummy_sock`, Socket.IO packets with no transport). No process is
-//! spawned and no port is served, so a
-//! rule of the HTTP edge is proven here in milliseconds, and the end-to-end suite keeps
-//! what needs the wire.
+//! spawned and no port is served, so a rule of the HTTP edge or of a socket handler is
+//! proven here in milliseconds, and the end-to-end suite keeps what needs the wire.
 
 use axum::Router;
 use axum::body::Body;
