@@ -320,7 +320,12 @@ async fn postgres_stopped_past_a_redelivery_ingest_keeps_acking_and_the_persiste
         database_admin_url: Some(pg.admin_url()),
         ..Default::default()
     };
-    let mut run = Run::start(plan("postgres-outage", options)).await;
+    let plan = plan("postgres-outage", options);
+    // What the load offers over the outage: ingest must ack nearly all of it. (It was
+    // `> 1000` when the outage was longer; at 5 s and 200 msg/s that is all of it, and
+    // exactly 1000 acks failed the test once.)
+    let offered = f64::from(plan.rate) * POSTGRES_OUTAGE.as_secs_f64();
+    let mut run = Run::start(plan).await;
     run.random_point(Duration::from_secs(2), Duration::from_secs(5))
         .await;
     pg.stop().await.expect("Postgres stopped");
@@ -366,8 +371,8 @@ async fn postgres_stopped_past_a_redelivery_ingest_keeps_acking_and_the_persiste
          while down: n {n_down} p50 {p50_down:.1} ms p99 {p99_down:.1} ms"
     );
     assert!(
-        acked_while_down > 1000,
-        "ingest kept acking for {POSTGRES_OUTAGE:?}: {acked_while_down}"
+        acked_while_down as f64 >= 0.9 * offered,
+        "ingest kept acking for {POSTGRES_OUTAGE:?}: {acked_while_down} of about {offered:.0} sent"
     );
     assert!(
         p99_down < 150.0,
