@@ -107,9 +107,9 @@ pub async fn complete_from_stream(
     }
 }
 
-/// Whether the stream agrees that a batch whose deliveries follow the last ones written
-/// here has nothing of the partition missing before it: the partition's first message
-/// after `last_written` must be the batch's first new one.
+/// Whether the stream agrees that a batch (its stream `positions`) whose deliveries follow
+/// the last ones written here has nothing of the partition missing before it: the
+/// partition's first message after `last_written` must be the batch's first new one.
 ///
 /// Why the deliveries are not enough: their numbers are the consumer's state, and a
 /// consumer leader that moves (a node lost, a cluster's second round of elections) to a
@@ -124,16 +124,12 @@ pub async fn continues_in_stream(
     js: &jetstream::Context,
     consumer: &PullConsumer,
     last_written: Option<u64>,
-    batch: &[Message],
+    positions: impl Iterator<Item = u64>,
 ) -> bool {
     let Some(last) = last_written else {
         return false;
     };
-    let first_new = batch
-        .iter()
-        .filter_map(stream_sequence)
-        .filter(|&position| position > last)
-        .min();
+    let first_new = positions.filter(|&position| position > last).min();
     let Some(first_new) = first_new else {
         return true;
     };
@@ -256,7 +252,7 @@ fn merge(delivered: Vec<Message>, read: Vec<StreamMessage>) -> Vec<Pulled> {
 }
 
 /// A delivery's position in the stream (`None` if its reply subject is malformed).
-pub(crate) fn stream_sequence(message: &Message) -> Option<u64> {
+fn stream_sequence(message: &Message) -> Option<u64> {
     message.info().ok().map(|i| i.stream_sequence)
 }
 

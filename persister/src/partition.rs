@@ -20,7 +20,7 @@
 //! pulled but not processed is NAKed (else it would wait `ack_wait`), and the pin is
 //! released (else the next persister would wait `pinned_ttl`).
 
-use crate::gap::{Filled, complete_from_stream, continues_in_stream, stream_sequence};
+use crate::gap::{Filled, complete_from_stream, continues_in_stream};
 use crate::pulled::Pulled;
 use crate::settings::ConsumerTuning;
 use crate::writer::Writer;
@@ -88,23 +88,38 @@ pub async fn run_partition(
         pin = batch.iter().rev().find_map(pin_id).or(pin);
         // Read before the batch is judged: a reconnect after this read shows up next time.
         let connects = connection.connects.load(Ordering::Relaxed);
-        // `info()` parses each message's reply subject: once per message, not per compare.
-        batch.sort_by_cached_key(delivery_sequence);
-        let follows = first_deliveries_only(&batch)
-            && deliveries_follow(last_seen, connects, batch.iter().map(delivery_sequence))
-            && continues_in_stream(writer.js(), &consumer, last_written, &batch).await;
-        log_batch(&consumer, &batch, follows, last_written, pin.as_deref());
-        last_seen = batch
-            .iter()
-            .map(delivery_sequence)
+        let mut pairs: Vec<(Delivery, Message)> =
+            batch.into_iter().map(|m| (Delivery::of(&m), m)).collect();
+        pairs.sort_by_key(|(delivery, _)| delivery.number);
+        let deliveries: Vec<Delivery> = pairs.iter().map(|(delivery, _)| *delivery).collect();
+        let numbers = || deliveries.iter().map(|d| d.number);
+        let positions = || deliveries.iter().filter_map(|d| d.position);
+        let follows = first_deliveries_only(&deliveries)
+            && deliveries_follow(last_seen, connects, numbers())
+            && continues_in_stream(writer.js(), &consumer, last_written, positions()).await;
+        log_batch(
+            &consumer,
+            &deliveries,
+            follows,
+            last_written,
+            pin.as_deref(),
+        );
+        last_seen = numbers()
             .max()
             .map(|delivery| Seen { delivery, connects })
             .or(last_seen);
-        coachwire_shared::metrics::record_pulled(&consumer.cached_info().name, &batch);
+        let redelivered = deliveries.iter().filter(|d| d.times > 1).count();
+        coachwire_shared::metrics::record_redelivered(&consumer.cached_info().name, redelivered);
+        // A completed batch ends at the newest delivery too: the stream is read up to it.
+        let newest = positions().max();
         let batch: Vec<Pulled> = if follows {
-            batch.sort_by_cached_key(stream_sequence);
-            batch.into_iter().map(Pulled::Delivered).collect()
+            pairs.sort_by_key(|(delivery, _)| delivery.position);
+            pairs
+                .into_iter()
+                .map(|(_, m)| Pulled::Delivered(m))
+                .collect()
         } else {
+            let batch = pairs.into_iter().map(|(_, m)| m).collect();
             let completed = complete_from_stream(
                 writer.js(),
                 &consumer,
@@ -121,11 +136,7 @@ pub async fn run_partition(
                 }
             }
         };
-        last_written = batch
-            .iter()
-            .filter_map(Pulled::stream_sequence)
-            .max()
-            .max(last_written);
+        last_written = newest.max(last_written);
         if writer
             .write(&consumer.cached_info().name, batch)
             .await
@@ -209,7 +220,7 @@ async fn pull(
 /// What a batch was judged on, for whoever must reconstruct an order anomaly.
 fn log_batch(
     consumer: &PullConsumer,
-    batch: &[Message],
+    deliveries: &[Delivery],
     follows: bool,
     last_written: Option<u64>,
     pin: Option<&str>,
@@ -217,11 +228,11 @@ fn log_batch(
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let deliveries: Vec<u64> = batch.iter().map(delivery_sequence).collect();
-    let positions: Vec<u64> = batch.iter().filter_map(stream_sequence).collect();
+    let numbers: Vec<u64> = deliveries.iter().map(|d| d.number).collect();
+    let positions: Vec<u64> = deliveries.iter().filter_map(|d| d.position).collect();
     tracing::debug!(
         consumer = %consumer.cached_info().name,
-        ?deliveries,
+        deliveries = ?numbers,
         ?positions,
         follows,
         ?last_written,
@@ -240,9 +251,34 @@ fn take_ready(pulled: &mut mpsc::Receiver<Message>, batch: &mut Vec<Message>, ma
     }
 }
 
-/// The consumer's delivery counter, which counts every delivery (redeliveries too).
-fn delivery_sequence(message: &Message) -> u64 {
-    message.info().map_or(0, |i| i.consumer_sequence)
+/// What the loop judges a delivery on, read once: `Message::info` parses the reply
+/// subject each time it is called, and every rule below needs some of it.
+#[derive(Clone, Copy, Debug)]
+struct Delivery {
+    /// The consumer's delivery counter, which counts every delivery (redeliveries too);
+    /// 0 when the reply subject is malformed.
+    number: u64,
+    /// Its position in the stream; `None` when the reply subject is malformed.
+    position: Option<u64>,
+    /// How many times the message was delivered (1: the first time; 0 when malformed).
+    times: i64,
+}
+
+impl Delivery {
+    fn of(message: &Message) -> Delivery {
+        match message.info() {
+            Ok(info) => Delivery {
+                number: info.consumer_sequence,
+                position: Some(info.stream_sequence),
+                times: info.delivered,
+            },
+            Err(_) => Delivery {
+                number: 0,
+                position: None,
+                times: 0,
+            },
+        }
+    }
 }
 
 /// The newest delivery this partition wrote, and on which of the client's connections
@@ -291,10 +327,8 @@ fn deliveries_follow(
 /// item 12, with one NATS node stalled); it is completed from the stream instead. A
 /// first delivery cannot hide a gap that way: a leader delivers new messages in stream
 /// order, and one it gave elsewhere leaves a gap in the numbers seen here.
-fn first_deliveries_only(batch: &[Message]) -> bool {
-    batch
-        .iter()
-        .all(|message| message.info().is_ok_and(|info| info.delivered == 1))
+fn first_deliveries_only(deliveries: &[Delivery]) -> bool {
+    deliveries.iter().all(|delivery| delivery.times == 1)
 }
 
 fn pin_id(message: &Message) -> Option<String> {

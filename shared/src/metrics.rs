@@ -92,6 +92,11 @@ pub fn record_pulled(consumer: &str, batch: &[async_nats::jetstream::Message]) {
         .filter_map(|m| m.info().ok())
         .filter(|i| i.delivered > 1)
         .count();
+    record_redelivered(consumer, redelivered);
+}
+
+/// [`record_pulled`] for a caller that has already read each delivery's count.
+pub fn record_redelivered(consumer: &str, redelivered: usize) {
     // Incremented by 0 too, so that each consumer's series exists (at 0) from its first
     // pull and a dashboard shows 0 rather than "No data" until the first redelivery.
     metrics::counter!(CONSUMER_REDELIVERED_TOTAL, "consumer" => consumer.to_string())

@@ -234,13 +234,10 @@ pub async fn stream_order(
     .bind(&ids)
     .fetch_all(pool)
     .await?;
-    let read_from: HashMap<String, Option<i64>> = stored
-        .iter()
-        .map(|(id, _, _, position)| (id.to_string(), *position))
-        .collect();
-    let stored: HashMap<String, (ConversationId, i64)> = stored
+    // Per message id: its conversation, its seq, and where the persister read it.
+    let stored: HashMap<String, (ConversationId, i64, Option<i64>)> = stored
         .into_iter()
-        .map(|(id, c, seq, _)| (id.to_string(), (c, seq)))
+        .map(|(id, c, seq, read_from)| (id.to_string(), (c, seq, read_from)))
         .collect();
     // Every position's message id, to tell whether a stored message's position changed.
     let mut at_position: HashMap<u64, String> = HashMap::new();
@@ -275,7 +272,7 @@ pub async fn stream_order(
                 continue;
             };
             at_position.insert(stream_seq, id.clone());
-            if let Some((conversation, seq)) = stored.get(&id)
+            if let Some((conversation, seq, _)) = stored.get(&id)
                 && seen.insert(id.clone())
             {
                 order
@@ -293,10 +290,7 @@ pub async fn stream_order(
         for pair in entries.windows(2) {
             let ((s1, q1, id1), (s2, q2, id2)) = (&pair[0], &pair[1]);
             if q1 >= q2 {
-                let (r1, r2) = (
-                    read_position(&read_from, id1),
-                    read_position(&read_from, id2),
-                );
+                let (r1, r2) = (read_position(&stored, id1), read_position(&stored, id2));
                 evidence.push(format!(
                     "{conversation}: stream #{s1} ({id1}, read from #{r1}) stored as seq {q1}, \
                      later stream #{s2} ({id2}, read from #{r2}) as seq {q2}"
@@ -304,9 +298,9 @@ pub async fn stream_order(
             }
         }
     }
-    let mut moved: Vec<String> = read_from
+    let mut moved: Vec<String> = stored
         .iter()
-        .filter_map(|(id, position)| {
+        .filter_map(|(id, (_, _, position))| {
             let position = u64::try_from((*position)?).ok()?;
             let now = at_position.get(&position);
             (now != Some(id)).then(|| {
@@ -324,9 +318,9 @@ pub async fn stream_order(
 }
 
 /// Where the persister read a stored message (its `stream_seq`), for evidence.
-fn read_position(read_from: &HashMap<String, Option<i64>>, id: &str) -> String {
-    match read_from.get(id) {
-        Some(Some(position)) => position.to_string(),
+fn read_position(stored: &HashMap<String, (ConversationId, i64, Option<i64>)>, id: &str) -> String {
+    match stored.get(id) {
+        Some((_, _, Some(position))) => position.to_string(),
         _ => "?".into(),
     }
 }

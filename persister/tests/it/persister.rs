@@ -644,14 +644,7 @@ enum LinkFault {
 async fn rolled_back_while_away(fault: LinkFault) {
     let db = TestDb::new().await.expect("db");
     let (server, _client, js) = nats().await;
-    let proxy = TcpProxy::start(([127, 0, 0, 1], server.port).into())
-        .await
-        .expect("proxy");
-    let persister_js = jetstream::new(
-        coachwire_shared::nats::connect(&proxy.url(), "persister")
-            .await
-            .expect("connect through the proxy"),
-    );
+    let (proxy, persister_js) = behind_a_proxy(&server).await;
     let conversation = ConversationId(uuid::Uuid::new_v4());
     let alice = user();
     publish(&js, &message(conversation, alice, "m0")).await;
@@ -677,18 +670,7 @@ async fn rolled_back_while_away(fault: LinkFault) {
         LinkFault::Cut => proxy.cut(),
         LinkFault::Stall => proxy.set_link(Link::Stalled),
     }
-    let mut config = consumer.cached_info().config.clone();
-    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: m1 };
-    js.delete_consumer_from_stream(&name, MESSAGES_STREAM)
-        .await
-        .expect("delete");
-    js.create_consumer_on_stream(config, MESSAGES_STREAM)
-        .await
-        .expect("made again, from m1");
-    let rolled_back: PullConsumer = js
-        .get_consumer_from_stream(&name, MESSAGES_STREAM)
-        .await
-        .expect("the rolled-back consumer");
+    let rolled_back = made_again_from(&js, &consumer, m1).await;
     publish(&js, &message(conversation, alice, "a")).await;
     let held = pulled_by_a_previous_holder(&rolled_back, 3).await;
     let numbers: Vec<u64> = held
@@ -743,14 +725,7 @@ async fn rolled_back_while_away(fault: LinkFault) {
 async fn a_batch_with_a_redelivery_cannot_skip_a_message_another_client_holds() {
     let db = TestDb::new().await.expect("db");
     let (server, _client, js) = nats().await;
-    let proxy = TcpProxy::start(([127, 0, 0, 1], server.port).into())
-        .await
-        .expect("proxy");
-    let persister_js = jetstream::new(
-        coachwire_shared::nats::connect(&proxy.url(), "persister")
-            .await
-            .expect("connect through the proxy"),
-    );
+    let (proxy, persister_js) = behind_a_proxy(&server).await;
     let (conversation, alice) = (ConversationId(uuid::Uuid::new_v4()), user());
     for content in ["m0", "m1"] {
         publish(&js, &message(conversation, alice, content)).await;
@@ -767,18 +742,7 @@ async fn a_batch_with_a_redelivery_cannot_skip_a_message_another_client_holds() 
 
     proxy.set_link(Link::Stalled);
     let x = js_last_sequence(&js).await + 1;
-    let mut config = consumer.cached_info().config.clone();
-    config.deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: x };
-    js.delete_consumer_from_stream(&name, MESSAGES_STREAM)
-        .await
-        .expect("delete");
-    js.create_consumer_on_stream(config, MESSAGES_STREAM)
-        .await
-        .expect("made again, from x");
-    let rolled_back: PullConsumer = js
-        .get_consumer_from_stream(&name, MESSAGES_STREAM)
-        .await
-        .expect("the rolled-back consumer");
+    let rolled_back = made_again_from(&js, &consumer, x).await;
     for content in ["x", "a"] {
         publish(&js, &message(conversation, alice, content)).await;
     }
@@ -808,6 +772,42 @@ async fn a_batch_with_a_redelivery_cannot_skip_a_message_another_client_holds() 
         rows,
         "unchanged"
     );
+}
+
+/// A proxy to `server` (to cut or stall), and a persister's JetStream context through it.
+async fn behind_a_proxy(server: &NatsServer) -> (TcpProxy, jetstream::Context) {
+    let proxy = TcpProxy::start(([127, 0, 0, 1], server.port).into())
+        .await
+        .expect("proxy");
+    let js = jetstream::new(
+        coachwire_shared::nats::connect(&proxy.url(), "persister")
+            .await
+            .expect("connect through the proxy"),
+    );
+    (proxy, js)
+}
+
+/// Rolls `consumer` back as a crashed cluster can: made again, under the same name, to
+/// deliver from stream position `start` and number its deliveries from 1.
+async fn made_again_from(
+    js: &jetstream::Context,
+    consumer: &PullConsumer,
+    start: u64,
+) -> PullConsumer {
+    let name = &consumer.cached_info().name;
+    let mut config = consumer.cached_info().config.clone();
+    config.deliver_policy = DeliverPolicy::ByStartSequence {
+        start_sequence: start,
+    };
+    js.delete_consumer_from_stream(name, MESSAGES_STREAM)
+        .await
+        .expect("delete");
+    js.create_consumer_on_stream(config, MESSAGES_STREAM)
+        .await
+        .expect("made again");
+    js.get_consumer_from_stream(name, MESSAGES_STREAM)
+        .await
+        .expect("the rolled-back consumer")
 }
 
 /// Waits (polling the server, bounded) until `consumer` has nothing pending or unacked.

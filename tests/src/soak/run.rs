@@ -214,27 +214,21 @@ fn operations(drained: &Drained, verdict: &Verdict) -> Operations {
 
 fn evidence(verdict: &Verdict, order: &StreamOrder) -> String {
     let mut evidence = verdict.evidence.clone();
-    if !order.inversions.is_empty() {
-        let _ = writeln!(
-            evidence,
-            "stream-order: {} inversion(s)",
-            order.inversions.len()
-        );
-        for inversion in order.inversions.iter().take(INVERSIONS_SHOWN) {
-            let _ = writeln!(evidence, "  - {inversion}");
-        }
-    }
+    list(&mut evidence, "stream-order inversions", &order.inversions);
     // Not an anomaly of coachwire's by itself, but what explains one: the stream changed
     // under the persister.
-    if !order.moved.is_empty() {
-        let _ = writeln!(
-            evidence,
-            "stream positions that changed after the persister read them: {}",
-            order.moved.len()
-        );
-        for moved in order.moved.iter().take(INVERSIONS_SHOWN) {
-            let _ = writeln!(evidence, "  - {moved}");
-        }
-    }
+    let moved = "stream positions that changed after the persister read them";
+    list(&mut evidence, moved, &order.moved);
     evidence
+}
+
+/// `heading: count` and the first [`INVERSIONS_SHOWN`] of `lines`, if there are any.
+fn list(evidence: &mut String, heading: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(evidence, "{heading}: {}", lines.len());
+    for line in lines.iter().take(INVERSIONS_SHOWN) {
+        let _ = writeln!(evidence, "  - {line}");
+    }
 }

@@ -321,9 +321,8 @@ async fn postgres_stopped_past_a_redelivery_ingest_keeps_acking_and_the_persiste
         ..Default::default()
     };
     let plan = plan("postgres-outage", options);
-    // What the load offers over the outage: ingest must ack nearly all of it. (It was
-    // `> 1000` when the outage was longer; at 5 s and 200 msg/s that is all of it, and
-    // exactly 1000 acks failed the test once.)
+    // What the load offers over the outage: ingest must ack nearly all of it. A fixed
+    // count would be all of it at this outage and rate (exactly 1000 failed once).
     let offered = f64::from(plan.rate) * POSTGRES_OUTAGE.as_secs_f64();
     let mut run = Run::start(plan).await;
     run.random_point(Duration::from_secs(2), Duration::from_secs(5))
