@@ -6,7 +6,7 @@
 #   scripts/soak.sh --release --minutes 30 --rate 500 # release binaries (the published run)
 # Other flags go to coachwire-soak (--help lists them). The report is printed and written
 # as JSON (--json, default .run/soak/report.json); the exit status is non-zero on any
-# anomaly. The short soak of scripts/test.sh is `--minutes 1.4` with a fresh seed.
+# anomaly. The short soak of scripts/test.sh is `--minutes 1` with a fresh seed.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

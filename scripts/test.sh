@@ -57,13 +57,14 @@ step cargo nextest run --workspace --no-fail-fast --no-tests=warn "$@"
 # skipped when nextest was given a filter.
 if [ $# -eq 0 ]; then
   # Built once, first: both suites use clients/js's build, and two builds at once would
-  # write the same files. Then the two suites (each starts stacks of its own) run side by
-  # side; their output is printed whole, one after the other.
+  # write the same files. Then the two suites (each starts stacks of its own) and the
+  # randomized fault soak (docs/reliability.md) run side by side; their output is printed
+  # whole, one after the other. The soak is short: every fault kind at least once, with a
+  # fresh seed each run (printed first; --seed replays it). It paces itself by the clock,
+  # so the suites beside it do not shorten what it covers.
   step npm --prefix clients/js run build
   step npm --prefix clients/web run build
   step side_by_side "npm --prefix clients/js test --ignore-scripts" \
-    "npm --prefix clients/web test --ignore-scripts"
-  # The randomized fault soak (docs/reliability.md), short: every fault kind at least
-  # once with a fresh seed each run (printed first; --seed replays it).
-  step "$COACHWIRE_BIN_DIR/coachwire-soak" --minutes 1.4
+    "npm --prefix clients/web test --ignore-scripts" \
+    "$COACHWIRE_BIN_DIR/coachwire-soak --minutes 1"
 fi

@@ -223,6 +223,12 @@ impl Run {
         }
     }
 
+    /// Sleeps until a random point of [`FAULT_WINDOW`] after the load started: the fault
+    /// time of a scenario.
+    pub async fn fault_point(&mut self) -> Duration {
+        self.random_point(FAULT_WINDOW.0, FAULT_WINDOW.1).await
+    }
+
     /// Sleeps until a random point in `[lo, hi]` after the load started (the fault time).
     pub async fn random_point(&mut self, lo: Duration, hi: Duration) -> Duration {
         let at = self.rng.between(lo, hi);
@@ -415,6 +421,11 @@ pub fn print_consumers(scenario: &str, when: &str, states: &BTreeMap<String, Con
         .collect();
     println!("{scenario}: consumers {when}: {}", line.join("; "));
 }
+
+/// When a scenario's fault comes after the load started: by then every client has joined
+/// and a few hundred messages are in the pipeline at [`plan`]'s rate, which is all the
+/// guarantees need; a later fault only makes the test longer.
+pub const FAULT_WINDOW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3));
 
 pub fn plan(name: &'static str, options: StackOptions) -> Plan {
     Plan {

@@ -328,8 +328,9 @@ mod tests {
         assert_ne!(plan(42, &FaultKind::ALL), plan(43, &FaultKind::ALL));
     }
 
-    /// The soak of `scripts/test.sh` (`--minutes 1.4`) runs with a fresh seed each time.
-    const CI_SOAK: Duration = Duration::from_secs(84);
+    /// The soak of `scripts/test.sh` (`--minutes 1`) runs with a fresh seed each time.
+    /// (Every one of 2000 seeds drew every kind within 60 s; within 54 s, 1995 did.)
+    const CI_SOAK: Duration = Duration::from_secs(60);
 
     #[test]
     fn the_test_commands_soak_draws_every_kind_whatever_the_seed_and_only_the_selected_ones() {

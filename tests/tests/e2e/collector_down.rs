@@ -3,7 +3,7 @@
 //! connections (gRPC), and one whose collector accepts connections and never answers
 //! (HTTP). Every run must pass the full §7 checker, and the acks must stay fast.
 //!
-//! Heavy (three stacks under load, one after another): `scripts/test.sh` runs it alone.
+//! Heavy (three stacks under load, one after another): nextest's group `heavy`.
 
 use coachwire_testkit::nats_server::free_port;
 use coachwire_testkit::scenario::{Plan, Run, ack_latency};
@@ -15,8 +15,10 @@ use tokio::net::TcpListener;
 /// a path that waited on export would stall on the exporter's 10 s timeout within it.
 const LOAD_TIME: Duration = Duration::from_secs(4);
 /// Acks of a path that waited on export would take the exporter's timeout (10 s); with
-/// export off the path, p99 stays in milliseconds. Generous for a busy CI machine.
-const ACK_P99_LIMIT_MS: f64 = 250.0;
+/// export off the path, p99 stays in milliseconds. Generous, since the scenario runs
+/// beside another heavy one (nextest group `heavy`) and this bound only has to tell
+/// milliseconds from the exporter's seconds.
+const ACK_P99_LIMIT_MS: f64 = 1000.0;
 
 /// Runs the load with `env`; returns (acked, p50 ms, p99 ms) after the first second.
 async fn run(name: &'static str, env: Vec<(String, String)>) -> (usize, f64, f64) {

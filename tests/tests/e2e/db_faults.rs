@@ -66,8 +66,7 @@ async fn dead_letters(run: &Run) -> u64 {
 /// that nothing was stored meanwhile (the fault bit) and nothing was dead-lettered.
 async fn database_fault(name: &'static str, fault: &[&str], heal: &[&str], reconnect: bool) {
     let mut run = Run::start(plan(name, StackOptions::default())).await;
-    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    run.fault_point().await;
     execute(&run, fault).await;
     if reconnect {
         cut_sessions(&run).await;
@@ -135,8 +134,7 @@ async fn a_revoked_insert_grant_dead_letters_nothing_and_its_restoration_stores_
 #[tokio::test]
 async fn a_lock_held_past_the_statement_timeout_dead_letters_nothing() {
     let mut run = Run::start(plan("statement-timeout", StackOptions::default())).await;
-    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    run.fault_point().await;
     let mut locker = admin(&run).await;
     let mut lock = locker.begin().await.expect("begin");
     sqlx::raw_sql("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
@@ -175,8 +173,7 @@ async fn two_persisters_through_a_postgres_outage_longer_than_a_pin_keep_stream_
         ..Default::default()
     };
     let mut run = Run::start(plan("two-persisters-outage", options)).await;
-    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    run.fault_point().await;
     pg.stop().await.expect("Postgres stopped");
     let acked_at_stop = run.progress().await.acked;
     tokio::time::sleep(LONG_OUTAGE).await;

@@ -5,7 +5,7 @@
 //! Each scenario injects its fault at a random point (printed with its seed; set
 //! `COACHWIRE_FAULT_SEED` to replay one), stops the load, lets every retry finish, waits
 //! until Postgres holds every acked message and every socket has caught up, then checks.
-//! They run one at a time (nextest group `faults`): the machine has two cores.
+//! They run two at a time (nextest group `heavy`): the machine has two cores.
 
 use coachwire_shared::subjects::{PARTITIONS, persister_consumer};
 use coachwire_testkit::checker::Summary;
@@ -21,15 +21,13 @@ use tokio::time::Instant;
 /// How long the load runs on after a fault (or after the faulty process is back): time
 /// for clients to reconnect and for steady load to flow again. The checks do not need
 /// more: `finish` then lets every retry end and waits until everything acked is stored.
-const AFTER_FAULT: Duration = Duration::from_secs(6);
+const AFTER_FAULT: Duration = Duration::from_secs(4);
 
 #[tokio::test]
 async fn a_persister_killed_mid_batch_and_restarted_loses_and_duplicates_nothing() {
     let mut run = Run::start(plan("persister-kill", StackOptions::default())).await;
     let consumers = Consumers::connect(&run.stack.nats_url()).await;
-    let fault = run
-        .random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    let fault = run.fault_point().await;
     run.stack.persisters[0].kill().await.expect("kill -9");
     print_consumers(
         run.name,
@@ -55,9 +53,7 @@ async fn a_persister_killed_mid_batch_and_restarted_loses_and_duplicates_nothing
 #[tokio::test]
 async fn a_fanout_killed_and_restarted_still_delivers_every_message_once_in_order() {
     let mut run = Run::start(plan("fanout-kill", StackOptions::default())).await;
-    let fault = run
-        .random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    let fault = run.fault_point().await;
     run.stack.fanouts[0].kill().await.expect("kill -9");
     run.random_pause(
         Duration::from_secs(1),
@@ -77,9 +73,7 @@ async fn a_fanout_killed_and_restarted_still_delivers_every_message_once_in_orde
 #[tokio::test]
 async fn clients_of_a_killed_ingest_node_reconnect_to_the_other_and_miss_nothing() {
     let mut run = Run::start(plan("ingest-kill", two_ingest_nodes())).await;
-    let fault = run
-        .random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    let fault = run.fault_point().await;
     let victim = run.stack.ingest[1].url();
     run.stack.ingest[1].kill().await.expect("kill -9");
     run.run_until(fault + AFTER_FAULT).await;
@@ -108,8 +102,7 @@ async fn clients_of_a_killed_ingest_node_reconnect_to_the_other_and_miss_nothing
 /// nats-server killed -9 and restarted on the same port and store after `outage`.
 async fn nats_outage(name: &'static str, lo: Duration, hi: Duration) -> (LoadReport, Summary) {
     let mut run = Run::start(plan(name, StackOptions::default())).await;
-    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    run.fault_point().await;
     run.stack.nats_server().kill().await;
     run.random_pause(lo, hi, "nats-server down").await;
     run.stack.nats_server().restart().await.expect("nats back");
@@ -190,9 +183,7 @@ async fn a_killed_persisters_partitions_move_to_the_standby_with_order_intact() 
     run.run_until(Duration::from_millis(1500)).await;
     run.stack.add_persister().await.expect("standby persister");
     let consumers = Consumers::connect(&run.stack.nats_url()).await;
-    let fault = run
-        .random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    let fault = run.fault_point().await;
     let before = consumers.snapshot().await;
     run.stack.persisters[0].kill().await.expect("kill -9");
     print_consumers(
@@ -234,9 +225,7 @@ async fn sigterm_scenario(name: &'static str, options: StackOptions, victim: Vic
     let sampler = Consumers::connect(&run.stack.nats_url())
         .await
         .sample_redeliveries();
-    let fault = run
-        .random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    let fault = run.fault_point().await;
     let service = match victim {
         Victim::Persister => &mut run.stack.persisters[0],
         Victim::Fanout => &mut run.stack.fanouts[0],
@@ -325,8 +314,7 @@ async fn postgres_stopped_past_a_redelivery_ingest_keeps_acking_and_the_persiste
     // count would be all of it at this outage and rate (exactly 1000 failed once).
     let offered = f64::from(plan.rate) * POSTGRES_OUTAGE.as_secs_f64();
     let mut run = Run::start(plan).await;
-    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    run.fault_point().await;
     pg.stop().await.expect("Postgres stopped");
     let down_at = run.progress().await.at;
     let persister = run.stack.persisters[0].admin_url();
@@ -390,8 +378,7 @@ async fn the_nats_node_the_services_use_is_killed_and_nothing_acked_is_lost() {
         ..Default::default()
     };
     let mut run = Run::start(plan("nats-node-kill", options)).await;
-    run.random_point(Duration::from_secs(2), Duration::from_secs(5))
-        .await;
+    run.fault_point().await;
     let mut busiest = (0, 0);
     for node in 0..3 {
         let ours = cluster
