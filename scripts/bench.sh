@@ -8,6 +8,9 @@
 #      BENCH_CLIENT (rust: the built-in Socket.IO driver; node: socket.io-client),
 #      BENCH_DRIVERS (driver threads or Node processes, 1), BENCH_SKIP_REFERENCE=1,
 #      BENCH_SKIP_FLOOR=1 (the floor step: bare socketioxide, bench/src/floor.rs),
+#      BENCH_PG_STATEMENTS=1: Postgres's statements by their share of its time per
+#      coachwire step (pg_stat_statements, preloaded once with a restart of the local
+#      cluster), printed and kept as .run/bench/statements-<rate>.txt,
 #      BENCH_HISTORY_ROWS (0): after the steps, insert this many messages of history
 #      (bench/history.sql) while the stack runs, and step through the rates again as
 #      "coachwire+history": statements prepared on the small table must still plan well.
@@ -37,6 +40,31 @@ rm -f "$OUT"/*.json
 
 # The benchmark measures the pipeline, not the abuse limits.
 export COACHWIRE_MESSAGE_LIMIT=0 COACHWIRE_CONNECTION_LIMIT=0 COACHWIRE_CONVERSATION_LIMIT=0
+# pg_stat_statements in the coachwire database, preloaded (a restart, once) if it is not.
+statements_on() {
+  if [ "$(echo "SHOW shared_preload_libraries" | as_postgres_psql -At)" != pg_stat_statements ]; then
+    local cluster
+    cluster=$(local_cluster online) || die "BENCH_PG_STATEMENTS needs the local cluster on 5432"
+    log "postgres: preloading pg_stat_statements (restarts cluster $cluster)"
+    echo "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" | as_postgres_psql
+    # shellcheck disable=SC2086 # "VERSION NAME" is two arguments on purpose
+    as_root pg_ctlcluster $cluster restart
+    wait_for 30 pg_isready -q -h 127.0.0.1 -p 5432 || die "postgres did not come back"
+  fi
+  echo "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" | as_postgres_psql -d coachwire
+}
+# Each statement's share of the step's execution time, calls and rows per call.
+statements() { # RATE
+  as_postgres_psql -d coachwire -P pager=off <<'SQL' | tee "$OUT/statements-$1.txt"
+SELECT round(100 * total_exec_time / sum(total_exec_time) OVER (), 1) AS "share %",
+       calls, round(total_exec_time::numeric / calls, 3) AS "ms/call",
+       round(rows::numeric / calls, 1) AS "rows/call",
+       left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS statement
+FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'coachwire')
+ORDER BY total_exec_time DESC LIMIT 12;
+SQL
+}
+[ "${BENCH_PG_STATEMENTS:-0}" != 1 ] || statements_on
 scripts/run-stack.sh >/dev/null
 export COACHWIRE_JWT_SECRET=${COACHWIRE_JWT_SECRET:-$(cat .run/jwt-secret)}
 if [ "$MODE" = replies ]; then
@@ -77,7 +105,11 @@ stack_cpu() {
 }
 
 # shellcheck disable=SC2046
-for rate in "${RATES[@]}"; do load coachwire http://127.0.0.1:3000 "$DATABASE_URL" "$rate" $(stack_cpu); done
+for rate in "${RATES[@]}"; do
+  [ "${BENCH_PG_STATEMENTS:-0}" != 1 ] || echo "SELECT pg_stat_statements_reset()" | as_postgres_psql -d coachwire >/dev/null
+  load coachwire http://127.0.0.1:3000 "$DATABASE_URL" "$rate" $(stack_cpu)
+  [ "${BENCH_PG_STATEMENTS:-0}" != 1 ] || statements "$rate"
+done
 HISTORY=${BENCH_HISTORY_ROWS:-0}
 if [ "$HISTORY" -gt 0 ]; then
   log "inserting $HISTORY messages of history while the stack runs"

@@ -10,6 +10,7 @@
 
 use crate::router;
 use coachwire_shared::db;
+use coachwire_shared::envelope::PersistedEvent;
 use coachwire_shared::ids::{ConversationId, Seq};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -92,7 +93,8 @@ pub async fn replay(
                 return Ok(ReplayReport { emitted });
             }
             after = seq;
-            let (subject, payload) = router::room_event(event.into_envelope(None))?;
+            let event = PersistedEvent::untraced(event.into_envelope(None));
+            let (subject, payload) = router::room_event(conversation, vec![event])?;
             nats.publish(subject, payload.into()).await?;
             emitted += 1;
         }

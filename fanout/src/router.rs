@@ -1,18 +1,18 @@
-//! The fanout loop: pull a batch of persisted events, publish each to its room subject,
-//! flush, then ack. A crash before the ack republishes; nodes drop what they already
+//! The fanout loop: pull a batch of persisted messages (each several events of one
+//! conversation), publish each to its room subject, flush, then ack. A crash before the ack republishes; nodes drop what they already
 //! emitted (`seq <= cursor`), so at-least-once here is exactly-once at the socket.
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, Message};
-use coachwire_shared::envelope::{MessageEnvelope, RoomEvent};
+use coachwire_shared::envelope::{Persisted, PersistedEvent, RoomEvent};
+use coachwire_shared::ids::ConversationId;
 use coachwire_shared::nats::{self, DeclareError};
 use coachwire_shared::subjects::{FANOUT_CONSUMER, PERSISTED_STREAM, room_subject};
 use coachwire_shared::telemetry::propagation;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, Span};
+use tracing::Span;
 
 /// Events per batch between flushes.
 const MAX_BATCH: usize = 500;
@@ -38,11 +38,14 @@ pub async fn ensure_consumer(js: &jetstream::Context) -> Result<PullConsumer, De
     .await
 }
 
-/// The room subject and payload that deliver `envelope` to the nodes holding its
-/// conversation: the one encoding both the router and `replay` publish.
-pub fn room_event(envelope: MessageEnvelope) -> Result<(String, Vec<u8>), serde_json::Error> {
-    let subject = room_subject(envelope.message.conversation_id);
-    let payload = serde_json::to_vec(&RoomEvent::Message(envelope))?;
+/// The room subject and payload that deliver `events` (of one conversation, in `seq`
+/// order) to the nodes holding it: the one encoding both the router and `replay` publish.
+pub fn room_event(
+    conversation: ConversationId,
+    events: Vec<PersistedEvent>,
+) -> Result<(String, Vec<u8>), serde_json::Error> {
+    let subject = room_subject(conversation);
+    let payload = serde_json::to_vec(&RoomEvent::Messages(Persisted { events }))?;
     Ok((subject, payload))
 }
 
@@ -75,7 +78,8 @@ pub async fn run(nats: async_nats::Client, consumer: PullConsumer, shutdown: Can
 }
 
 /// The span of one event's routing, continuing the message's trace.
-fn route_span(envelope: &MessageEnvelope, headers: Option<&HeaderMap>) -> Span {
+fn route_span(event: &PersistedEvent) -> Span {
+    let envelope = &event.envelope;
     let span = tracing::debug_span!(
         "fanout.route",
         otel.kind = "producer",
@@ -84,34 +88,39 @@ fn route_span(envelope: &MessageEnvelope, headers: Option<&HeaderMap>) -> Span {
         coachwire.message_id = %envelope.message.id,
         coachwire.seq = envelope.event_seq().map(|seq| seq.0),
     );
-    propagation::continue_from_nats(&span, headers);
+    propagation::continue_from_fields(&span, &event.trace);
     span
 }
 
-/// Publishes a batch to the room subjects and acks it once the server has it all.
+/// Publishes a batch to the room subjects (one room message per persisted one) and acks
+/// it once the server has it all.
 pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
     coachwire_shared::metrics::record_pulled(FANOUT_CONSUMER, messages);
     for message in messages {
-        let Ok(envelope) = serde_json::from_slice::<MessageEnvelope>(&message.payload) else {
+        let Ok(persisted) = serde_json::from_slice::<Persisted>(&message.payload) else {
             tracing::error!("undecodable persisted event; dropping it");
             let _ = message.ack().await;
             continue;
         };
-        let span = route_span(&envelope, message.headers.as_ref());
-        let Ok((subject, payload)) = room_event(envelope) else {
+        let Some(conversation) = persisted.conversation() else {
+            let _ = message.ack().await;
             continue;
         };
-        let headers = propagation::nats_headers(&span);
-        let published = async {
-            match headers {
-                Some(headers) => {
-                    nats.publish_with_headers(subject, headers, payload.into())
-                        .await
-                }
-                None => nats.publish(subject, payload.into()).await,
-            }
+        // Each event's span hands its own context on to the room's `room.emit`.
+        let spans: Vec<Span> = persisted.events.iter().map(route_span).collect();
+        let events = persisted
+            .events
+            .into_iter()
+            .zip(&spans)
+            .map(|(event, span)| PersistedEvent {
+                trace: propagation::trace_context(span),
+                ..event
+            })
+            .collect();
+        let Ok((subject, payload)) = room_event(conversation, events) else {
+            continue;
         };
-        if let Err(e) = published.instrument(span).await {
+        if let Err(e) = nats.publish(subject, payload.into()).await {
             tracing::warn!(error = %e, "room publish failed; the event will be redelivered");
             return;
         }

@@ -11,7 +11,7 @@ use crate::nats::{Author, PublishError, dead_letter, publish_persisted};
 use crate::pulled::Pulled;
 use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, AckKind};
-use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::envelope::PersistedEvent;
 use coachwire_shared::lasting::Lasting;
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
 use coachwire_shared::telemetry::propagation;
@@ -239,7 +239,10 @@ impl Persister {
                 otel.kind = "producer",
                 messaging.system = "nats",
             );
-            events.push((stored.envelope, propagation::nats_headers(&publish)));
+            events.push(PersistedEvent {
+                envelope: stored.envelope,
+                trace: propagation::trace_context(&publish),
+            });
             publishes.push(publish);
         }
         match self.publish_retrying(&events, shutdown).await {
@@ -274,7 +277,7 @@ impl Persister {
     /// elected) for as long as it takes.
     async fn publish_retrying(
         &self,
-        events: &[(MessageEnvelope, Option<async_nats::HeaderMap>)],
+        events: &[PersistedEvent],
         shutdown: &CancellationToken,
     ) -> Published {
         let mut backoff = Backoff::default();

@@ -2,10 +2,14 @@
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
-use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::envelope::PersistedEvent;
+use coachwire_shared::ids::ConversationId;
 use coachwire_shared::lasting::Lasting;
 use coachwire_shared::subjects::{dead_letter_subject, persisted_subject};
 use futures::future::try_join_all;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::future::IntoFuture;
 
 /// Why a publish failed, with async-nats's kind kept: the kind decides whether trying
@@ -39,27 +43,90 @@ impl PublishError {
     }
 }
 
-/// Publishes one persisted event per message and waits for every PubAck. The message id
-/// is the `Nats-Msg-Id`, so a batch republished after a crash is deduplicated.
+/// Largest payload of one `PERSISTED` message: well below the server's `max_payload`
+/// (1 MiB by default), so a batch of long messages is split rather than refused.
+const MAX_PERSISTED_BYTES: usize = 256 * 1024;
+
+/// Most events in one `PERSISTED` message. A room emits a message's events to its
+/// sockets in one go, and a socket's queue holds 128 packets (ingest's
+/// `SOCKET_BUFFER_PACKETS`): a burst must leave room for the rest of its traffic.
+const MAX_PERSISTED_EVENTS: usize = 32;
+
+/// Publishes `events` (in stream order) as one `PERSISTED` message per conversation,
+/// split where one would pass [`MAX_PERSISTED_BYTES`] or [`MAX_PERSISTED_EVENTS`], and
+/// waits for every PubAck. Each
+/// message's `Nats-Msg-Id` names its first and last event, so a batch republished alike
+/// after a crash is deduplicated; one grouped differently is dropped by the rooms
+/// (`seq <= cursor`).
 pub async fn publish_persisted(
     js: &jetstream::Context,
-    events: &[(MessageEnvelope, Option<HeaderMap>)],
+    events: &[PersistedEvent],
 ) -> Result<(), PublishError> {
-    let mut pending = Vec::with_capacity(events.len());
-    for (envelope, headers) in events {
-        let payload = serde_json::to_vec(envelope)?;
-        let mut message = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(envelope.event_id().to_string());
-        if let Some(headers) = headers {
-            message = message.headers(headers.clone());
-        }
-        let subject = persisted_subject(envelope.message.conversation_id);
-        let ack = js.send_publish(subject, message).await?;
+    let mut pending = Vec::new();
+    for (conversation, batch) in batches(events)? {
+        let message = PublishMessage::build()
+            .payload(batch.payload.into())
+            .message_id(batch.id);
+        let ack = js
+            .send_publish(persisted_subject(conversation), message)
+            .await?;
         pending.push(ack.into_future());
     }
     try_join_all(pending).await?;
     Ok(())
+}
+
+/// One `PERSISTED` message, encoded.
+struct Batch {
+    id: String,
+    payload: Vec<u8>,
+}
+
+/// The encoding of [`Persisted`](coachwire_shared::envelope::Persisted) from events encoded one by one (to measure them).
+#[derive(Serialize)]
+struct Encoded<'a> {
+    events: &'a [Box<RawValue>],
+}
+
+/// `events` grouped by conversation (stream order kept within each) and cut into
+/// messages of at most [`MAX_PERSISTED_EVENTS`] and [`MAX_PERSISTED_BYTES`] (an event
+/// larger than that alone).
+fn batches(events: &[PersistedEvent]) -> Result<Vec<(ConversationId, Batch)>, PublishError> {
+    let mut groups: BTreeMap<ConversationId, Vec<&PersistedEvent>> = BTreeMap::new();
+    for event in events {
+        let conversation = event.envelope.message.conversation_id;
+        groups.entry(conversation).or_default().push(event);
+    }
+    let mut batches = Vec::new();
+    for (conversation, group) in groups {
+        let mut encoded: Vec<Box<RawValue>> = Vec::new();
+        let (mut bytes, mut first) = (0, 0);
+        for (i, event) in group.iter().enumerate() {
+            let raw = serde_json::value::to_raw_value(event)?;
+            let full = bytes + raw.get().len() > MAX_PERSISTED_BYTES
+                || encoded.len() == MAX_PERSISTED_EVENTS;
+            if !encoded.is_empty() && full {
+                batches.push((conversation, batch(&group[first..i], &encoded)?));
+                (encoded, bytes, first) = (Vec::new(), 0, i);
+            }
+            bytes += raw.get().len() + 1;
+            encoded.push(raw);
+        }
+        batches.push((conversation, batch(&group[first..], &encoded)?));
+    }
+    Ok(batches)
+}
+
+fn batch(events: &[&PersistedEvent], encoded: &[Box<RawValue>]) -> Result<Batch, PublishError> {
+    let id = |event: Option<&&PersistedEvent>| {
+        event
+            .map(|e| e.envelope.event_id().to_string())
+            .unwrap_or_default()
+    };
+    Ok(Batch {
+        id: format!("{}..{}", id(events.first()), id(events.last())),
+        payload: serde_json::to_vec(&Encoded { events: encoded })?,
+    })
 }
 
 /// Dead-letter header: why the message could not be stored.
@@ -130,6 +197,94 @@ async fn publish_dead_letter(
 mod tests {
     use super::*;
     use jetstream::context::{PublishError as NatsPublishError, PublishErrorKind as Kind};
+
+    use coachwire_shared::envelope::Persisted;
+    use coachwire_shared::ids::MessageId;
+    use coachwire_shared::message::now_millis;
+
+    /// An event as it arrives from the stream (its wire form).
+    fn event(conversation: ConversationId, content: &str) -> PersistedEvent {
+        let envelope = serde_json::json!({
+            "message": {
+                "id": MessageId::generate(), "conversationId": conversation,
+                "userId": conversation, "content": content, "type": "user", "metadata": {},
+                "clientMessageId": null, "seq": null, "createdAt": now_millis(),
+            },
+            "origin": null,
+        });
+        PersistedEvent::untraced(serde_json::from_value(envelope).expect("an envelope"))
+    }
+
+    fn decoded(batch: &Batch) -> Vec<String> {
+        let persisted: Persisted = serde_json::from_slice(&batch.payload).expect("decodes");
+        persisted
+            .events
+            .into_iter()
+            .map(|e| e.envelope.message.content)
+            .collect()
+    }
+
+    #[test]
+    fn events_go_out_one_message_per_conversation_in_stream_order() {
+        let (a, b) = (
+            ConversationId(uuid::Uuid::new_v4()),
+            ConversationId(uuid::Uuid::new_v4()),
+        );
+        let events = [
+            event(a, "a1"),
+            event(b, "b1"),
+            event(a, "a2"),
+            event(a, "a3"),
+        ];
+        let batches = batches(&events).expect("encodes");
+        assert_eq!(batches.len(), 2);
+        for (conversation, batch) in &batches {
+            let expected: &[&str] = if *conversation == a {
+                &["a1", "a2", "a3"]
+            } else {
+                &["b1"]
+            };
+            assert_eq!(decoded(batch), expected);
+        }
+        let (_, of_a) = batches.iter().find(|(c, _)| *c == a).expect("a's batch");
+        let ids = format!(
+            "{}..{}",
+            events[0].envelope.event_id(),
+            events[3].envelope.event_id()
+        );
+        assert_eq!(of_a.id, ids, "the id names its first and last event");
+    }
+
+    #[test]
+    fn a_batch_past_the_byte_bound_is_split_and_nothing_is_lost() {
+        let a = ConversationId(uuid::Uuid::new_v4());
+        let long = "x".repeat(MAX_PERSISTED_BYTES / 3);
+        let events: Vec<_> = (0..7).map(|_| event(a, &long)).collect();
+        let split = batches(&events).expect("encodes");
+        assert_eq!(
+            split.len(),
+            4,
+            "two events fit under the bound, three do not"
+        );
+        for (_, batch) in &split {
+            assert!(
+                batch.payload.len() <= MAX_PERSISTED_BYTES,
+                "{}",
+                batch.payload.len()
+            );
+        }
+        let contents: usize = split.iter().map(|(_, b)| decoded(b).len()).sum();
+        assert_eq!(contents, 7);
+        let many: Vec<_> = (0..MAX_PERSISTED_EVENTS + 1)
+            .map(|_| event(a, "m"))
+            .collect();
+        let cut = batches(&many).expect("encodes");
+        let sizes: Vec<usize> = cut.iter().map(|(_, b)| decoded(b).len()).collect();
+        assert_eq!(sizes, [MAX_PERSISTED_EVENTS, 1]);
+        let huge = [event(a, &"y".repeat(MAX_PERSISTED_BYTES))];
+        let alone = batches(&huge).expect("encodes");
+        assert_eq!(alone.len(), 1, "an event over the bound goes alone");
+    }
 
     #[test]
     fn only_what_the_same_bytes_would_fail_again_is_permanent() {

@@ -6,6 +6,12 @@
 //! end of a streamed reply, §14), whose own `seq` follows every event before it.
 //! `RoomEvent` is what a node receives on a conversation's room subject and emits to its
 //! local room.
+//!
+//! Persisted events travel in [`Persisted`] batches: one NATS message per conversation
+//! per persister transaction, on the `PERSISTED` stream and again on the room subject.
+//! Each hop's cost (a stored stream message, its PubAck, a delivery, an ack, a room
+//! publish) is paid once per batch instead of once per message; each event keeps its own
+//! trace context, so a message's trace still runs through every hop.
 
 use crate::ids::{ConversationId, MessageId, Seq, UserId};
 use crate::message::Message;
@@ -70,6 +76,45 @@ impl MessageEnvelope {
     }
 }
 
+/// One persisted event and the trace context of the span that handed it on (W3C
+/// `traceparent`/`tracestate`; empty when tracing is off).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedEvent {
+    #[serde(flatten)]
+    pub envelope: MessageEnvelope,
+    #[serde(default, skip_serializing_if = "TraceContext::is_empty")]
+    pub trace: TraceContext,
+}
+
+impl PersistedEvent {
+    /// An event handed on outside any trace (an operator's replay or retry).
+    pub fn untraced(envelope: MessageEnvelope) -> PersistedEvent {
+        PersistedEvent {
+            envelope,
+            trace: TraceContext::new(),
+        }
+    }
+}
+
+/// A trace context as text fields (see `telemetry::propagation`).
+pub type TraceContext = std::collections::BTreeMap<String, String>;
+
+/// Persisted events of one conversation in `seq` order: the payload of a `PERSISTED`
+/// stream message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub events: Vec<PersistedEvent>,
+}
+
+impl Persisted {
+    /// The conversation of the events (all of them share it); `None` when empty.
+    pub fn conversation(&self) -> Option<ConversationId> {
+        self.events
+            .first()
+            .map(|e| e.envelope.message.conversation_id)
+    }
+}
+
 /// Presence and typing, which are never stored: they go node to node over core NATS.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,8 +128,8 @@ pub struct Presence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RoomEvent {
-    /// A persisted message (`seq` set), routed by the fanout.
-    Message(MessageEnvelope),
+    /// Persisted events of the conversation (`seq` set, ascending), routed by the fanout.
+    Messages(Persisted),
     Typing {
         presence: Presence,
         is_typing: bool,

@@ -24,6 +24,7 @@ pub mod load;
 pub mod nats_cluster;
 pub mod nats_server;
 pub mod otlp;
+pub mod persisted;
 pub mod pg_server;
 pub mod scenario;
 pub mod soak;

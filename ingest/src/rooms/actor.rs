@@ -84,7 +84,7 @@ async fn run(
             },
             event = events.next() => match event {
                 Some(event) => {
-                    room.on_event(event.subject.as_str(), &event.payload, event.headers.as_ref()).await;
+                    room.on_event(event.subject.as_str(), &event.payload).await;
                     tail_check = Some(Instant::now() + TAIL_CHECK_AFTER);
                 }
                 None => return retire_now(&mut room, &registry),

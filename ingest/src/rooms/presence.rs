@@ -28,7 +28,7 @@ pub(super) async fn emit(io: &SocketIo, room: &str, node: &str, event: RoomEvent
             let body = membership(&presence);
             broadcast(io, room, node, "user_left", &presence, &body).await;
         }
-        RoomEvent::Message(_) | RoomEvent::ReplyStop(_) => {}
+        RoomEvent::Messages(_) | RoomEvent::ReplyStop(_) => {}
     }
 }
 

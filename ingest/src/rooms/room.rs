@@ -7,10 +7,9 @@ use super::streaming::Streaming;
 use crate::auth::Principal;
 use crate::replies::Replies;
 use crate::socket::extract::JoinedRooms;
-use async_nats::HeaderMap;
 use chrono::Utc;
 use coachwire_shared::db;
-use coachwire_shared::envelope::{MessageEnvelope, ReplyAppended, RoomEvent};
+use coachwire_shared::envelope::{MessageEnvelope, PersistedEvent, ReplyAppended, RoomEvent};
 use coachwire_shared::error::Failure;
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::{Message, MessageDelivered, MessageStatus};
@@ -215,29 +214,17 @@ impl Room {
     }
 
     /// An event on the room subject, or a stored append on one of its reply subjects.
-    pub(super) async fn on_event(
-        &mut self,
-        subject: &str,
-        payload: &[u8],
-        headers: Option<&HeaderMap>,
-    ) {
+    pub(super) async fn on_event(&mut self, subject: &str, payload: &[u8]) {
         if subject.starts_with(REPLY_SUBJECT_PREFIX) {
             return self.on_append(payload).await;
         }
         match serde_json::from_slice(payload) {
-            Ok(RoomEvent::Message(envelope)) => {
-                let span = tracing::debug_span!(
-                    "room.emit",
-                    otel.kind = "consumer",
-                    messaging.system = "nats",
-                    coachwire.conversation_id = %self.conversation,
-                    coachwire.message_id = %envelope.message.id,
-                    coachwire.seq = envelope.event_seq().map(|seq| seq.0),
-                    coachwire.node = %self.node,
-                    coachwire.members = self.members.len(),
-                );
-                propagation::continue_from_nats(&span, headers);
-                self.deliver(envelope).instrument(span).await
+            Ok(RoomEvent::Messages(persisted)) => {
+                for event in persisted.events {
+                    self.on_persisted(event).await;
+                    // Lets the sockets' writers drain between the events of a batch.
+                    tokio::task::yield_now().await;
+                }
             }
             Ok(RoomEvent::ReplyStop(notice)) => self.replies.stop(&self.io, notice),
             Ok(RoomEvent::Departed(departed)) => {
@@ -248,6 +235,23 @@ impl Room {
             Ok(other) => presence::emit(&self.io, &self.name, &self.node, other).await,
             Err(e) => tracing::warn!(error = %e, "undecodable room event"),
         }
+    }
+
+    /// One persisted event, in its message's trace.
+    async fn on_persisted(&mut self, event: PersistedEvent) {
+        let envelope = event.envelope;
+        let span = tracing::debug_span!(
+            "room.emit",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            coachwire.conversation_id = %self.conversation,
+            coachwire.message_id = %envelope.message.id,
+            coachwire.seq = envelope.event_seq().map(|seq| seq.0),
+            coachwire.node = %self.node,
+            coachwire.members = self.members.len(),
+        );
+        propagation::continue_from_fields(&span, &event.trace);
+        self.deliver(envelope).instrument(span).await
     }
 
     /// Emits what Postgres has held beyond the cursor for [`SETTLED_AFTER`]: the tail a

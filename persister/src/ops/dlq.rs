@@ -13,6 +13,7 @@ use super::retry::Retries;
 use crate::nats::{Author, dead_letter, publish_persisted};
 use crate::store::{Fault, Incoming, StoreError, Stored, store_batch};
 use async_nats::jetstream::{self, stream::Stream};
+use coachwire_shared::envelope::PersistedEvent;
 use coachwire_shared::settings::CommonSettings;
 use coachwire_shared::subjects::DEAD_LETTER_STREAM;
 use serde::Serialize;
@@ -135,7 +136,10 @@ async fn retry(
         }];
         match store_one(pool, &incoming).await {
             Ok(stored) => {
-                let events: Vec<_> = stored.into_iter().map(|s| (s.envelope, None)).collect();
+                let events: Vec<_> = stored
+                    .into_iter()
+                    .map(|s| PersistedEvent::untraced(s.envelope))
+                    .collect();
                 publish_persisted(js, &events)
                     .await
                     .doing(format!("dead letter {}: stored, but", entry.id()))?;

@@ -7,7 +7,7 @@ use crate::common;
 use async_nats::jetstream;
 use coachwire_persister::batch::Persister;
 use coachwire_persister::consumer;
-use coachwire_shared::envelope::MessageEnvelope;
+use coachwire_shared::envelope::{MessageEnvelope, Persisted};
 use coachwire_shared::ids::{ConversationId, MessageId};
 use coachwire_shared::subjects::{
     DEAD_LETTER_STREAM, MESSAGES_STREAM, PARTITIONS, PERSISTED_STREAM, message_subject,
@@ -15,6 +15,7 @@ use coachwire_shared::subjects::{
 };
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::{NatsServer, free_port};
+use coachwire_testkit::persisted::persisted_events;
 use common::{fast_tuning, message, user};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -135,6 +136,14 @@ impl Ops {
         let envelope = message(conversation, user(), content);
         self.publish(&envelope).await;
         envelope
+    }
+
+    /// Events in the `PERSISTED` stream (several per stream message).
+    async fn persisted_events(&self) -> usize {
+        persisted_events(&self.js)
+            .await
+            .expect("persisted events")
+            .len()
     }
 
     async fn stream_messages(&self, name: &str) -> u64 {
@@ -279,7 +288,7 @@ async fn replay_after_an_older_backup_restores_every_lost_row_with_its_id_and_se
         "nothing is stored twice"
     );
     assert_eq!(
-        ops.stream_messages(PERSISTED_STREAM).await,
+        ops.persisted_events().await,
         30,
         "replay publishes no persisted events"
     );
@@ -292,7 +301,7 @@ async fn replay_after_an_older_backup_restores_every_lost_row_with_its_id_and_se
     let persister = ops.start_persister().await;
     eventually("39 rows", || async { ops.rows().await == 39 }).await;
     eventually("39 persisted events", || async {
-        ops.stream_messages(PERSISTED_STREAM).await == 39
+        ops.persisted_events().await == 39
     })
     .await;
     persister.stop().await;
@@ -591,13 +600,17 @@ async fn status_counts_what_waits_and_goes_to_zero_once_processed() {
 
     let persister = ops.start_persister().await;
     eventually("5 persisted events", || async {
-        ops.stream_messages(PERSISTED_STREAM).await == 5
+        ops.persisted_events().await == 5
     })
     .await;
     persister.stop().await;
     let after = ops.json(&["status", "--json"]).await;
     assert_eq!(after["streams"][1]["name"], PERSISTED_STREAM);
-    assert_eq!(after["streams"][1]["messages"], 5);
+    assert_eq!(
+        after["streams"][1]["messages"],
+        ops.stream_messages(PERSISTED_STREAM).await,
+        "status counts the stream's messages (each carries one or more events)"
+    );
     for consumer in after["consumers"].as_array().expect("consumers") {
         assert_eq!(
             [
@@ -686,9 +699,10 @@ async fn dead_letters_are_listed_retried_and_dropped() {
         .get_last_raw_message_by_subject(&persisted_subject(c))
         .await
         .expect("persisted event");
-    let event: MessageEnvelope = serde_json::from_slice(&event.payload).expect("envelope");
+    let event: Persisted = serde_json::from_slice(&event.payload).expect("persisted events");
+    let event = event.events.last().expect("an event");
     assert_eq!(
-        event.message.id, poison.message.id,
+        event.envelope.message.id, poison.message.id,
         "its persisted event is published"
     );
 

@@ -16,9 +16,10 @@ use coachwire_shared::db::{self, StoredEvent};
 use coachwire_shared::envelope::{MessageEnvelope, Version};
 use coachwire_shared::ids::{ConversationId, Seq, UserId};
 use coachwire_shared::message::{MessageStatus, MessageType};
-use coachwire_shared::subjects::{MESSAGES_STREAM, PERSISTED_STREAM, message_subject};
+use coachwire_shared::subjects::{MESSAGES_STREAM, message_subject};
 use coachwire_testkit::db::TestDb;
 use coachwire_testkit::nats_server::NatsServer;
+use coachwire_testkit::persisted::persisted_events;
 use coachwire_testkit::tcp_proxy::{Link, TcpProxy};
 use common::{fast_tuning, message, user};
 use futures::StreamExt;
@@ -313,18 +314,17 @@ async fn partition_of(js: &jetstream::Context, conversation: ConversationId) -> 
 }
 
 /// Waits until the PERSISTED stream holds `n` events; returns how many it holds.
-async fn await_persisted(js: &jetstream::Context, n: u64) -> u64 {
-    let mut stream = js.get_stream(PERSISTED_STREAM).await.expect("stream");
+async fn await_persisted(js: &jetstream::Context, n: usize) -> usize {
+    let count = || async { persisted_events(js).await.expect("persisted events").len() };
     for _ in 0..400 {
-        let count = stream.info().await.expect("info").state.messages;
-        if count >= n {
+        if count().await >= n {
             // Give a straggling duplicate time to show up before reporting.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            return stream.info().await.expect("info").state.messages;
+            return count().await;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    stream.info().await.expect("info").state.messages
+    count().await
 }
 
 #[tokio::test]
@@ -871,9 +871,8 @@ async fn a_persisted_event_the_server_can_never_take_does_not_stall_its_partitio
     runner.await.expect("runner");
     assert_contiguous(&rows, &["x".repeat(content), "after".into()]);
     assert!(settled.is_some(), "both messages acked, nothing stuck");
-    let mut persisted = js.get_stream(PERSISTED_STREAM).await.expect("stream");
     assert_eq!(
-        persisted.info().await.expect("info").state.messages,
+        persisted_events(&js).await.expect("persisted events").len(),
         1,
         "only the event the server can take"
     );

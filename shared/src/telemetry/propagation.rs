@@ -3,8 +3,10 @@
 //!
 //! A span continues a trace by [`continue_from_nats`] / [`continue_from_http`] right after
 //! it is created (before anything is logged in it), and hands its context on with
-//! [`nats_headers`].
+//! [`nats_headers`]; or, for one of several messages in one payload, by
+//! [`continue_from_fields`] and [`trace_context`].
 
+use crate::envelope::TraceContext;
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
@@ -26,6 +28,21 @@ pub fn nats_headers(span: &Span) -> Option<HeaderMap> {
 pub fn continue_from_nats(span: &Span, headers: Option<&HeaderMap>) {
     if let Some(headers) = headers {
         set_parent(span, &NatsExtractor(headers));
+    }
+}
+
+/// `span`'s trace context as text fields, for a payload that carries several messages'
+/// contexts (one NATS message of several events, each with its own trace).
+pub fn trace_context(span: &Span) -> TraceContext {
+    let mut fields = TraceContext::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut FieldInjector(&mut fields));
+    fields
+}
+
+/// Makes `span` a child of `fields` (from [`trace_context`]), if they carry a context.
+pub fn continue_from_fields(span: &Span, fields: &TraceContext) {
+    if !fields.is_empty() {
+        set_parent(span, &FieldExtractor(fields));
     }
 }
 
@@ -61,6 +78,28 @@ impl Extractor for NatsExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(name, _)| name.as_ref()).collect()
+    }
+}
+
+struct FieldInjector<'a>(&'a mut TraceContext);
+
+impl Injector for FieldInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if !value.is_empty() {
+            self.0.insert(key.to_string(), value);
+        }
+    }
+}
+
+struct FieldExtractor<'a>(&'a TraceContext);
+
+impl Extractor for FieldExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
     }
 }
 

@@ -110,9 +110,12 @@ async fn replayed_rows_reach_a_joined_socket_once_in_order_and_a_second_replay_a
     let mut published = Vec::new();
     while let Ok(Some(event)) = tokio::time::timeout(QUIET, room_events.next()).await {
         match serde_json::from_slice(&event.payload).expect("a room event") {
-            RoomEvent::Message(envelope) => {
-                assert!(envelope.origin.is_none(), "replayed events have no origin");
-                published.push(envelope.message.seq.map(|s| s.0));
+            RoomEvent::Messages(persisted) => {
+                for event in persisted.events {
+                    let envelope = event.envelope;
+                    assert!(envelope.origin.is_none(), "replayed events have no origin");
+                    published.push(envelope.message.seq.map(|s| s.0));
+                }
             }
             other => panic!("replay published {other:?}"),
         }

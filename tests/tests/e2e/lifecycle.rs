@@ -2,7 +2,7 @@
 //! gap fill that keeps delivery exactly-once and in order when a NATS hop loses an event,
 //! and a message's later version travelling the whole pipeline as an event of its own.
 
-use coachwire_shared::envelope::{MessageEnvelope, RoomEvent, Version};
+use coachwire_shared::envelope::{MessageEnvelope, Persisted, PersistedEvent, RoomEvent, Version};
 use coachwire_shared::ids::{MessageId, Seq};
 use coachwire_shared::message::{Message, MessageStatus, MessageType, Metadata, now_millis};
 use coachwire_shared::subjects::{message_subject, room_subject};
@@ -113,10 +113,12 @@ async fn a_node_that_misses_an_event_fills_the_gap_from_postgres_and_never_repea
             .expect("insert");
     }
     let nats = async_nats::connect(stack.nats_url()).await.expect("nats");
-    let event = RoomEvent::Message(MessageEnvelope {
-        message: arrived,
-        origin: None,
-        version: None,
+    let event = RoomEvent::Messages(Persisted {
+        events: vec![PersistedEvent::untraced(MessageEnvelope {
+            message: arrived,
+            origin: None,
+            version: None,
+        })],
     });
     let payload = serde_json::to_vec(&event).expect("json");
     for _ in 0..2 {

@@ -208,8 +208,11 @@ async fn the_last_message_of_a_burst_reaches_the_room_while_the_fanout_is_cut_an
     // its ack_wait (10 s) if the server had handed it to the dead connection.
     let late = timeout(Duration::from_secs(30), async {
         while let Some(event) = room_events.next().await {
-            if let Ok(RoomEvent::Message(envelope)) = serde_json::from_slice(&event.payload)
-                && envelope.message.seq.map(|s| s.0) == Some(BURST + 1)
+            if let Ok(RoomEvent::Messages(persisted)) = serde_json::from_slice(&event.payload)
+                && persisted
+                    .events
+                    .iter()
+                    .any(|e| e.envelope.message.seq.map(|s| s.0) == Some(BURST + 1))
             {
                 return;
             }
