@@ -56,7 +56,7 @@ statements_on() {
 # Each statement's share of the step's execution time, calls and rows per call.
 statements() { # RATE
   as_postgres_psql -d coachwire -P pager=off <<'SQL' | tee "$OUT/statements-$1.txt"
-SELECT round(100 * total_exec_time / sum(total_exec_time) OVER (), 1) AS "share %",
+SELECT round((100 * total_exec_time / sum(total_exec_time) OVER ())::numeric, 1) AS "share %",
        calls, round(total_exec_time::numeric / calls, 3) AS "ms/call",
        round(rows::numeric / calls, 1) AS "rows/call",
        left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS statement

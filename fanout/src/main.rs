@@ -60,7 +60,10 @@ fn parse_conversation(value: &str) -> Result<ConversationId, String> {
     ConversationId::parse(value).ok_or_else(|| format!("not a hyphenated UUID: {value:?}"))
 }
 
-#[tokio::main]
+// One thread: the fanout mostly waits on NATS, and a runtime of several
+// worker threads spent its CPU waking them for each other (the kernel's task switch
+// was the largest frame of its profile at 3000 msg/s; docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let result = match cli.command {

@@ -53,7 +53,11 @@ fn positive_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-#[tokio::main]
+// One thread: at 6000 msg/s ingest uses about half a core, and a runtime of several
+// worker threads spent a fifth of its CPU waking them for each other (the kernel's task
+// switch led its profile; one thread took 18–23% off the CPU per message at 1000–6000
+// msg/s, docs/benchmarks.md). A host with more cores runs more ingest nodes.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let result = match cli.command {

@@ -32,7 +32,10 @@ enum Command {
     Ops(ops::OpsCommand),
 }
 
-#[tokio::main]
+// One thread: the persister mostly waits on NATS and Postgres, and a runtime of several
+// worker threads spent its CPU waking them for each other (the kernel's task switch
+// was the largest frame of its profile at 3000 msg/s; docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli: Cli = parse_or_exit();
     let result = match cli.command {
