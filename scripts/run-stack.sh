@@ -53,7 +53,10 @@ start_nats() {
     ensure_nats_binary
     log "nats: starting $COACHWIRE_NATS_SERVER -c nats/dev.conf (data in .run/nats)"
     # setsid: a Ctrl-C in this terminal must not take the background stack down.
-    setsid "$COACHWIRE_NATS_SERVER" -c nats/dev.conf </dev/null >>"$RUN/nats.log" 2>&1 &
+    # GOMAXPROCS: this stack puts everything on one host, where Go's scheduler threads
+    # mostly woke each other: one thread took 16-18% off nats-server's CPU per message
+    # at 1000-6000 msg/s on 2 cores (docs/benchmarks.md). NATS_GOMAXPROCS overrides it.
+    GOMAXPROCS=${NATS_GOMAXPROCS:-1} setsid "$COACHWIRE_NATS_SERVER" -c nats/dev.conf </dev/null >>"$RUN/nats.log" 2>&1 &
     echo $! >"$RUN/nats.pid"
     # /healthz turns 200 only once JetStream is up, not merely the client port.
     wait_for 15 curl -fsS "$NATS_MONITOR/healthz" || die "nats: not healthy after 15 s; see .run/nats.log"
