@@ -4,7 +4,7 @@
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, Message};
-use coachwire_shared::envelope::{Persisted, PersistedEvent, RoomEvent};
+use coachwire_shared::envelope::{MessageEnvelope, Persisted, PersistedEvent, RoomEvent};
 use coachwire_shared::ids::ConversationId;
 use coachwire_shared::nats::{self, DeclareError};
 use coachwire_shared::subjects::{FANOUT_CONSUMER, PERSISTED_STREAM, room_subject};
@@ -92,12 +92,25 @@ fn route_span(event: &PersistedEvent) -> Span {
     span
 }
 
+/// A `PERSISTED` message: a batch of events, or a single envelope as persisters wrote
+/// them before batching (06868f8), which a stream may still hold after an upgrade.
+fn decode(payload: &[u8]) -> Option<Persisted> {
+    serde_json::from_slice::<Persisted>(payload)
+        .ok()
+        .or_else(|| {
+            let envelope = serde_json::from_slice::<MessageEnvelope>(payload).ok()?;
+            Some(Persisted {
+                events: vec![PersistedEvent::untraced(envelope)],
+            })
+        })
+}
+
 /// Publishes a batch to the room subjects (one room message per persisted one) and acks
 /// it once the server has it all.
 pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
     coachwire_shared::metrics::record_pulled(FANOUT_CONSUMER, messages);
     for message in messages {
-        let Ok(persisted) = serde_json::from_slice::<Persisted>(&message.payload) else {
+        let Some(persisted) = decode(&message.payload) else {
             tracing::error!("undecodable persisted event; dropping it");
             let _ = message.ack().await;
             continue;
@@ -131,5 +144,30 @@ pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
     }
     for message in messages {
         let _ = message.ack().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENVELOPE: &str = r#"{"message": {"id": "0193a4c0-0000-7000-8000-000000000001",
+        "conversationId": "0193a4c0-0000-7000-8000-000000000002",
+        "userId": "0193a4c0-0000-7000-8000-000000000003", "content": "hi", "type": "user",
+        "metadata": {}, "clientMessageId": null, "seq": 7,
+        "createdAt": "2026-12-07T12:00:00.000Z"}, "origin": null}"#;
+
+    #[test]
+    fn a_batch_and_a_single_envelope_of_before_batching_both_decode() {
+        let single = decode(ENVELOPE.as_bytes()).expect("a single envelope");
+        assert_eq!(single.events.len(), 1);
+        let batch = serde_json::to_vec(&Persisted {
+            events: vec![single.events[0].clone(), single.events[0].clone()],
+        })
+        .expect("encodes");
+        let decoded = decode(&batch).expect("a batch");
+        assert_eq!(decoded.events.len(), 2);
+        assert_eq!(decoded.events[1].envelope.event_seq().map(|s| s.0), Some(7));
+        assert!(decode(b"{\"neither\": 1}").is_none());
     }
 }
