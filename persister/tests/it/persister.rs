@@ -686,30 +686,17 @@ async fn rolled_back_while_away(fault: LinkFault) {
 
     // The other client keeps its three alive while the persister writes: `a` is read
     // from the stream, not waited for.
-    let holding = CancellationToken::new();
-    let keepers: Vec<_> = held
-        .into_iter()
-        .map(|m| tokio::spawn(keep_alive(m, tuning.ack_wait / 4, holding.clone())))
-        .collect();
-    let rows = await_rows(&db, conversation, 5).await;
-    holding.cancel();
-    assert_contiguous(&rows, &["m0", "m1", "m2", "a", "b"].map(String::from));
-    for keeper in keepers {
-        let message = keeper.await.expect("keeper");
-        message
-            .ack_with(AckKind::Nak(None))
-            .await
-            .expect("hand back");
-    }
-    // The handed-back deliveries come to the persister and are acked as duplicates.
-    await_settled(&rolled_back).await;
-    shutdown.cancel();
-    runner.await.expect("runner");
-    assert_eq!(
-        db.seqs(conversation).await.expect("rows"),
-        rows,
-        "unchanged"
-    );
+    let persister = (shutdown, runner);
+    written_around(
+        &db,
+        conversation,
+        held,
+        &tuning,
+        &["m0", "m1", "m2", "a", "b"],
+        &rolled_back,
+        persister,
+    )
+    .await;
 }
 
 /// The short soak's inversion (`docs/reliability.md`, item 12): a consumer leader that
@@ -753,18 +740,48 @@ async fn a_batch_with_a_redelivery_cannot_skip_a_message_another_client_holds() 
     publish(&js, &message(conversation, alice, "b")).await;
     proxy.set_link(Link::Open);
 
+    let persister = (shutdown, runner);
+    written_around(
+        &db,
+        conversation,
+        vec![a],
+        &tuning,
+        &["m0", "m1", "x", "a", "b"],
+        &rolled_back,
+        persister,
+    )
+    .await;
+}
+
+/// While another client keeps `held` alive, the persister writes `conversation` as
+/// `expected`; then the client hands them back, the persister acks them as duplicates
+/// (the rolled-back consumer settles), and stopping it leaves Postgres as it was.
+async fn written_around(
+    db: &TestDb,
+    conversation: ConversationId,
+    held: Vec<jetstream::Message>,
+    tuning: &ConsumerTuning,
+    expected: &[&str],
+    rolled_back: &PullConsumer,
+    (shutdown, runner): (CancellationToken, tokio::task::JoinHandle<PartitionEnd>),
+) {
     let holding = CancellationToken::new();
-    let keeper = tokio::spawn(keep_alive(a, tuning.ack_wait / 4, holding.clone()));
-    let rows = await_rows(&db, conversation, 5).await;
+    let keepers: Vec<_> = held
+        .into_iter()
+        .map(|m| tokio::spawn(keep_alive(m, tuning.ack_wait / 4, holding.clone())))
+        .collect();
+    let rows = await_rows(db, conversation, expected.len()).await;
     holding.cancel();
-    assert_contiguous(&rows, &["m0", "m1", "x", "a", "b"].map(String::from));
-    keeper
-        .await
-        .expect("keeper")
-        .ack_with(AckKind::Nak(None))
-        .await
-        .expect("hand back");
-    await_settled(&rolled_back).await;
+    let expected: Vec<String> = expected.iter().map(|c| c.to_string()).collect();
+    assert_contiguous(&rows, &expected);
+    for keeper in keepers {
+        let message = keeper.await.expect("keeper");
+        message
+            .ack_with(AckKind::Nak(None))
+            .await
+            .expect("hand back");
+    }
+    await_settled(rolled_back).await;
     shutdown.cancel();
     runner.await.expect("runner");
     assert_eq!(
