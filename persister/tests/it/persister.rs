@@ -313,14 +313,12 @@ async fn partition_of(js: &jetstream::Context, conversation: ConversationId) -> 
     parts[3].parse().expect("partition number")
 }
 
-/// Waits until the PERSISTED stream holds `n` events; returns how many it holds.
+/// Waits until the PERSISTED stream holds `n` distinct events; returns how many it holds.
 async fn await_persisted(js: &jetstream::Context, n: usize) -> usize {
     let count = || async { persisted_events(js).await.expect("persisted events").len() };
     for _ in 0..400 {
         if count().await >= n {
-            // Give a straggling duplicate time to show up before reporting.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return count().await;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
