@@ -105,32 +105,33 @@ fn decode(payload: &[u8]) -> Option<Persisted> {
         })
 }
 
+/// The room message of a persisted one, with each event under a span of its own (kept
+/// open until the publish) whose context the room's `room.emit` continues; `None` for an
+/// empty one.
+fn routed(persisted: Persisted) -> Option<(String, Vec<u8>, Vec<Span>)> {
+    let conversation = persisted.conversation()?;
+    let (events, spans): (Vec<PersistedEvent>, Vec<Span>) = persisted
+        .events
+        .into_iter()
+        .map(|event| {
+            let span = route_span(&event);
+            let trace = propagation::trace_context(&span);
+            (PersistedEvent { trace, ..event }, span)
+        })
+        .unzip();
+    let (subject, payload) = room_event(conversation, events).ok()?;
+    Some((subject, payload, spans))
+}
+
 /// Publishes a batch to the room subjects (one room message per persisted one) and acks
 /// it once the server has it all.
 pub async fn route_batch(nats: &async_nats::Client, messages: &[Message]) {
     coachwire_shared::metrics::record_pulled(FANOUT_CONSUMER, messages);
     for message in messages {
-        let Some(persisted) = decode(&message.payload) else {
-            tracing::error!("undecodable persisted event; dropping it");
-            let _ = message.ack().await;
-            continue;
-        };
-        let Some(conversation) = persisted.conversation() else {
-            let _ = message.ack().await;
-            continue;
-        };
-        // Each event's span hands its own context on to the room's `room.emit`.
-        let spans: Vec<Span> = persisted.events.iter().map(route_span).collect();
-        let events = persisted
-            .events
-            .into_iter()
-            .zip(&spans)
-            .map(|(event, span)| PersistedEvent {
-                trace: propagation::trace_context(span),
-                ..event
-            })
-            .collect();
-        let Ok((subject, payload)) = room_event(conversation, events) else {
+        // Dropped, not retried: the same bytes would fail again. It is acked below with
+        // the rest of the batch.
+        let Some((subject, payload, _spans)) = decode(&message.payload).and_then(routed) else {
+            tracing::error!("undecodable persisted message; dropping it");
             continue;
         };
         if let Err(e) = nats.publish(subject, payload.into()).await {
