@@ -1,5 +1,10 @@
 //! One batch from the stream, start to finish: decode → store → publish → ack.
 //!
+//! The two halves can run apart: [`Persister::store`] commits the rows and returns
+//! [`Committed`] parts, and [`Persister::finish`] publishes their persisted events and acks
+//! them. The writer overlaps the next batch's transaction with the previous batch's
+//! finish ([`crate::writer`]); [`Persister::process`] runs both in turn.
+//!
 //! Acks come last: a crash anywhere before them redelivers the batch, and every step is
 //! idempotent (the store by message id, the persisted events by `Nats-Msg-Id`).
 //! Retriable failures (Postgres down) are retried with backoff for as long as it takes,
@@ -9,14 +14,17 @@
 
 use crate::nats::{Author, PublishError, dead_letter, publish_persisted};
 use crate::pulled::Pulled;
-use crate::store::{Incoming, Row, StoreError, Stored, store_batch};
+use crate::store::{Incoming, Row, StoreError, Stored, store_on};
 use async_nats::jetstream::{self, AckKind};
 use coachwire_shared::envelope::PersistedEvent;
 use coachwire_shared::lasting::Lasting;
 use coachwire_shared::metrics::{DEAD_LETTERS_TOTAL, PERSIST_BATCH_SIZE, PERSISTED_TOTAL};
 use coachwire_shared::telemetry::propagation;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{Span, field::Empty};
 
@@ -44,9 +52,28 @@ enum StoreAttempt {
 
 /// How isolating a failed batch ended.
 enum Isolated {
-    Done(Outcome),
+    /// The messages that stored alone, one part each, in stream order; the rest are
+    /// dead-lettered.
+    Stored(Vec<Committed>),
     /// Every message failed with this same error: retry the batch, bury nothing.
     AllFailedAlike(StoreError),
+    ShutDown,
+}
+
+/// Rows committed in one transaction, with the deliveries they came from: what is left
+/// is to publish their persisted events and ack the deliveries ([`Persister::finish`]).
+pub struct Committed {
+    deliveries: Vec<Delivery>,
+    stored: Vec<Stored>,
+}
+
+/// How the store half of a batch ended.
+pub enum Stage {
+    /// Committed, in the order the parts must be finished (a batch that had to be
+    /// isolated is one part per message).
+    Committed(Vec<Committed>),
+    /// Shutdown came first; nothing acked, the server will redeliver.
+    Abandoned,
 }
 
 /// The wait between retries of one step: from [`FIRST_BACKOFF`], doubling up to
@@ -91,6 +118,11 @@ enum Published {
 pub struct Persister {
     pub pool: PgPool,
     pub js: jetstream::Context,
+    /// The connection batches are stored on, kept from one batch to the next. Why: sqlx
+    /// pings a connection when the pool hands it out and again when it comes back, two
+    /// round trips to Postgres around every batch's one. It is given back after a failure,
+    /// so that the pool drops it if it is broken.
+    held: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
 }
 
 /// How a batch ended.
@@ -103,8 +135,48 @@ pub enum Outcome {
 }
 
 impl Persister {
-    /// Processes one batch (in stream order). Public so tests can step the persister.
+    pub fn new(pool: PgPool, js: jetstream::Context) -> Persister {
+        Persister {
+            pool,
+            js,
+            held: Arc::default(),
+        }
+    }
+
+    /// Stores `batch` on the held connection (taken from the pool first if there is none).
+    async fn store_batch(&self, batch: &[Incoming]) -> Result<Vec<Stored>, StoreError> {
+        let mut held = self.held.lock().await;
+        let conn = match held.as_mut() {
+            Some(conn) => conn,
+            None => held.insert(self.pool.acquire().await?),
+        };
+        let stored = store_on(conn, batch).await;
+        if stored.is_err() {
+            *held = None;
+        }
+        stored
+    }
+
+    /// Processes one batch (in stream order): stores it, then finishes each committed
+    /// part. Public so tests can step the persister.
     pub async fn process(&self, messages: Vec<Pulled>, shutdown: &CancellationToken) -> Outcome {
+        let Stage::Committed(parts) = self.store(messages, shutdown).await else {
+            return Outcome::Abandoned;
+        };
+        let mut fresh = 0;
+        for part in parts {
+            match self.finish(part, shutdown).await {
+                Outcome::Done { fresh: n } => fresh += n,
+                Outcome::Abandoned => return Outcome::Abandoned,
+            }
+        }
+        Outcome::Done { fresh }
+    }
+
+    /// The store half of a batch (in stream order): decodes it, dead-letters what cannot
+    /// be decoded, and commits the rest, retrying the database's faults for as long as it
+    /// takes and isolating poison messages.
+    pub async fn store(&self, messages: Vec<Pulled>, shutdown: &CancellationToken) -> Stage {
         let size = messages.len();
         let mut decoded = Vec::with_capacity(size);
         for message in messages {
@@ -125,19 +197,24 @@ impl Persister {
         loop {
             match self.store_retrying(&decoded, shutdown).await {
                 StoreAttempt::Stored(stored) => {
-                    return self.finish(&decoded, stored, shutdown).await;
+                    let part = Committed {
+                        deliveries: decoded,
+                        stored,
+                    };
+                    return Stage::Committed(vec![part]);
                 }
                 StoreAttempt::Refused(_) => {}
-                StoreAttempt::ShutDown => return Outcome::Abandoned,
+                StoreAttempt::ShutDown => return Stage::Abandoned,
             }
-            match self.isolate(&decoded, shutdown).await {
-                Isolated::Done(outcome) => return outcome,
+            match self.isolate(&mut decoded, shutdown).await {
+                Isolated::Stored(parts) => return Stage::Committed(parts),
+                Isolated::ShutDown => return Stage::Abandoned,
                 Isolated::AllFailedAlike(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff.0, "every message of a batch failed the same way: a fault of the database, not of the messages; retrying")
                 }
             }
             if backoff.wait(shutdown).await == Waited::ShutDown {
-                return Outcome::Abandoned;
+                return Stage::Abandoned;
             }
         }
     }
@@ -145,19 +222,19 @@ impl Persister {
     /// Stores each message of a failed batch alone; the ones that still fail are poison,
     /// unless every message of the batch failed with the same error: that is the database
     /// refusing everything (a trigger, a broken column), and dead-lettering the whole
-    /// batch would bury good messages, so the batch is retried instead.
-    async fn isolate(&self, decoded: &[Delivery], shutdown: &CancellationToken) -> Isolated {
-        let mut fresh = 0;
+    /// batch would bury good messages, so the batch is retried instead (`decoded` is
+    /// left whole for it).
+    async fn isolate(&self, decoded: &mut Vec<Delivery>, shutdown: &CancellationToken) -> Isolated {
+        let mut stored = Vec::new();
         let mut failed = Vec::new();
-        for one in decoded {
-            let single = std::slice::from_ref(one);
-            match self.store_retrying(single, shutdown).await {
-                StoreAttempt::Stored(stored) => match self.finish(single, stored, shutdown).await {
-                    Outcome::Done { fresh: n } => fresh += n,
-                    Outcome::Abandoned => return Isolated::Done(Outcome::Abandoned),
-                },
-                StoreAttempt::Refused(e) => failed.push((one, e)),
-                StoreAttempt::ShutDown => return Isolated::Done(Outcome::Abandoned),
+        for (i, one) in decoded.iter().enumerate() {
+            match self
+                .store_retrying(std::slice::from_ref(one), shutdown)
+                .await
+            {
+                StoreAttempt::Stored(rows) => stored.push((i, rows)),
+                StoreAttempt::Refused(e) => failed.push((i, e)),
+                StoreAttempt::ShutDown => return Isolated::ShutDown,
             }
         }
         let alike = failed
@@ -170,19 +247,34 @@ impl Persister {
         {
             return Isolated::AllFailedAlike(e);
         }
-        for (delivery, e) in failed {
-            let conversation = delivery
-                .incoming
-                .envelope
-                .message
-                .conversation_id
-                .to_string();
-            delivery.span.record("coachwire.outcome", "dead_lettered");
-            delivery.span.record("otel.status_code", "error");
-            self.bury(&delivery.message, &conversation, &e.to_string())
-                .await;
+        let mut poison = failed.into_iter().peekable();
+        let mut rows = stored.into_iter().peekable();
+        let mut parts = Vec::new();
+        for (i, delivery) in std::mem::take(decoded).into_iter().enumerate() {
+            if let Some((_, e)) = poison.next_if(|(at, _)| *at == i) {
+                self.bury_poison(&delivery, &e).await;
+            } else if let Some((_, stored)) = rows.next_if(|(at, _)| *at == i) {
+                parts.push(Committed {
+                    deliveries: vec![delivery],
+                    stored,
+                });
+            }
         }
-        Isolated::Done(Outcome::Done { fresh })
+        Isolated::Stored(parts)
+    }
+
+    /// Dead-letters a message that cannot be stored, even alone.
+    async fn bury_poison(&self, delivery: &Delivery, e: &StoreError) {
+        let conversation = delivery
+            .incoming
+            .envelope
+            .message
+            .conversation_id
+            .to_string();
+        delivery.span.record("coachwire.outcome", "dead_lettered");
+        delivery.span.record("otel.status_code", "error");
+        self.bury(&delivery.message, &conversation, &e.to_string())
+            .await;
     }
 
     /// Stores `messages`, retrying what a retry can fix (the database's faults) for as
@@ -197,7 +289,7 @@ impl Persister {
         let mut last_progress = tokio::time::Instant::now();
         loop {
             let writes = write_spans(messages);
-            match store_batch(&self.pool, &batch).await {
+            match self.store_batch(&batch).await {
                 Ok(stored) => return StoreAttempt::Stored(stored),
                 Err(e) if !e.is_retriable() => {
                     failed(&writes);
@@ -221,17 +313,19 @@ impl Persister {
         }
     }
 
-    /// Publishes the persisted events, then acks. Publishing is retried like storing.
-    async fn finish(
-        &self,
-        messages: &[Delivery],
-        stored: Vec<Stored>,
-        shutdown: &CancellationToken,
-    ) -> Outcome {
+    /// The finish half of a batch: publishes a committed part's persisted events, then
+    /// acks its deliveries. Publishing is retried like storing. Parts must be finished in
+    /// the order they were committed, or rooms would see a conversation's events out of
+    /// order.
+    pub async fn finish(&self, part: Committed, shutdown: &CancellationToken) -> Outcome {
+        let Committed {
+            deliveries: messages,
+            stored,
+        } = part;
         let fresh = stored.iter().filter(|s| s.row == Row::New).count();
         let mut publishes = Vec::with_capacity(stored.len());
         let mut events = Vec::with_capacity(stored.len());
-        for (stored, delivery) in stored.into_iter().zip(messages) {
+        for (stored, delivery) in stored.into_iter().zip(&messages) {
             record_stored(&delivery.span, &stored);
             let publish = tracing::debug_span!(
                 parent: &delivery.span,
@@ -263,7 +357,7 @@ impl Persister {
             }
         }
         drop(publishes);
-        for delivery in messages {
+        for delivery in &messages {
             tracing::debug!(parent: &delivery.span, "persisted and acked");
             if let Err(e) = delivery.message.ack_with(AckKind::Ack).await {
                 tracing::warn!(error = %e, "ack failed; the message will be redelivered and deduplicated");

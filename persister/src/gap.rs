@@ -120,6 +120,14 @@ pub async fn complete_from_stream(
 /// consumer delivers in stream order and what went elsewhere under the old numbers came
 /// before it. `false` (a gap) also when the stream cannot answer: the batch is then
 /// completed from it, which retries.
+///
+/// The read is a direct get, which any replica may answer, not a request to the stream's
+/// leader as [`read_partition`] makes: it is the cheaper of the two for the servers, and
+/// this runs for every batch. A replica's answer is as good as the leader's here. A
+/// replica applies the stream in order, so one that holds the batch's first new message
+/// holds everything before it and answers exactly as the leader would; one that does not
+/// hold it yet cannot name it, and the batch is then completed from the stream (through
+/// the leader), as after any gap.
 pub async fn continues_in_stream(
     js: &jetstream::Context,
     consumer: &PullConsumer,
@@ -136,8 +144,9 @@ pub async fn continues_in_stream(
     let Ok(stream) = js.get_stream_no_info(MESSAGES_STREAM).await else {
         return false;
     };
-    let filter = &consumer.cached_info().config.filter_subject;
-    next_of_partition(&stream, filter, last + 1)
+    let filter = consumer.cached_info().config.filter_subject.as_str();
+    stream
+        .direct_get_next_for_subject(filter, Some(last + 1))
         .await
         .is_ok_and(|message| message.sequence == first_new)
 }

@@ -10,8 +10,9 @@
 //! - [`writer`]: one per process; the batches all partitions have ready go to Postgres in
 //!   one transaction.
 //! - [`batch`]: what happens to one batch: decode → store (with retries) → publish the
-//!   persisted events → ack; poison messages are isolated and dead-lettered.
-//! - [`store`]: the single transaction that assigns `seq` and inserts a batch idempotently.
+//!   persisted events → ack; poison messages are isolated and dead-lettered. The writer
+//!   stores the next batch while the previous one is published and acked.
+//! - [`store`]: the single statement that assigns `seq` and inserts a batch idempotently.
 //! - [`nats`]: persisted events and dead letters out.
 //! - [`settings`], [`startup`]: configuration and wiring.
 //!

@@ -70,10 +70,7 @@ async fn serve(settings: PersisterSettings) -> anyhow::Result<()> {
         metrics,
     };
     let shutdown = shutdown::on_signal();
-    let persister = Persister {
-        pool: clients.pool,
-        js: clients.js,
-    };
+    let persister = Persister::new(clients.pool, clients.js);
     // Its own target, so a supervisor filtering at `warn,coachwire::ready=info` still sees
     // that the listeners are bound.
     tracing::info!(target: "coachwire::ready", admin = %settings.admin_listen, "persister ready");

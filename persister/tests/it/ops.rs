@@ -103,10 +103,7 @@ impl Ops {
         let client = coachwire_shared::nats::connect(&self.nats.url(), "persister")
             .await
             .expect("connect");
-        let persister = Persister {
-            pool: self.db.pool.clone(),
-            js: jetstream::new(client.clone()),
-        };
+        let persister = Persister::new(self.db.pool.clone(), jetstream::new(client.clone()));
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {

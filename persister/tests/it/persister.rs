@@ -105,21 +105,62 @@ fn reply(conversation: ConversationId, author: UserId) -> (MessageEnvelope, Mess
     (start, end)
 }
 
+/// `envelopes` as a batch taken from the stream, in this order.
+fn batch(envelopes: &[&MessageEnvelope]) -> Vec<Incoming> {
+    envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Incoming {
+            stream_seq: i as u64 + 1,
+            envelope: (*e).clone(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reply_that_starts_and_ends_in_one_batch_is_stored_at_its_end_and_published_as_both() {
+    let db = TestDb::new().await.expect("db");
+    let (coach, conversation) = (user(), ConversationId(uuid::Uuid::new_v4()));
+    let (start, end) = reply(conversation, coach);
+    let stored = store_batch(&db.pool, &batch(&[&start, &end]))
+        .await
+        .expect("store");
+    let (created, version) = (&stored[0].envelope, &stored[1].envelope);
+    assert_eq!(created.event_seq(), Some(Seq(1)));
+    assert_eq!(
+        created.message.status,
+        MessageStatus::Streaming,
+        "the start is published as it began"
+    );
+    assert_eq!(version.event_seq(), Some(Seq(2)));
+    assert_eq!(version.message.seq, Some(Seq(1)));
+    assert_eq!(version.message.status, MessageStatus::Complete);
+    assert_eq!(version.message.content, end.message.content);
+
+    let (events, _) = db::events_after(&db.pool, conversation, Seq::ZERO, 10)
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 2, "{events:?}");
+    reads_as_its_end(&events[0], &events[1], &end);
+}
+
+/// A streamed reply's row (`created`) reads as its `end`, and so does the event of the end.
+fn reads_as_its_end(created: &StoredEvent, updated: &StoredEvent, end: &MessageEnvelope) {
+    match (created, updated) {
+        (StoredEvent::Created(row), StoredEvent::Updated(updated)) => {
+            assert_eq!(row.status, MessageStatus::Complete, "read at its end");
+            assert_eq!(row.content, end.message.content);
+            assert_eq!(updated.message, *row);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_later_version_takes_the_next_seq_once_and_updates_its_message_in_place() {
     let db = TestDb::new().await.expect("db");
     let (alice, coach, conversation) = (user(), user(), ConversationId(uuid::Uuid::new_v4()));
     let (start, end) = reply(conversation, coach);
-    let batch = |envelopes: &[&MessageEnvelope]| -> Vec<Incoming> {
-        envelopes
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Incoming {
-                stream_seq: i as u64 + 1,
-                envelope: (*e).clone(),
-            })
-            .collect()
-    };
     let between = message(conversation, alice, "while it streams");
     let first = store_batch(&db.pool, &batch(&[&start, &between]))
         .await
@@ -160,18 +201,7 @@ async fn a_later_version_takes_the_next_seq_once_and_updates_its_message_in_plac
     assert!(!more);
     let seqs: Vec<Option<Seq>> = events.iter().map(StoredEvent::seq).collect();
     assert_eq!(seqs, [Some(Seq(1)), Some(Seq(2)), Some(Seq(3))]);
-    match (&events[0], &events[2]) {
-        (StoredEvent::Created(created), StoredEvent::Updated(updated)) => {
-            assert_eq!(
-                created.status,
-                MessageStatus::Complete,
-                "read in its current version"
-            );
-            assert_eq!(created.content, end.message.content);
-            assert_eq!(updated.message, *created);
-        }
-        other => panic!("{other:?}"),
-    }
+    reads_as_its_end(&events[0], &events[2], &end);
     let (after_start, _) = db::events_after(&db.pool, conversation, Seq(1), 10)
         .await
         .expect("events");
@@ -286,10 +316,7 @@ fn run_partition(
     tuning: &ConsumerTuning,
 ) -> (CancellationToken, tokio::task::JoinHandle<PartitionEnd>) {
     let shutdown = CancellationToken::new();
-    let persister = Persister {
-        pool: db.pool.clone(),
-        js: js.clone(),
-    };
+    let persister = Persister::new(db.pool.clone(), js.clone());
     let (writer, _writing) = Writer::spawn(persister, shutdown.clone());
     let runner = tokio::spawn(coachwire_persister::partition::run_partition(
         writer,
@@ -333,10 +360,7 @@ async fn seq_follows_stream_order_with_concurrent_publishers_and_two_persisters(
     let shutdown = CancellationToken::new();
     let mut persisters = Vec::new();
     for _ in 0..2 {
-        let persister = Persister {
-            pool: db.pool.clone(),
-            js: js.clone(),
-        };
+        let persister = Persister::new(db.pool.clone(), js.clone());
         persisters.push(tokio::spawn(consumer::run(
             persister,
             fast_tuning(),
@@ -430,10 +454,7 @@ async fn a_batch_whose_every_message_fails_alike_is_retried_not_dead_lettered() 
         .await
         .expect("trigger");
 
-    let persister = Persister {
-        pool: db.pool.clone(),
-        js: js.clone(),
-    };
+    let persister = Persister::new(db.pool.clone(), js.clone());
     let outcome = tokio::time::timeout(
         Duration::from_secs(30),
         persister.process(
@@ -552,10 +573,7 @@ async fn a_dead_writer_ends_its_persister_and_another_takes_every_partition_over
     let conversation = ConversationId(uuid::Uuid::new_v4());
     let alice = user();
     let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
-    let persister = Persister {
-        pool: db.pool.clone(),
-        js: js.clone(),
-    };
+    let persister = Persister::new(db.pool.clone(), js.clone());
     // The first batch any writer takes kills it; the failpoint is off after that.
     quiet_panics(INJECTED);
     fail::cfg("persister::writer", &format!("1*panic({INJECTED})")).expect("failpoint");

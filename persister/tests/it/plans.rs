@@ -42,8 +42,20 @@ async fn statements_prepared_on_empty_tables_still_use_indexes_once_they_hold_hi
         .await
         .expect("history");
 
+    // The one-statement path for new messages, on the same connection.
+    let before = scans(&pool).await;
+    let stored = store_batch(&pool, &batch(10)).await.expect("store new");
+    assert!(stored.iter().all(|s| s.row == Row::New));
+    let after = scans(&pool).await;
+    assert!(
+        after.1 > before.1,
+        "the new rows were numbered through an index"
+    );
+    assert_eq!(after.0, before.0, "storing new messages scanned a table");
+
+    // The path that reads what is stored first, in a transaction to count its scans.
     let mut tx = pool.begin().await.expect("begin");
-    let stored = store_in(&mut tx, &batch(10)).await.expect("store");
+    let stored = store_in(&mut tx, &batch(11)).await.expect("store");
     assert!(stored.iter().all(|s| s.row == Row::New));
     let (seq_scans, index_scans): (i64, i64) = sqlx::query_as(
         "SELECT coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(idx_scan), 0)::bigint \
@@ -64,6 +76,23 @@ async fn statements_prepared_on_empty_tables_still_use_indexes_once_they_hold_hi
         "a statement prepared on empty tables scanned a table of {} rows",
         HISTORY_CONVERSATIONS * HISTORY_PER_CONVERSATION
     );
+}
+
+/// Sequential and index scans of the store's tables so far, with this connection's
+/// counts flushed first (a pool of one: the connection that stored).
+async fn scans(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .expect("flush");
+    sqlx::query_as(
+        "SELECT coalesce(sum(seq_scan), 0)::bigint, coalesce(sum(idx_scan), 0)::bigint \
+         FROM pg_stat_user_tables \
+         WHERE relname IN ('messages', 'conversation_participants')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("stats")
 }
 
 /// Conversations of two with messages each, then the statistics autovacuum would gather.
