@@ -218,6 +218,11 @@ pub struct StreamOrder {
     pub moved: Vec<String>,
 }
 
+/// How often, and after what pause, reading the stream is tried again when the server
+/// does not answer a fetch (a consumer leader still being elected).
+const STREAM_READ_RETRIES: u32 = 20;
+const STREAM_READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The comparison of [`check_stream_order`], without failing on an inversion.
 pub async fn stream_order(
     pool: &PgPool,
@@ -253,11 +258,23 @@ pub async fn stream_order(
     // Per conversation: (stream sequence, stored seq, message id) in stream order.
     let mut order: HashMap<ConversationId, Vec<(u64, i64, String)>> = HashMap::new();
     let mut seen = HashSet::new();
+    let mut unanswered = 0;
     loop {
         let mut batch = consumer.fetch().max_messages(1000).messages().await?;
         let mut n = 0;
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("reading the stream: {e}"))?;
+            let message = match message {
+                Ok(message) => message,
+                // Right after a node of the cluster came back, the new consumer's leader
+                // may not answer yet (503): fetch again; what came is kept.
+                Err(_) if unanswered < STREAM_READ_RETRIES => {
+                    unanswered += 1;
+                    tokio::time::sleep(STREAM_READ_PAUSE).await;
+                    n += 1;
+                    break;
+                }
+                Err(e) => anyhow::bail!("reading the stream: {e}"),
+            };
             n += 1;
             let stream_seq = message
                 .info()
