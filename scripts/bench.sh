@@ -8,6 +8,7 @@
 #      BENCH_CLIENT (rust: the built-in Socket.IO driver; node: socket.io-client),
 #      BENCH_DRIVERS (driver threads or Node processes, 1), BENCH_SKIP_REFERENCE=1,
 #      BENCH_SKIP_FLOOR=1 (the floor step: bare socketioxide, bench/src/floor.rs),
+#      BENCH_CHECKPOINT=0: no CHECKPOINT before each step (see load()),
 #      BENCH_PG_STATEMENTS=1: Postgres's statements by their share of its time per
 #      coachwire step (pg_stat_statements, preloaded once with a restart of the local
 #      cluster), printed and kept as .run/bench/statements-<rate>.txt,
@@ -78,8 +79,15 @@ LOAD=$CARGO_TARGET_DIR/release/coachwire-load
 # A step that cannot finish (a server too far behind to accept the clients) is reported
 # as missing rather than ending the run. Extra arguments go to coachwire-load (the
 # processes whose CPU per message it reports: --cpu NAME=PID, --cpu-tree NAME=PID).
+#
+# Each step starts right after a CHECKPOINT (BENCH_CHECKPOINT=0: not). Postgres's timed
+# checkpoint (every 5 minutes) writes out what the earlier steps dirtied, and while it
+# does, a commit's WAL fsync can wait 70-100 ms behind it: one such stall inside an 8-s
+# window is that step's p99, and which step it hits was chance. After a checkpoint the
+# next timed one is 5 minutes away, longer than any step.
 load() { # LABEL URL DATABASE_URL RATE [ARG...]
   local label=$1 url=$2 db=$3 rate=$4; shift 4
+  [ "${BENCH_CHECKPOINT:-1}" = 0 ] || echo "CHECKPOINT" | as_postgres_psql >/dev/null
   log "$label at $rate msg/s"
   "$LOAD" --label "$label" --url "$url" --database-url "$db" --rate "$rate" \
     --connections "${BENCH_CONNECTIONS:-200}" --room-size "${BENCH_ROOM_SIZE:-4}" \
