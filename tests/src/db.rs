@@ -87,16 +87,23 @@ impl TestDb {
         sqlx::raw_sql(sqlx::AssertSqlSafe(alter))
             .execute(&mut admin)
             .await?;
-        // Client sessions only: an autovacuum worker on a busy database is a superuser
-        // process that this role may not end (the 30-minute soak hit one), and a failover
-        // is about the clients anyway.
+        self.cut_sessions(&mut admin).await
+    }
+
+    /// Ends every client session of the database but `admin`'s, as a failover does: the
+    /// services' pools reconnect, and new sessions get the database's current defaults.
+    ///
+    /// Client sessions only: an autovacuum worker on a busy database is a superuser
+    /// process that this role may not end (the 30-minute soak hit one, and so did the
+    /// read-only fault scenario), and a failover is about the clients anyway.
+    pub async fn cut_sessions(&self, admin: &mut PgConnection) -> anyhow::Result<()> {
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = $1 AND pid <> pg_backend_pid() \
              AND backend_type = 'client backend'",
         )
         .bind(&self.name)
-        .execute(&mut admin)
+        .execute(admin)
         .await?;
         Ok(())
     }

@@ -23,18 +23,14 @@ async fn admin(run: &Run) -> PgConnection {
         .expect("an admin connection")
 }
 
-/// Ends every other session of the test database, as a failover does: the services'
-/// pools reconnect, and new sessions get the database's current defaults.
+/// Ends the services' sessions, as a failover does (`TestDb::cut_sessions`).
 async fn cut_sessions(run: &Run) {
     let mut admin = admin(run).await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(&run.stack.db.name)
-    .execute(&mut admin)
-    .await
-    .expect("terminate sessions");
+    run.stack
+        .db
+        .cut_sessions(&mut admin)
+        .await
+        .expect("terminate sessions");
 }
 
 /// Runs each statement on its own (one admin session), in order.
