@@ -172,12 +172,8 @@ pub async fn store_in(
     conn: &mut PgConnection,
     batch: &[Incoming],
 ) -> Result<Vec<Stored>, StoreError> {
-    let wanted = Wanted::of(batch);
-    let rows = existing(&mut *conn, &wanted.ids).await?;
-    let last = last_seqs(&mut *conn, &wanted.conversations).await?;
-    let plan = Plan::new(batch, rows, last);
-    write(&mut *conn, &plan, Numbering::Given).await?;
-    Ok(plan.stored)
+    let rows = existing(&mut *conn, &read_ids(batch)).await?;
+    Ok(write_plan(conn, Plan::new(batch, rows)).await?)
 }
 
 /// Whether a batch was only new messages.
@@ -187,56 +183,51 @@ enum New {
     NotOnly,
 }
 
-/// Stores a batch on the assumption that none of it is stored yet, in one statement that
-/// numbers the rows after each conversation's last `seq` itself. A row stored before
-/// fails the statement with a unique violation, and then nothing was written.
+/// Stores a batch on the assumption that none of it is stored yet, without reading
+/// first. A row stored before fails the statement with a unique violation, and then
+/// nothing was written.
 async fn store_new(conn: &mut PgConnection, batch: &[Incoming]) -> Result<New, sqlx::Error> {
     if batch.iter().any(|m| m.envelope.version.is_some()) {
         return Ok(New::NotOnly);
     }
-    let mut plan = Plan::new(batch, HashMap::new(), HashMap::new());
-    let seqs = write(conn, &plan, Numbering::AfterLast).await?;
-    for stored in &mut plan.stored {
-        let numbered = seqs.get(&stored.envelope.event_id());
-        stored.envelope.message.seq = numbered.copied().or(stored.envelope.message.seq);
-    }
-    Ok(New::Stored(plan.stored))
+    let stored = write_plan(conn, Plan::new(batch, HashMap::new())).await?;
+    Ok(New::Stored(stored))
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-/// What a batch reads before it writes.
-struct Wanted {
-    /// Its events' ids (to find those stored already) and the ids of the messages its
-    /// later versions bring up to date (to build their current version).
-    ids: Vec<Uuid>,
-    /// Its conversations, for their last `seq`.
-    conversations: Vec<Uuid>,
+/// What a batch reads before it writes: its events' ids (to find those stored already)
+/// and the ids of the messages its later versions bring up to date (to build their
+/// current version).
+fn read_ids(batch: &[Incoming]) -> Vec<Uuid> {
+    let events = batch.iter().map(|m| m.envelope.event_id().0);
+    let versioned = batch
+        .iter()
+        .filter(|m| m.envelope.version.is_some())
+        .map(|m| m.envelope.message.id.0);
+    events.chain(versioned).collect()
 }
 
-impl Wanted {
-    fn of(batch: &[Incoming]) -> Wanted {
-        let mut ids: Vec<Uuid> = batch.iter().map(|m| m.envelope.event_id().0).collect();
-        ids.extend(
-            batch
-                .iter()
-                .filter(|m| m.envelope.version.is_some())
-                .map(|m| m.envelope.message.id.0),
-        );
-        let conversations = batch
-            .iter()
-            .map(|m| m.envelope.message.conversation_id.0)
-            .collect();
-        Wanted { ids, conversations }
-    }
+/// Writes `plan` and gives its stored events the `seq`s the statement assigned.
+async fn write_plan(
+    conn: &mut PgConnection,
+    mut plan: Plan<'_>,
+) -> Result<Vec<Stored>, sqlx::Error> {
+    let assigned = write(conn, &plan).await?;
+    plan.renumber(&assigned);
+    Ok(plan.stored)
 }
 
 /// What one batch writes, and what it stored, worked out from what it read.
+///
+/// The new rows' `seq`s here count 1, 2, 3 … per conversation within the batch: the
+/// statement adds the conversation's last stored `seq`, which it reads itself
+/// ([`INSERT`]), and [`Plan::renumber`] then puts the `seq`s it returned in the events.
 struct Plan<'a> {
-    /// New rows, in stream order, each with its `seq`. A message whose later version is in
-    /// the same batch goes in already at that version.
+    /// New rows, in stream order, each with its count. A message whose later version is
+    /// in the same batch goes in already at that version.
     fresh: Vec<(&'a Incoming, Message)>,
     /// Later versions of messages stored before this batch: their rows are updated.
     versions: Vec<&'a Message>,
@@ -244,13 +235,9 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    /// `rows`: the stored rows among [`Wanted::ids`]; `last`: each conversation's last
-    /// stored `seq`. New events get `last + 1, last + 2, …` per conversation, in order.
-    fn new(
-        batch: &'a [Incoming],
-        mut rows: HashMap<MessageId, Message>,
-        mut last: HashMap<ConversationId, Seq>,
-    ) -> Plan<'a> {
+    /// `rows`: the stored rows among [`read_ids`].
+    fn new(batch: &'a [Incoming], mut rows: HashMap<MessageId, Message>) -> Plan<'a> {
+        let mut counts: HashMap<ConversationId, Seq> = HashMap::new();
         let mut fresh: Vec<(&Incoming, Message)> = Vec::new();
         let mut seqs: Vec<(Option<Seq>, Row)> = Vec::with_capacity(batch.len());
         // The events as persisted: a creation as its row when first stored.
@@ -263,7 +250,7 @@ impl<'a> Plan<'a> {
                 continue;
             }
             let accepted = &incoming.envelope;
-            let seq = last
+            let seq = counts
                 .entry(accepted.message.conversation_id)
                 .or_insert(Seq::ZERO);
             *seq = seq.next();
@@ -294,6 +281,21 @@ impl<'a> Plan<'a> {
             fresh,
             versions,
             stored,
+        }
+    }
+
+    /// Puts the `seq`s the statement `assigned` to new rows (by id) in the stored events:
+    /// a creation's own, a later version's, and the `seq` of the message a later version
+    /// belongs to when that message is new too. Events found stored keep theirs.
+    fn renumber(&mut self, assigned: &HashMap<MessageId, Seq>) {
+        for stored in &mut self.stored {
+            let envelope = &mut stored.envelope;
+            let event = envelope.event_id();
+            if let Some(version) = envelope.version.as_mut() {
+                version.seq = assigned.get(&event).copied().or(version.seq);
+            }
+            let message = &mut envelope.message;
+            message.seq = assigned.get(&message.id).copied().or(message.seq);
         }
     }
 }
@@ -371,23 +373,6 @@ async fn existing<'e>(
     Ok(rows.into_iter().map(|r| (r.id, Message::from(r))).collect())
 }
 
-/// The highest stored seq of each conversation: a backward index scan per conversation
-/// (`ORDER BY seq DESC LIMIT 1`), constant time however long the conversation is.
-async fn last_seqs<'e>(
-    db: impl PgExecutor<'e>,
-    conversations: &[Uuid],
-) -> Result<HashMap<ConversationId, Seq>, sqlx::Error> {
-    let rows: Vec<(ConversationId, i64)> = sqlx::query_as(
-        "SELECT c.id, COALESCE((SELECT m.seq FROM messages m WHERE m.conversation_id = c.id \
-                                ORDER BY m.seq DESC LIMIT 1), 0) \
-         FROM (SELECT DISTINCT unnest($1::uuid[]) AS id) c",
-    )
-    .bind(conversations)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|(c, s)| (c, Seq(s))).collect())
-}
-
 /// Moves each conversation's activity time (what `GET /api/conversations` orders by) to
 /// its newest stored message, in the statement that stores it, so the listing never runs
 /// ahead of or behind what was stored. Sorted by conversation so that two writers lock
@@ -405,17 +390,13 @@ const APPLY_VERSIONS: &str = "versions AS (\
      FROM UNNEST($15::uuid[], $16::text[], $17::text[]) AS v(id, content, status) \
      WHERE m.id = v.id)";
 
-const INSERT: &str = "INSERT INTO messages (id, conversation_id, user_id, content, type, metadata, \
-                                client_message_id, seq, created_at, stream_seq, status, \
-                                version_of) \
-     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
-                          $6::jsonb[], $7::uuid[], $8::int8[], $9::timestamptz[], $10::int8[], \
-                          $11::text[], $12::uuid[])";
-
-/// [`INSERT`] with each row's `seq` counted from its conversation's last one, as read by
-/// the statement itself: `$8` holds 1, 2, 3 … per conversation. A statement does not see
-/// its own rows, so the last `seq` is the same for all of a conversation's rows.
-const INSERT_AFTER_LAST: &str = "INSERT INTO messages (id, conversation_id, user_id, content, type, \
+/// The new rows, each `seq` counted from its conversation's last one as the statement
+/// reads it: `$8` holds 1, 2, 3 … per conversation. A statement does not see its own
+/// rows, so the last `seq` is the same for all of a conversation's rows; a concurrent
+/// writer's row makes it fail on `UNIQUE (conversation_id, seq)` (see the module doc).
+/// The last `seq` is a backward index scan per row, constant time however long the
+/// conversation is.
+const INSERT: &str = "INSERT INTO messages (id, conversation_id, user_id, content, type, \
                                 metadata, client_message_id, seq, created_at, stream_seq, \
                                 status, version_of) \
      SELECT n.id, n.conversation_id, n.user_id, n.content, n.type, n.metadata, \
@@ -431,23 +412,12 @@ const INSERT_AFTER_LAST: &str = "INSERT INTO messages (id, conversation_id, user
             created_at, stream_seq, status, version_of) \
      RETURNING id, seq";
 
-/// Where the new rows' `seq`s come from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Numbering {
-    /// The plan's, from the last `seq`s read before.
-    Given,
-    /// The plan's counts 1, 2, 3 … after each conversation's last `seq`, which the
-    /// statement reads ([`INSERT_AFTER_LAST`]); it returns the `seq`s it gave.
-    AfterLast,
-}
-
 /// Writes a batch in one statement: the new rows, the conversations' activity and the
-/// later versions of earlier messages together, or none of them. Returns the `seq` of
-/// each new row when the statement numbered them ([`Numbering::AfterLast`]).
+/// later versions of earlier messages together, or none of them. Returns the `seq` it
+/// gave each new row.
 async fn write<'e>(
     db: impl PgExecutor<'e>,
     plan: &Plan<'_>,
-    numbering: Numbering,
 ) -> Result<HashMap<MessageId, Seq>, sqlx::Error> {
     let fresh = &plan.fresh;
     if fresh.is_empty() {
@@ -471,13 +441,9 @@ async fn write<'e>(
         .map(|(i, _)| i64::try_from(i.stream_seq).unwrap_or(i64::MAX))
         .collect();
     let (conversations, times) = newest_activity(fresh);
-    let insert = match numbering {
-        Numbering::Given => INSERT,
-        Numbering::AfterLast => INSERT_AFTER_LAST,
-    };
     let sql = match plan.versions.is_empty() {
-        true => format!("WITH {TOUCH_ACTIVITY} {insert}"),
-        false => format!("WITH {TOUCH_ACTIVITY}, {APPLY_VERSIONS} {insert}"),
+        true => format!("WITH {TOUCH_ACTIVITY} {INSERT}"),
+        false => format!("WITH {TOUCH_ACTIVITY}, {APPLY_VERSIONS} {INSERT}"),
     };
     let text = |f: fn(&Message) -> &str| fresh.iter().map(|(_, m)| f(m)).collect::<Vec<_>>();
     let query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -517,10 +483,6 @@ async fn write<'e>(
                     .collect::<Vec<_>>(),
             ),
     };
-    if numbering == Numbering::Given {
-        query.execute(db).await?;
-        return Ok(HashMap::new());
-    }
     let numbered: Vec<(MessageId, i64)> = query
         .try_map(|row| sqlx::FromRow::from_row(&row))
         .fetch_all(db)

@@ -120,28 +120,37 @@ fn batch(envelopes: &[&MessageEnvelope]) -> Vec<Incoming> {
 #[tokio::test]
 async fn a_reply_that_starts_and_ends_in_one_batch_is_stored_at_its_end_and_published_as_both() {
     let db = TestDb::new().await.expect("db");
-    let (coach, conversation) = (user(), ConversationId(uuid::Uuid::new_v4()));
+    let (alice, coach, conversation) = (user(), user(), ConversationId(uuid::Uuid::new_v4()));
+    // A message before it, so that the batch's own count (1, 2) is not the seqs (2, 3).
+    let before = message(conversation, alice, "how big a position?");
+    store_batch(&db.pool, &batch(&[&before]))
+        .await
+        .expect("before");
     let (start, end) = reply(conversation, coach);
     let stored = store_batch(&db.pool, &batch(&[&start, &end]))
         .await
         .expect("store");
     let (created, version) = (&stored[0].envelope, &stored[1].envelope);
-    assert_eq!(created.event_seq(), Some(Seq(1)));
+    assert_eq!(created.event_seq(), Some(Seq(2)));
     assert_eq!(
         created.message.status,
         MessageStatus::Streaming,
         "the start is published as it began"
     );
-    assert_eq!(version.event_seq(), Some(Seq(2)));
-    assert_eq!(version.message.seq, Some(Seq(1)));
+    assert_eq!(version.event_seq(), Some(Seq(3)));
+    assert_eq!(
+        version.message.seq,
+        Some(Seq(2)),
+        "the reply stands where it began"
+    );
     assert_eq!(version.message.status, MessageStatus::Complete);
     assert_eq!(version.message.content, end.message.content);
 
     let (events, _) = db::events_after(&db.pool, conversation, Seq::ZERO, 10)
         .await
         .expect("events");
-    assert_eq!(events.len(), 2, "{events:?}");
-    reads_as_its_end(&events[0], &events[1], &end);
+    assert_eq!(events.len(), 3, "{events:?}");
+    reads_as_its_end(&events[1], &events[2], &end);
 }
 
 /// A streamed reply's row (`created`) reads as its `end`, and so does the event of the end.
