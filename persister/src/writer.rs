@@ -143,19 +143,23 @@ async fn write(persister: Persister, mut queue: mpsc::Receiver<Job>, shutdown: C
     }
 }
 
-/// Publishes and acks committed batches in the order they were committed.
+/// Publishes and acks committed batches in the order they were committed. Once shutdown
+/// abandons one, the rest are dropped unacked too (and redelivered): publishing a later
+/// batch's events ahead of it would give rooms a conversation's events out of order. It
+/// still takes what the writer hands over, so the writer never sees it gone.
 async fn finish(
     persister: Persister,
     mut committed: mpsc::Receiver<(Vec<Committed>, Span)>,
     shutdown: CancellationToken,
 ) {
+    let mut abandoned = false;
     while let Some((parts, span)) = committed.recv().await {
         for part in parts {
-            let finished = persister.finish(part, &shutdown).instrument(span.clone());
-            if finished.await == Outcome::Abandoned {
-                // Shutdown: what is left stays unacked and is redelivered.
+            if abandoned {
                 break;
             }
+            let finished = persister.finish(part, &shutdown).instrument(span.clone());
+            abandoned = finished.await == Outcome::Abandoned;
         }
     }
 }
