@@ -144,7 +144,7 @@ impl Persister {
     }
 
     /// Stores `batch` on the held connection (taken from the pool first if there is none).
-    async fn store_batch(&self, batch: &[Incoming]) -> Result<Vec<Stored>, StoreError> {
+    async fn store_held(&self, batch: &[Incoming]) -> Result<Vec<Stored>, StoreError> {
         let mut held = self.held.lock().await;
         let conn = match held.as_mut() {
             Some(conn) => conn,
@@ -289,7 +289,7 @@ impl Persister {
         let mut last_progress = tokio::time::Instant::now();
         loop {
             let writes = write_spans(messages);
-            match self.store_batch(&batch).await {
+            match self.store_held(&batch).await {
                 Ok(stored) => return StoreAttempt::Stored(stored),
                 Err(e) if !e.is_retriable() => {
                     failed(&writes);

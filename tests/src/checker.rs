@@ -262,6 +262,7 @@ pub async fn stream_order(
     loop {
         let mut batch = consumer.fetch().max_messages(1000).messages().await?;
         let mut n = 0;
+        let mut refused = false;
         while let Some(message) = batch.next().await {
             let message = match message {
                 Ok(message) => message,
@@ -269,8 +270,7 @@ pub async fn stream_order(
                 // may not answer yet (503): fetch again; what came is kept.
                 Err(_) if unanswered < STREAM_READ_RETRIES => {
                     unanswered += 1;
-                    tokio::time::sleep(STREAM_READ_PAUSE).await;
-                    n += 1;
+                    refused = true;
                     break;
                 }
                 Err(e) => anyhow::bail!("reading the stream: {e}"),
@@ -298,7 +298,9 @@ pub async fn stream_order(
                     .push((stream_seq, *seq, id));
             }
         }
-        if n == 0 {
+        if refused {
+            tokio::time::sleep(STREAM_READ_PAUSE).await;
+        } else if n == 0 {
             break;
         }
     }
