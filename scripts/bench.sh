@@ -4,6 +4,9 @@
 #   scripts/bench.sh replies [ARG ...] streamed replies (bench/replies.mjs: 200 replies at
 #                                      20 appends/s each beside 500 msg/s of chat; ARGs
 #                                      go to it, e.g. --replies 100)
+#   scripts/bench.sh memory [N]        ingest's resident memory per joined connection: N
+#                                      sockets (5000) in rooms of 4 at 10 msg/s, RSS before
+#                                      and with all joined; the floor's beside it
 # Env: BENCH_CONNECTIONS (200), BENCH_ROOM_SIZE (4), BENCH_DURATION (8s), BENCH_WARMUP (2s),
 #      BENCH_CLIENT (rust: the built-in Socket.IO driver; node: socket.io-client),
 #      BENCH_DRIVERS (driver threads or Node processes, 1), BENCH_SKIP_REFERENCE=1,
@@ -25,8 +28,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-MODE=messages REPLY_ARGS=()
+MODE=messages REPLY_ARGS=() MEMORY_CONNECTIONS=5000
 if [ "${1:-}" = replies ]; then MODE=replies; shift; REPLY_ARGS=("$@"); set --; fi
+if [ "${1:-}" = memory ]; then MODE=memory MEMORY_CONNECTIONS=${2:-5000}; set --; fi
 RATES=("$@"); [ ${#RATES[@]} -gt 0 ] || RATES=(1000 2000 4000 6000 8000)
 OUT=$ROOT/.run/bench
 REF_PORT=3100
@@ -66,6 +70,9 @@ ORDER BY total_exec_time DESC LIMIT 12;
 SQL
 }
 [ "${BENCH_PG_STATEMENTS:-0}" != 1 ] || statements_on
+# Every client of this machine's driver comes from 127.0.0.1: past 256 sockets the
+# per-address cap (ingest/src/serve.rs) would refuse them, as it should a single host.
+[ "$MODE" != memory ] || export COACHWIRE_TRUST_PROXY=true
 scripts/run-stack.sh >/dev/null
 export COACHWIRE_JWT_SECRET=${COACHWIRE_JWT_SECRET:-$(cat .run/jwt-secret)}
 if [ "$MODE" = replies ]; then
@@ -75,6 +82,25 @@ if [ "$MODE" = replies ]; then
   exit 0
 fi
 LOAD=$CARGO_TARGET_DIR/release/coachwire-load
+if [ "$MODE" = memory ]; then
+  # Idle-ish sockets: 10 msg/s in all keeps every room live without adding buffers.
+  memory_step() { # LABEL URL PID [ARG...]
+    local label=$1 url=$2 pid=$3; shift 3
+    log "$label: $MEMORY_CONNECTIONS connections, resident memory"
+    "$LOAD" --label "$label" --url "$url" --database-url "$DATABASE_URL" --rate 10 \
+      --connections "$MEMORY_CONNECTIONS" --room-size 4 --warmup 5s --duration 10s \
+      --rss "$label=$pid" --json "$OUT/memory-$label.json" "$@" | grep -E "RSS|exactly once"
+  }
+  memory_step ingest http://127.0.0.1:3000 "$(cat .run/ingest.pid)"
+  scripts/run-stack.sh stop >/dev/null
+  COACHWIRE_JWT_SECRET=$COACHWIRE_JWT_SECRET PORT=$FLOOR_PORT \
+    "$CARGO_TARGET_DIR/release/coachwire-floor" >>"$OUT/floor.log" 2>&1 &
+  floor_pid=$!
+  wait_for 30 curl -fsS "http://127.0.0.1:$FLOOR_PORT/healthz" || die "floor server not up; see $OUT/floor.log"
+  memory_step floor "http://127.0.0.1:$FLOOR_PORT" "$floor_pid" --stores-nothing
+  kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true
+  exit 0
+fi
 
 # A step that cannot finish (a server too far behind to accept the clients) is reported
 # as missing rather than ending the run. Extra arguments go to coachwire-load (the

@@ -10,10 +10,12 @@
 //!   [`rust_driver`], which speaks Socket.IO itself ([`wire`]) at a fraction of Node's CPU
 //!   per message; with `--client node`, the official `socket.io-client` played by
 //!   `tests/js/load.mjs` (through `coachwire_testkit::load`), one Node process a driver;
-//! - [`stats`]: HDR histograms over the measured window;
+//! - [`stats`]: HDR histograms over the measured window; [`cpu`] and [`memory`]: what
+//!   the watched processes spent;
 //! - the verdict: `coachwire_testkit::checker`, the fault suite's judge.
 
 mod cpu;
+mod memory;
 mod rust_driver;
 mod setup;
 mod stats;
@@ -78,6 +80,10 @@ struct Args {
     /// The same, counting the process's children too (Postgres's backends).
     #[arg(long = "cpu-tree")]
     cpu_tree: Vec<String>,
+    /// A process whose resident memory per connection to report, as NAME=PID: its RSS
+    /// before the clients connect and at the end of the measured window.
+    #[arg(long = "rss")]
+    rss: Option<String>,
     /// The server keeps nothing (the floor step): no stored-rows check, and the sockets
     /// are not waited for.
     #[arg(long)]
@@ -112,6 +118,8 @@ struct Results {
     /// Each watched process's CPU over the window (`--cpu`, `--cpu-tree`, and the
     /// load driver last).
     cpu: Vec<cpu::Cost>,
+    /// The `--rss` process's resident memory per connection, if one was named.
+    memory: Option<memory::PerConnection>,
     /// `passed`, or the first violated guarantee.
     check: String,
 }
@@ -124,8 +132,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to Postgres")?;
     let clients = setup::clients(&pool, &args.jwt_secret, args.connections, args.room_size).await?;
+    let resident = args
+        .rss
+        .as_deref()
+        .map(memory::Resident::parse)
+        .transpose()?;
+    let before = resident.as_ref().map(|r| r.rss_kb()).transpose()?;
     let mut drivers = start_drivers(&args, clients).await?;
-    let driven = drive(&args, &watched, &mut drivers).await?;
+    let mut driven = drive(&args, &watched, &mut drivers).await?;
+    if let (Some(resident), Some(before)) = (&resident, before) {
+        driven.memory = Some(resident.per_connection(before, args.connections)?);
+    }
     let reports = finish(&args, &pool, &mut drivers).await?;
     let results = judge(&args, &pool, &reports, &driven).await;
     print(&results);
@@ -248,10 +265,11 @@ fn watched(args: &Args) -> anyhow::Result<Vec<cpu::Watched>> {
 }
 
 /// What [`drive`] saw: each driver's clock reading when it began, and every watched
-/// process's CPU over the measured window.
+/// process's CPU over the measured window; then the `--rss` process's memory.
 struct Driven {
     begun: Vec<f64>,
     cpu: Vec<cpu::Cost>,
+    memory: Option<memory::PerConnection>,
 }
 
 /// Sends for warm-up plus duration with a progress bar, sampling the drivers' CPU time
@@ -285,7 +303,11 @@ async fn drive(
         window.as_secs_f64(),
         closed.saturating_sub(opened),
     );
-    Ok(Driven { begun, cpu })
+    Ok(Driven {
+        begun,
+        cpu,
+        memory: None,
+    })
 }
 
 /// Shows progress every 500 ms until `until` after `start`; returns the messages sent by
@@ -405,6 +427,7 @@ async fn judge(
             .find(|c| c.name == DRIVER)
             .map_or(0.0, |c| c.us_per_message),
         cpu: driven.cpu.clone(),
+        memory: driven.memory.clone(),
         check,
     }
 }
@@ -448,5 +471,11 @@ fn print(r: &Results) {
         "  driver CPU per message: {:.1} µs ({} client)",
         r.driver_cpu_us_per_msg, r.client
     );
+    if let Some(m) = &r.memory {
+        println!(
+            "  {} RSS: {} kB before the clients, {} kB with {} joined: {:.1} KB per connection",
+            m.name, m.before_kb, m.joined_kb, r.connections, m.kb_per_connection
+        );
+    }
     println!("  exactly once, complete, in order: {}", r.check);
 }

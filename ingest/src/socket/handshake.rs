@@ -43,7 +43,7 @@ async fn charge(State(app): State<AppRef>, mut request: Request, next: Next) -> 
 }
 
 /// The first request of an Engine.IO session: to the Socket.IO path, with no `sid` yet.
-fn opens_a_session(request: &Request) -> bool {
+pub(crate) fn opens_a_session(request: &Request) -> bool {
     let uri = request.uri();
     uri.path().starts_with("/socket.io/")
         && !uri

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod handshake;
 pub mod order;
 pub mod oversized;
+pub mod parts;
 
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
