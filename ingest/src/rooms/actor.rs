@@ -68,7 +68,9 @@ async fn run(
     registry: Registry,
     mut resync: watch::Receiver<u64>,
 ) {
-    let mut events = match start(&mut room, &nats).await {
+    // The rare awaits that query are boxed: the actor's future, which every joined room
+    // holds while idle, is as large as its largest await.
+    let mut events = match Box::pin(start(&mut room, &nats)).await {
         Ok(subscriber) => subscriber,
         Err(failure) => return fail_pending(room.conversation(), commands, &registry, failure),
     };
@@ -90,7 +92,7 @@ async fn run(
                 None => return retire_now(&mut room, &registry),
             },
             () = sleep_until(tail_check.unwrap_or_else(Instant::now)), if tail_check.is_some() => {
-                tail_check = match room.catch_up().await {
+                tail_check = match Box::pin(room.catch_up()).await {
                     Ok(CatchUp::Done) => None,
                     Ok(CatchUp::Again) => Some(Instant::now() + SETTLED_AFTER),
                     Err(e) => {

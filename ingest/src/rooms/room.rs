@@ -170,7 +170,7 @@ impl Room {
         match envelope.version {
             Some(_) => self.streaming.ended(message.id),
             None if message.status == MessageStatus::Streaming => {
-                if let Some(delta) = self.streaming.track(message).await {
+                if let Some(delta) = Box::pin(self.streaming.track(message)).await {
                     self.emit_delta(&delta, author);
                 }
             }
@@ -280,7 +280,9 @@ impl Room {
             return;
         }
         if seq > self.cursor.next() {
-            self.fill_to(Seq(seq.0 - 1)).await;
+            // Boxed, as every rare path that queries: an actor's future is as large as its
+            // largest await, and an idle room would otherwise hold a query's state.
+            Box::pin(self.fill_to(Seq(seq.0 - 1))).await;
         }
         // Only a creation has a sender to skip and tell `message_delivered`; a later
         // version goes to every member, its author's sockets included (§14).

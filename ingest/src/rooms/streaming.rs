@@ -72,7 +72,7 @@ impl Streaming {
         let new = match tracked.so_far.add(delta.offset, &delta.text) {
             Some(new) => new,
             None => {
-                let reread = self.read(delta.conversation_id, delta.id).await;
+                let reread = Box::pin(self.read(delta.conversation_id, delta.id)).await;
                 let tracked = self.tracked.get_mut(&delta.id)?;
                 let missing: String = reread
                     .text
