@@ -132,17 +132,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to Postgres")?;
     let clients = setup::clients(&pool, &args.jwt_secret, args.connections, args.room_size).await?;
-    let resident = args
-        .rss
-        .as_deref()
-        .map(memory::Resident::parse)
-        .transpose()?;
-    let before = resident.as_ref().map(|r| r.rss_kb()).transpose()?;
+    let resident = resident_before(&args)?;
     let mut drivers = start_drivers(&args, clients).await?;
-    let mut driven = drive(&args, &watched, &mut drivers).await?;
-    if let (Some(resident), Some(before)) = (&resident, before) {
-        driven.memory = Some(resident.per_connection(before, args.connections)?);
-    }
+    let driven = drive(&args, &watched, resident.as_ref(), &mut drivers).await?;
     let reports = finish(&args, &pool, &mut drivers).await?;
     let results = judge(&args, &pool, &reports, &driven).await;
     print(&results);
@@ -154,6 +146,17 @@ async fn main() -> anyhow::Result<()> {
         let _ = driver.load.shutdown().await;
     }
     Ok(())
+}
+
+/// The `--rss` process and its resident set now, before any client connects: what the
+/// clients add is the growth from here.
+fn resident_before(args: &Args) -> anyhow::Result<Option<(memory::Resident, u64)>> {
+    let Some(spec) = &args.rss else {
+        return Ok(None);
+    };
+    let process = memory::Resident::parse(spec)?;
+    let before = process.rss_kb()?;
+    Ok(Some((process, before)))
 }
 
 /// One driver and the conversations it plays.
@@ -264,8 +267,8 @@ fn watched(args: &Args) -> anyhow::Result<Vec<cpu::Watched>> {
     Ok(watched)
 }
 
-/// What [`drive`] saw: each driver's clock reading when it began, and every watched
-/// process's CPU over the measured window; then the `--rss` process's memory.
+/// What [`drive`] saw: each driver's clock reading when it began, every watched
+/// process's CPU over the measured window, and the `--rss` process's memory at its end.
 struct Driven {
     begun: Vec<f64>,
     cpu: Vec<cpu::Cost>,
@@ -273,10 +276,12 @@ struct Driven {
 }
 
 /// Sends for warm-up plus duration with a progress bar, sampling the drivers' CPU time
-/// when the measured window opens and when it closes.
+/// when the measured window opens and when it closes, and `resident`'s memory (against
+/// its resident set before the clients connected) when it closes.
 async fn drive(
     args: &Args,
     watched: &[cpu::Watched],
+    resident: Option<&(memory::Resident, u64)>,
     drivers: &mut [Driver],
 ) -> anyhow::Result<Driven> {
     let mut begun = Vec::with_capacity(drivers.len());
@@ -295,6 +300,9 @@ async fn drive(
     let (cpu_opened, at_open) = (cpu::sample(watched), Instant::now());
     let closed = show_until(drivers, &bar, start, total).await?;
     let (cpu_closed, window) = (cpu::sample(watched), at_open.elapsed());
+    let memory = resident
+        .map(|(process, before)| process.per_connection(*before, args.connections))
+        .transpose()?;
     bar.finish_and_clear();
     let cpu = cpu::costs(
         watched,
@@ -303,11 +311,7 @@ async fn drive(
         window.as_secs_f64(),
         closed.saturating_sub(opened),
     );
-    Ok(Driven {
-        begun,
-        cpu,
-        memory: None,
-    })
+    Ok(Driven { begun, cpu, memory })
 }
 
 /// Shows progress every 500 ms until `until` after `start`; returns the messages sent by

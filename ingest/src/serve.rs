@@ -7,7 +7,9 @@
 //!   how long a keep-alive connection may sit idle between requests;
 //! - counts against [`MAX_CONNECTIONS_PER_IP`] open connections from its peer address,
 //!   unless a proxy is trusted (then every client shares the proxy's address);
-//! - has Nagle off: acks are small writes, and with it on they wait for delayed ACKs.
+//! - has Nagle off: acks are small writes, and with it on they wait for delayed ACKs;
+//! - hands a request that opens a Socket.IO session over detached from hyper's read
+//!   buffer (`socket::parts`).
 //!
 //! Bodies get their own deadline where they are read (`http::JsonBody`); an upgraded
 //! WebSocket leaves hyper and is bounded by Engine.IO's ping timeout instead.
@@ -106,7 +108,9 @@ fn spawn_connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY failed");
     }
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+    let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+        // Before the router: a session keeps its request's parts for its whole life.
+        let mut request = crate::socket::parts::detached(request);
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(request)
     });

@@ -104,8 +104,6 @@ pub fn build(
         .layer(layer);
     // Outside the Socket.IO layer, so Engine.IO never sees a CONNECT over its limit.
     let router = crate::socket::oversized::answer_oversized_connects(router);
-    // Outside the Socket.IO layer, so the session keeps a copy of its request's headers.
-    let router = crate::socket::parts::owned(router);
     // Outside the Socket.IO layer, so a session is counted before socketioxide creates it.
     let router = crate::socket::handshake::count(router, app.clone());
     // Outside the Socket.IO layer: socketioxide answers `/socket.io/` itself, so the

@@ -20,7 +20,7 @@ use coachwire_shared::envelope::{MessageEnvelope, Version};
 use coachwire_shared::ids::{ConversationId, MessageId, Seq};
 use coachwire_shared::message::Message;
 use coachwire_shared::message_columns;
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
@@ -360,8 +360,8 @@ fn persisted(
     }
 }
 
-async fn existing<'e>(
-    db: impl PgExecutor<'e>,
+async fn existing(
+    conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<HashMap<MessageId, Message>, sqlx::Error> {
     let sql = concat!(
@@ -369,7 +369,7 @@ async fn existing<'e>(
         message_columns!(),
         " FROM messages WHERE id = ANY($1)"
     );
-    let rows: Vec<MessageRow> = sqlx::query_as(sql).bind(ids).fetch_all(db).await?;
+    let rows: Vec<MessageRow> = sqlx::query_as(sql).bind(ids).fetch_all(conn).await?;
     Ok(rows.into_iter().map(|r| (r.id, Message::from(r))).collect())
 }
 
@@ -415,8 +415,8 @@ const INSERT: &str = "INSERT INTO messages (id, conversation_id, user_id, conten
 /// Writes a batch in one statement: the new rows, the conversations' activity and the
 /// later versions of earlier messages together, or none of them. Returns the `seq` it
 /// gave each new row.
-async fn write<'e>(
-    db: impl PgExecutor<'e>,
+async fn write(
+    conn: &mut PgConnection,
     plan: &Plan<'_>,
 ) -> Result<HashMap<MessageId, Seq>, sqlx::Error> {
     let fresh = &plan.fresh;
@@ -485,7 +485,7 @@ async fn write<'e>(
     };
     let numbered: Vec<(MessageId, i64)> = query
         .try_map(|row| sqlx::FromRow::from_row(&row))
-        .fetch_all(db)
+        .fetch_all(conn)
         .await?;
     Ok(numbered
         .into_iter()

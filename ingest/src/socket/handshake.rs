@@ -12,6 +12,7 @@ use crate::app::AppRef;
 use crate::socket::connect::client_ip;
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use coachwire_shared::error::Failure;
@@ -27,7 +28,7 @@ pub fn count(router: Router, app: AppRef) -> Router {
 }
 
 async fn charge(State(app): State<AppRef>, mut request: Request, next: Next) -> Response {
-    if opens_a_session(&request)
+    if opens_a_session(request.uri())
         && let Some(ip) = client_ip(
             request.headers(),
             request.extensions(),
@@ -43,8 +44,7 @@ async fn charge(State(app): State<AppRef>, mut request: Request, next: Next) -> 
 }
 
 /// The first request of an Engine.IO session: to the Socket.IO path, with no `sid` yet.
-pub(crate) fn opens_a_session(request: &Request) -> bool {
-    let uri = request.uri();
+pub(crate) fn opens_a_session(uri: &Uri) -> bool {
     uri.path().starts_with("/socket.io/")
         && !uri
             .query()
