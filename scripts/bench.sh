@@ -204,15 +204,25 @@ for rate in rates:
               f"{r['ack_ms']['p50']:>7.1f}ms {r['ack_ms']['p99']:>7.1f}ms {r['room_ms']['p99']:>8.1f}ms "
               f"{r['delivered_ms']['p99']:>8.1f}ms {r['check'].splitlines()[0][:40]}")
 print()
+def measured():
+    """Every step with CPU figures, in rate order."""
+    for rate in rates:
+        for label in LABELS:
+            r = get(label, rate)
+            if r and r.get("cpu"):
+                yield rate, label, r["cpu"]
+def servers(cpu, field):
+    return sum(c.get(field, 0) for c in cpu if c["name"] != "load driver")
 print("CPU per message over the measured window, in µs (share of one core):")
-for rate in rates:
-    for label in LABELS:
-        r = get(label, rate)
-        if not r or not r.get("cpu"):
-            continue
-        costs = "  ".join(f"{c['name']} {c['us_per_message']:.0f} ({100*c['cores']:.0f}%)" for c in r["cpu"])
-        served = sum(c["us_per_message"] for c in r["cpu"] if c["name"] != "load driver")
-        print(f"{rate:>6} | {label:<17} server total {served:>5.0f}  | {costs}")
+for rate, label, cpu in measured():
+    costs = "  ".join(f"{c['name']} {c['us_per_message']:.0f} ({100*c['cores']:.0f}%)" for c in cpu)
+    print(f"{rate:>6} | {label:<17} server total {servers(cpu, 'us_per_message'):>5.0f}  | {costs}")
+print()
+print("Runs on a CPU per message, µs per run, and time runnable but waiting for a CPU (share of the window):")
+for rate, label, cpu in measured():
+    runs = "  ".join(f"{c['name']} {c.get('runs_per_message', 0):.2f} × {c.get('us_per_run', 0):.0f} µs, "
+                     f"waited {100*c.get('waited', 0):.0f}%" for c in cpu)
+    print(f"{rate:>6} | {label:<17} server runs {servers(cpu, 'runs_per_message'):>5.2f}  | {runs}")
 print()
 def held(r, ack_p99, room_p99):
     return (r and r["acked_ratio"] >= 0.99 and r["ack_ms"]["p99"] <= ack_p99

@@ -6,6 +6,13 @@
 //! process given with `--cpu-tree` counts with its children, which is how Postgres works
 //! (one backend process per connection, forked by the postmaster). Times come from
 //! `/proc/PID/stat` (`utime` + `stime`, in clock ticks).
+//!
+//! Beside the time, how often each process ran and how long it waited for a core: the
+//! scheduler's counters of every thread (`/proc/PID/task/TID/schedstat`: time on a CPU,
+//! time runnable but waiting, and the number of times it was put on a CPU). Where a
+//! message costs a wake-up in each process it passes, the runs per message say so, and
+//! the time per run says what a wake-up costs; the wait says whether a process's latency
+//! was queueing for a core rather than its own work.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -58,9 +65,28 @@ impl Watched {
     }
 }
 
-/// Clock ticks used so far by each watched process (by name; several with one name add up).
+/// What each watched process (by name; several with one name add up) had used so far.
 #[derive(Clone, Debug, Default)]
-pub struct Sample(HashMap<String, u64>);
+pub struct Sample(HashMap<String, Used>);
+
+/// A process's counters at one moment, its threads' summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Used {
+    /// CPU time in clock ticks (`/proc/PID/stat`).
+    ticks: u64,
+    /// Times a thread was put on a CPU (`schedstat`'s third field).
+    runs: u64,
+    /// Nanoseconds threads spent runnable, waiting for a CPU (`schedstat`'s second).
+    waited_ns: u64,
+}
+
+impl Used {
+    fn add(&mut self, other: Used) {
+        self.ticks += other.ticks;
+        self.runs += other.runs;
+        self.waited_ns += other.waited_ns;
+    }
+}
 
 /// One process's cost over the window.
 #[derive(Clone, Debug, Serialize)]
@@ -70,21 +96,53 @@ pub struct Cost {
     /// Share of one core over the window.
     pub cores: f64,
     pub us_per_message: f64,
+    /// Times its threads were put on a CPU, per message.
+    pub runs_per_message: f64,
+    /// CPU time per run, in µs: what one wake-up and the work it did cost.
+    pub us_per_run: f64,
+    /// Time its threads spent runnable but waiting for a CPU, as a share of the window
+    /// (threads add up: a process of several can pass 100%).
+    pub waited: f64,
 }
 
-/// Reads every watched process's CPU time now. A process that is gone counts zero.
+/// Reads every watched process's counters now. A process that is gone counts zero.
 pub fn sample(watched: &[Watched]) -> Sample {
     let stats = all_stats();
-    let mut ticks: HashMap<String, u64> = HashMap::new();
+    let mut used: HashMap<String, Used> = HashMap::new();
     for w in watched {
-        let total: u64 = stats
+        let entry = used.entry(w.name.clone()).or_default();
+        for stat in stats
             .iter()
             .filter(|s| s.pid == w.pid || (w.scope == Scope::WithChildren && s.ppid == w.pid))
-            .map(|s| s.ticks)
-            .sum();
-        *ticks.entry(w.name.clone()).or_default() += total;
+        {
+            let (runs, waited_ns) = scheduled(stat.pid);
+            entry.add(Used {
+                ticks: stat.ticks,
+                runs,
+                waited_ns,
+            });
+        }
     }
-    Sample(ticks)
+    Sample(used)
+}
+
+/// The scheduler's counts of every thread of `pid`: (runs, nanoseconds waited).
+fn scheduled(pid: u32) -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|line| parse_schedstat(&line))
+        .fold((0, 0), |(runs, waited), (r, w)| (runs + r, waited + w))
+}
+
+/// `on-cpu-ns waited-ns runs`: (runs, waited-ns).
+fn parse_schedstat(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace().skip(1).map(str::parse::<u64>);
+    let waited = fields.next()?.ok()?;
+    let runs = fields.next()?.ok()?;
+    Some((runs, waited))
 }
 
 /// Each process's CPU between two samples, per message of the window, in `watched`'s order.
@@ -100,19 +158,28 @@ pub fn costs(
     names
         .into_iter()
         .map(|name| {
-            let ticks = |s: &Sample| s.0.get(name).copied().unwrap_or(0);
+            let used = |s: &Sample| s.0.get(name).copied().unwrap_or_default();
+            let (then, now) = (used(before), used(after));
             // A restarted process starts again from zero: count nothing rather than wrap.
-            let used = ticks(after).saturating_sub(ticks(before));
-            let cpu_secs = used as f64 / USER_HZ;
+            let cpu_secs = now.ticks.saturating_sub(then.ticks) as f64 / USER_HZ;
+            let runs = now.runs.saturating_sub(then.runs) as f64;
+            let waited_secs = now.waited_ns.saturating_sub(then.waited_ns) as f64 / 1e9;
+            let per_message = |x: f64| match messages {
+                0 => 0.0,
+                n => x / n as f64,
+            };
             Cost {
                 name: name.to_string(),
                 cpu_secs,
                 cores: cpu_secs / window_secs.max(f64::EPSILON),
-                us_per_message: if messages == 0 {
+                us_per_message: per_message(cpu_secs * 1e6),
+                runs_per_message: per_message(runs),
+                us_per_run: if runs == 0.0 {
                     0.0
                 } else {
-                    cpu_secs * 1e6 / messages as f64
+                    cpu_secs * 1e6 / runs
                 },
+                waited: waited_secs / window_secs.max(f64::EPSILON),
             }
         })
         .collect()
@@ -189,6 +256,28 @@ mod tests {
         assert!(cost.cpu_secs >= 0.1, "{cost:?}");
         assert!((cost.us_per_message - cost.cpu_secs * 1000.0).abs() < 1e-6);
         assert!((cost.cores - cost.cpu_secs / 0.5).abs() < 1e-9);
+        assert!(cost.us_per_run > 0.0, "it ran: {cost:?}");
+    }
+
+    #[test]
+    fn a_schedstat_line_gives_runs_and_wait() {
+        assert_eq!(parse_schedstat("566478 587795 2\n"), Some((2, 587795)));
+        assert_eq!(parse_schedstat("566478"), None);
+    }
+
+    #[test]
+    fn a_sample_counts_this_threads_runs() {
+        let me = [Watched::me("driver")];
+        let before = sample(&me);
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let after = sample(&me);
+        let cost = &costs(&me, &before, &after, 1.0, 10)[0];
+        assert!(
+            cost.runs_per_message >= 2.0,
+            "20 sleeps are 20 wake-ups, 2 per message of 10: {cost:?}"
+        );
     }
 
     #[test]

@@ -462,13 +462,18 @@ fn print(r: &Results) {
             name, p.count, p.p50, p.p90, p.p99, p.p999, p.max
         );
     }
-    println!("  CPU per message over the window (µs, share of one core):");
+    println!(
+        "  CPU per message over the window (µs, share of one core; runs on a CPU per message, µs per run; time runnable but waiting for a CPU):"
+    );
     for cost in &r.cpu {
         println!(
-            "  {:<16} {:>8.1} µs {:>6.0}%",
+            "  {:<16} {:>8.1} µs {:>6.0}%  {:>6.2} runs {:>7.1} µs/run  waited {:>4.0}%",
             cost.name,
             cost.us_per_message,
-            cost.cores * 100.0
+            cost.cores * 100.0,
+            cost.runs_per_message,
+            cost.us_per_run,
+            cost.waited * 100.0
         );
     }
     println!(

@@ -30,10 +30,10 @@ pub const MAX_PACKET_BYTES: usize = 64 * 1024;
 /// `sync::MAX_PAGE_BYTES`. A socket that stops reading therefore pins at most ~5 MB of
 /// room events here (1024 packets let ten such sockets pin 125 MiB, issue 16 item 11).
 /// A burst beyond it disconnects that socket only (§7.4); its client reconnects and syncs.
-const SOCKET_BUFFER_PACKETS: usize = 128;
+pub const SOCKET_BUFFER_PACKETS: usize = 128;
 /// Each WebSocket keeps a read buffer of this size for its whole life; chat frames are a
 /// few hundred bytes, and a larger one grows the buffer only while it is read.
-const WS_READ_BUFFER_BYTES: usize = 1024;
+pub const WS_READ_BUFFER_BYTES: usize = 1024;
 /// How long an Engine.IO session may go without a Socket.IO CONNECT before it is closed.
 /// Clients send it right after the handshake; socketioxide's 45 s default let sessions
 /// that never connect (and are never counted as connections) pile up ~25 KB each.

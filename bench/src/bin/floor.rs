@@ -8,8 +8,15 @@
 //! ingest spends above this server per message is what the pipeline costs on top of
 //! socketioxide. Every conversation id is accepted (there is no participant list), and
 //! `seq` is counted in memory per room.
+//!
+//! Everything below the handlers is ingest's own: its listener (`coachwire_ingest::serve`,
+//! which detaches a session's request from hyper's read buffer), socketioxide's buffer
+//! sizes, one runtime thread. So the floor is the best this socket work costs as ingest
+//! serves it, and the difference is the pipeline, not a setting.
 
 use axum::Router;
+use coachwire_ingest::serve::{PeerCap, serve};
+use coachwire_ingest::startup::{SOCKET_BUFFER_PACKETS, WS_READ_BUFFER_BYTES};
 use serde::Deserialize;
 use serde_json::json;
 use socketioxide::SocketIo;
@@ -68,7 +75,7 @@ struct Send {
     client_message_id: Option<String>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let secret = std::env::var("COACHWIRE_JWT_SECRET")?;
     let port: u16 = std::env::var("PORT")
@@ -78,17 +85,17 @@ async fn main() -> anyhow::Result<()> {
         key: jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
         seqs: Seqs::default(),
     });
-    let (layer, io) = SocketIo::builder().with_state(floor).build_layer();
+    let (layer, io) = SocketIo::builder()
+        .with_state(floor)
+        .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+        .build_layer();
     io.ns("/", on_connect.with(authenticate));
     let app = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .layer(layer);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    // Nagle off, as ingest does (../shared/notes: 42 ms ack p90 with it on).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).await?;
+    serve(listener, app, PeerCap::None, std::future::pending()).await;
     Ok(())
 }
 
