@@ -53,14 +53,6 @@ fn positive_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-// mimalloc, without transparent huge pages (the `no_thp` feature): ingest allocates for
-// every frame, ack and room event, and glibc's malloc was 5% of its profile. Measured in
-// alternating runs (docs/benchmarks.md, "The allocator"): 5-9% less CPU per message at
-// 3000-6000 msg/s and 2-3 KB less resident memory per joined socket. With huge pages it
-// used 2 KB more per socket than glibc.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 // One thread: at 6000 msg/s ingest uses about half a core, and a runtime of several
 // worker threads spent a fifth of its CPU waking them for each other (the kernel's task
 // switch led its profile; one thread took 18–23% off the CPU per message at 1000–6000
