@@ -82,6 +82,14 @@ if [ "$MODE" = replies ]; then
   exit 0
 fi
 LOAD=$CARGO_TARGET_DIR/release/coachwire-load
+# The floor (bench/src/bin/floor.rs), a fresh process per step; its pid in floor_pid.
+floor_start() {
+  COACHWIRE_JWT_SECRET=$COACHWIRE_JWT_SECRET PORT=$FLOOR_PORT \
+    "$CARGO_TARGET_DIR/release/coachwire-floor" >>"$OUT/floor.log" 2>&1 &
+  floor_pid=$!
+  wait_for 30 curl -fsS "http://127.0.0.1:$FLOOR_PORT/healthz" || die "floor server not up; see $OUT/floor.log"
+}
+floor_stop() { kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; }
 if [ "$MODE" = memory ]; then
   # Idle-ish sockets: 10 msg/s in all keeps every room live without adding buffers.
   memory_step() { # LABEL URL PID [ARG...]
@@ -93,12 +101,9 @@ if [ "$MODE" = memory ]; then
   }
   memory_step ingest http://127.0.0.1:3000 "$(cat .run/ingest.pid)"
   scripts/run-stack.sh stop >/dev/null
-  COACHWIRE_JWT_SECRET=$COACHWIRE_JWT_SECRET PORT=$FLOOR_PORT \
-    "$CARGO_TARGET_DIR/release/coachwire-floor" >>"$OUT/floor.log" 2>&1 &
-  floor_pid=$!
-  wait_for 30 curl -fsS "http://127.0.0.1:$FLOOR_PORT/healthz" || die "floor server not up; see $OUT/floor.log"
+  floor_start
   memory_step floor "http://127.0.0.1:$FLOOR_PORT" "$floor_pid" --stores-nothing
-  kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true
+  floor_stop
   exit 0
 fi
 
@@ -160,12 +165,9 @@ scripts/run-stack.sh stop >/dev/null
 # pipeline's own cost.
 if [ "${BENCH_SKIP_FLOOR:-0}" != 1 ]; then
   for rate in "${RATES[@]}"; do
-    COACHWIRE_JWT_SECRET=$COACHWIRE_JWT_SECRET PORT=$FLOOR_PORT \
-      "$CARGO_TARGET_DIR/release/coachwire-floor" >>"$OUT/floor.log" 2>&1 &
-    floor_pid=$!
-    wait_for 30 curl -fsS "http://127.0.0.1:$FLOOR_PORT/healthz" || die "floor server not up; see $OUT/floor.log"
+    floor_start
     load floor "http://127.0.0.1:$FLOOR_PORT" "$DATABASE_URL" "$rate" --stores-nothing --cpu floor=$floor_pid
-    kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true
+    floor_stop
   done
 fi
 

@@ -70,7 +70,7 @@ impl Watched {
 pub struct Sample(HashMap<String, Used>);
 
 /// A process's counters at one moment, its threads' summed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Used {
     /// CPU time in clock ticks (`/proc/PID/stat`).
     ticks: u64,

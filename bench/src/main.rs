@@ -148,15 +148,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--rss` process and its resident set now, before any client connects: what the
-/// clients add is the growth from here.
-fn resident_before(args: &Args) -> anyhow::Result<Option<(memory::Resident, u64)>> {
+/// The `--rss` process's resident set now, before any client connects: what the clients
+/// add is the growth from here.
+fn resident_before(args: &Args) -> anyhow::Result<Option<memory::Before>> {
     let Some(spec) = &args.rss else {
         return Ok(None);
     };
-    let process = memory::Resident::parse(spec)?;
-    let before = process.rss_kb()?;
-    Ok(Some((process, before)))
+    let process = cpu::Watched::parse(spec, cpu::Scope::Process)?;
+    Ok(Some(memory::Before::sample(process)?))
 }
 
 /// One driver and the conversations it plays.
@@ -281,7 +280,7 @@ struct Driven {
 async fn drive(
     args: &Args,
     watched: &[cpu::Watched],
-    resident: Option<&(memory::Resident, u64)>,
+    resident: Option<&memory::Before>,
     drivers: &mut [Driver],
 ) -> anyhow::Result<Driven> {
     let mut begun = Vec::with_capacity(drivers.len());
@@ -301,7 +300,7 @@ async fn drive(
     let closed = show_until(drivers, &bar, start, total).await?;
     let (cpu_closed, window) = (cpu::sample(watched), at_open.elapsed());
     let memory = resident
-        .map(|(process, before)| process.per_connection(*before, args.connections))
+        .map(|before| before.per_connection(args.connections))
         .transpose()?;
     bar.finish_and_clear();
     let cpu = cpu::costs(

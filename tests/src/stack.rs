@@ -279,12 +279,7 @@ impl Service {
 
     /// The process's resident memory (`VmRSS`) in kB, or `None` once it is gone.
     pub fn rss_kb(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse().ok())
+        resident_kb(self.pid()?)
     }
 
     /// Whether the process is still alive (it never panicked or exited).
@@ -685,5 +680,34 @@ impl Stack {
             alice_token: token(alice, None, 3600),
             bob_token: token(bob, None, 3600),
         })
+    }
+}
+
+/// A process's resident memory (`VmRSS` in `/proc/PID/status`) in kB, or `None` if it is
+/// gone.
+pub fn resident_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    vm_rss_kb(&status)
+}
+
+/// `VmRSS:    182728 kB` → 182728.
+fn vm_rss_kb(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+}
+
+#[cfg(test)]
+mod resident_tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_resident_set_of_a_status_file_and_of_this_process() {
+        let status = "Name:\tcoachwire-ingest\nVmHWM:\t  190000 kB\nVmRSS:\t  182728 kB\n";
+        assert_eq!(vm_rss_kb(status), Some(182728));
+        assert_eq!(vm_rss_kb("Name:\tx\n"), None);
+        assert!(resident_kb(std::process::id()).is_some_and(|kb| kb > 0));
     }
 }
